@@ -1,0 +1,1 @@
+"""Image tasks: one module per task, registered by name."""

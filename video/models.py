@@ -1,0 +1,1 @@
+"""3D model table (filled in by the video issue)."""
