@@ -10,6 +10,8 @@ A checkpoint is read in two steps:
 """
 from __future__ import annotations
 
+import codecs
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,15 +45,27 @@ def _is_safetensors(path: Path) -> bool:
     return 0 < n < SAFETENSORS_MAGIC_MAX and head[8:9] == b"{"
 
 
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """Stand-in for ``getattr`` while unpickling: mmengine pickles HistoryBuffer's statistics methods as
+    ``getattr(HistoryBuffer, 'mean')``. Only those lookups are allowed, so the general builtin is never exposed."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    if obj is HistoryBuffer and name in ("min", "max", "current", "mean", "_statistics_methods"):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f"weights-only load refuses getattr({obj!r}, {name!r})")
+
+
 def mmengine_safe_globals() -> list[Any]:
-    """Classes that mmengine 0.10 checkpoints pickle besides tensors (message hub history, numpy scalars).
+    """What mmengine 0.10 checkpoints pickle besides tensors (message-hub history, numpy arrays and scalars).
 
     Allow-listing exactly these keeps ``torch.load(weights_only=True)`` (the default since torch 2.6) working for
-    mmengine checkpoints and resume, without a global switch to full unpickling.
+    mmengine checkpoints and resume, without a global switch to full unpickling. Use with
+    ``torch.serialization.safe_globals(...)`` or ``add_safe_globals(...)``.
     """
     import numpy as np
 
-    allowed: list[Any] = [np.ndarray, np.dtype, set]
+    allowed: list[Any] = [np.ndarray, np.dtype, set, codecs.encode,
+                          (_history_buffer_getattr, "builtins.getattr")]
     try:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
@@ -59,12 +73,10 @@ def mmengine_safe_globals() -> list[Any]:
     allowed += [_reconstruct, scalar]
     allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool", "float16")]
     try:
+        from mmengine.config.config import ConfigDict
         from mmengine.logging.history_buffer import HistoryBuffer
 
-        allowed.append(HistoryBuffer)
-        from mmengine.config.config import ConfigDict
-
-        allowed.append(ConfigDict)
+        allowed += [HistoryBuffer, ConfigDict]
     except ImportError:
         pass
     return allowed

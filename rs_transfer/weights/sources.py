@@ -53,7 +53,7 @@ _SIMCLR_HOW = ("TF checkpoint gs://simclr-checkpoints/simclrv2/pretrained/{m}, c
 
 
 def _timm(arch: str, file: str, top1: float) -> WeightSource:
-    return WeightSource(f"{arch}.tf_in1k", arch, file, f"{_TIMM}/{file.split('/')[0]}", f"{_TIMM}/{file}",
+    return WeightSource(f"{arch}.tf_in1k", arch, file.split("/")[1], f"{_TIMM}/{file}", f"{_TIMM}/{file}",
                         file.rsplit("-", 1)[1].split(".")[0], IMAGENET, top1, "RS recipe (official TF ckpt via timm)")
 
 

@@ -1,0 +1,147 @@
+"""Image classification on the one runner: a classifier model, a top-k accuracy metric, and frozen-feature probes.
+
+mmpretrain is not part of the stack (it pins mmcv < 2.1 at import in the versions that match mmengine 0.10), so the
+two pieces a classification fine-tune needs from it are written here, small:
+
+- :class:`ImageClassifier`: ``backbone`` (a ResNetRS classifier, ``num_classes`` = the task's) + cross-entropy with
+  label smoothing; optionally resizes the batch to ``resolution`` on the device (CIFAR: 32 -> 224 px upsampling
+  costs nothing on the data-loading CPUs that way).
+- :class:`Accuracy`: top-1/top-5 in percent (Table 4 reports percentages).
+- :func:`linear_probe` / :func:`knn_classify`: the frozen-feature protocols (PROTOCOLS.md, CIFAR-100).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.evaluator import BaseMetric
+from mmengine.model import BaseModel
+from mmengine.registry import METRICS, MODELS
+
+
+@MODELS.register_module(force=True)
+class ImageClassifier(BaseModel):
+    """``backbone`` config (``type=ResNetRS``, classifier mode) + label-smoothed cross-entropy.
+
+    ``data_samples`` are the integer labels (a tensor after ``default_collate``). ``predict`` returns one dict per
+    sample, ``{"scores": top-k indices, "label": int}``, which is all :class:`Accuracy` needs.
+    """
+
+    def __init__(self, backbone: dict, *, label_smoothing: float = 0.0, resolution: int | None = None,
+                 topk: Sequence[int] = (1, 5), data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.backbone = MODELS.build(backbone)
+        self.label_smoothing = label_smoothing
+        self.resolution = resolution
+        self.maxk = max(topk)
+
+    def forward(self, inputs: torch.Tensor, data_samples: Any = None, mode: str = "tensor") -> Any:
+        if self.resolution and tuple(inputs.shape[-2:]) != (self.resolution, self.resolution):
+            inputs = F.interpolate(inputs, size=(self.resolution, self.resolution), mode="bilinear",
+                                   align_corners=False)
+        logits = self.backbone(inputs)
+        if mode == "tensor":
+            return logits
+        labels = torch.as_tensor(data_samples, device=logits.device).long()
+        if mode == "loss":
+            return {"loss": F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)}
+        if mode == "predict":
+            top = logits.float().topk(min(self.maxk, logits.shape[1]), dim=1).indices.cpu()
+            return [{"scores": t, "label": int(y)} for t, y in zip(top, labels.cpu())]
+        raise ValueError(f"mode must be 'tensor', 'loss' or 'predict', got {mode!r}")
+
+
+@METRICS.register_module(force=True)
+class Accuracy(BaseMetric):
+    """Top-k accuracy in percent, keys ``top1``, ``top5`` (no prefix: results.json uses these names)."""
+
+    default_prefix = None
+
+    def __init__(self, topk: Sequence[int] = (1, 5), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.topk = tuple(topk)
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        for s in data_samples:
+            scores = s["scores"].tolist()
+            self.results.append([int(s["label"] in scores[:k]) for k in self.topk])
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        hits = np.asarray(results, dtype=np.float64).reshape(-1, len(self.topk))
+        return {f"top{k}": float(100.0 * hits[:, i].mean()) for i, k in enumerate(self.topk)}
+
+
+# ---- frozen-feature protocols ----------------------------------------------------------------------------------
+@torch.no_grad()
+def extract_features(backbone: torch.nn.Module, loader: Any, *, mean: Sequence[float], std: Sequence[float],
+                     resolution: int | None, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features (float32) and labels of every sample, in loader order. Inputs are uint8 images (0-255),
+    normalised here with the weight source's mean/std (0-255 units)."""
+    backbone.eval().to(device)
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    feats, labels = [], []
+    for batch in loader:
+        x = (batch["inputs"].to(device).float() - m) / s
+        if resolution and tuple(x.shape[-2:]) != (resolution, resolution):
+            x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+        f = backbone(x)
+        feats.append(f.flatten(1).float().cpu().numpy())
+        labels.append(torch.as_tensor(batch["data_samples"]).numpy())
+    return np.concatenate(feats), np.concatenate(labels).astype(np.int64)
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held-out) indices: the held-out part is the LAST ``round(fraction * n)`` of a
+    ``numpy.random.default_rng(seed).permutation(n)``."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_hold = int(round(fraction * n))
+    return perm[: n - n_hold], perm[n - n_hold:]
+
+
+def l2_to_C(lam: float, n: int) -> float:
+    """Kornblith et al. minimise mean cross-entropy + lam/2 ||w||^2; scikit-learn minimises
+    C * sum(cross-entropy) + 1/2 ||w||^2. Dividing the latter by C*n gives lam = 1 / (C n), so C = 1 / (lam n)."""
+    return 1.0 / (lam * n)
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+                 l2_grid: Sequence[float], holdout: float = 0.2, seed: int = 0,
+                 max_iter: int = 1000) -> dict[str, Any]:
+    """Multinomial logistic regression (L-BFGS), L2 penalty chosen on a held-out split, then refit on all training
+    data (Kornblith, Shlens & Le 2019). Returns top-1 (percent) on the test set, the chosen penalty and the sweep."""
+    from sklearn.linear_model import LogisticRegression
+
+    fit_idx, hold_idx = holdout_split(len(train_x), holdout, seed)
+    sweep = []
+    for lam in l2_grid:
+        clf = LogisticRegression(C=l2_to_C(lam, len(fit_idx)), solver="lbfgs", max_iter=max_iter)
+        clf.fit(train_x[fit_idx], train_y[fit_idx])
+        sweep.append(float(100.0 * clf.score(train_x[hold_idx], train_y[hold_idx])))
+    best = int(np.argmax(sweep))  # the first maximum: grids run strongest -> weakest penalty, ties go to stronger
+    lam = float(l2_grid[best])
+    clf = LogisticRegression(C=l2_to_C(lam, len(train_x)), solver="lbfgs", max_iter=max_iter)
+    clf.fit(train_x, train_y)
+    return {"top1": float(100.0 * clf.score(test_x, test_y)), "l2": lam, "holdout_top1": sweep[best],
+            "sweep": dict(zip(map(float, l2_grid), sweep))}
+
+
+def knn_classify(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+                 k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> dict[str, float]:
+    """Weighted kNN on L2-normalised features (Wu et al. 2018, as in DINO): each of the k most cosine-similar
+    training samples votes for its class with weight exp(similarity / temperature). Top-1 in percent."""
+    tr = torch.nn.functional.normalize(torch.from_numpy(train_x).float(), dim=1)
+    te = torch.nn.functional.normalize(torch.from_numpy(test_x).float(), dim=1)
+    ytr = torch.from_numpy(train_y).long()
+    n_cls = int(max(train_y.max(), test_y.max())) + 1
+    k = min(k, len(tr))
+    correct = 0
+    for i in range(0, len(te), chunk):
+        sim, idx = (te[i:i + chunk] @ tr.T).topk(k, dim=1)
+        votes = torch.zeros(len(sim), n_cls).scatter_add_(1, ytr[idx], (sim / temperature).exp())
+        correct += int((votes.argmax(1).numpy() == test_y[i:i + chunk]).sum())
+    return {"top1": 100.0 * correct / len(te), "k": float(k)}

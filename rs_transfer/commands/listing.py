@@ -1,0 +1,49 @@
+"""``rs-transfer list {models,weights,tasks}``."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "list registered models, named weight sources or tasks"
+DESCRIPTION = """List what can be named on the command line.
+
+  models   registered backbones (family, default resolution, block counts)
+  weights  named weight sources: fitting model, input normalisation, whether cached locally, where published
+  tasks    downstream tasks and their headline metric
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["models", "weights", "tasks"], help="what to list")
+    p.add_argument("--family", help="models only: resnet, resnetrs, resnet3d or resnetrs3d")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.what == "models":
+        from rs_transfer.backbones import get_spec, list_models
+
+        print(f"{'name':<16} {'family':<11} {'res':>4}  blocks / notes")
+        for name in list_models(args.family):
+            s = get_spec(name)
+            from rs_transfer.backbones.resnet import BLOCKS_PER_DEPTH
+
+            blocks = s.kwargs.get("layers") or BLOCKS_PER_DEPTH.get(s.kwargs.get("depth", 0), "")
+            print(f"{name:<16} {s.family:<11} {s.resolution:>4}  {blocks} {s.description}")
+    elif args.what == "weights":
+        from rs_transfer.weights.sources import SOURCES, weights_home
+
+        home = weights_home()
+        print(f"cache: {home}")
+        print(f"{'name':<22} {'model':<12} {'norm':<10} {'cached':<6} published")
+        for s in SOURCES.values():
+            cached = "yes" if (home / s.filename).is_file() else "no"
+            print(f"{s.name:<22} {s.arch:<12} {s.normalization.name:<10} {cached:<6} {s.published}")
+    else:
+        from rs_transfer.tasks import get_task, list_tasks
+
+        for name in list_tasks():
+            try:
+                t = get_task(name)
+                print(f"{name:<12} {t.metric:<8} {t.title}")
+            except Exception as err:  # a task whose module is not available yet
+                print(f"{name:<12} {'-':<8} not available ({err})")
+    return 0

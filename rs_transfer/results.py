@@ -1,0 +1,113 @@
+"""results.json: atomic writing, provenance (git revision, config hash) and reading back.
+
+One results.json per run directory is the unit everything downstream (reports, studies) consumes, so it must never
+be half-written: it is written to a temporary file in the same folder and renamed into place (``os.replace`` is
+atomic on POSIX), and only on rank 0.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULTS_NAME = "results.json"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """A JSON-friendly copy of a (resolved) mmengine config: classes/functions become ``module.qualname``."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        try:
+            return obj.item()
+        except (TypeError, ValueError):
+            pass
+    return str(obj)
+
+
+def config_hash(resolved: Any) -> str:
+    """sha256 of the canonical JSON of the resolved config (sorted keys): equal hash = equal configuration."""
+    blob = json.dumps(to_jsonable(resolved), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def git_revision(path: Path | None = None) -> dict[str, Any]:
+    """Commit of the checkout the package runs from, and whether it had uncommitted changes (None outside git)."""
+    where = str(path or Path(__file__).resolve().parents[1])
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return {"commit": None, "dirty": None}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10)
+        return {"commit": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(to_jsonable(obj), f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A results.json as a dict, or None when it is absent or unreadable (an interrupted write leaves nothing)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_NAME
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and "metrics" in data else None
+
+
+def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every results.json under the given files/folders, sorted for stable reports."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if p.is_file():
+            found.add(p)
+        elif p.is_dir():
+            found.update(p.rglob(RESULTS_NAME))
+    return sorted(found)
