@@ -136,3 +136,15 @@ def test_unknown_names_and_options_fail_clearly() -> None:
         get_spec("resnetrs5")
     with pytest.raises(UserError, match="Did you mean se_ratio"):
         create_model("resnetrs50", se_ration=0.5)
+
+
+def test_visible_from_mmdet_and_mmseg_registries() -> None:
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmseg.registry import MODELS as SEG_MODELS
+
+    import rs_transfer.backbones.zoo  # noqa: F401  (registers ResNetRS in mmengine's root registry)
+
+    by_class = DET_MODELS.build(dict(type=ResNetRS, depth=50, num_classes=0, out_indices=(0, 1, 2, 3)))
+    by_name = SEG_MODELS.build(dict(type="ResNetRS", depth=50, num_classes=0, out_indices=(3,)))
+    assert isinstance(by_class, ResNetRS) and isinstance(by_name, ResNetRS)
+    assert by_name.eval()(torch.randn(1, 3, 64, 64))[0].shape == (1, 2048, 2, 2)
