@@ -3,6 +3,16 @@
 One results.json per run directory is the unit everything downstream (reports, studies) consumes, so it must never
 be half-written: it is written to a temporary file in the same folder and renamed into place (``os.replace`` is
 atomic on POSIX), and only on rank 0.
+
+Keys written by :func:`rs_transfer.runner.run_experiment` (schema 1):
+``task``, ``task_title``, ``metric`` (headline key), ``value`` (its value), ``higher_is_better``, ``backbone``,
+``backbone_kwargs`` (merged ResNetRS arguments, incl. ``weights``), ``protocol``, ``preset`` (``note`` says MINI for
+mini runs), ``weights`` (``source``, ``path``, ``sha256``, ``named``, ``normalization``), ``seed``, ``metrics`` (all
+evaluator keys), ``config_file``, ``config`` (resolved, JSON-friendly), ``config_hash`` (sha256 with local folders
+replaced by placeholders), ``git`` (``commit``, ``dirty``), ``wall_time_s``, ``device``, ``world_size``,
+``launcher``, ``throughput_samples_per_s`` (training, global), ``batch_size_per_process``, ``accumulative_counts``,
+``effective_batch_size``, ``lr_scale``, ``amp``, ``ema_momentum``, ``resumed``, ``data_root``, ``work_dir``,
+``extra`` (task notes, e.g. the linear probe's penalty sweep).
 """
 from __future__ import annotations
 

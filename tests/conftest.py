@@ -1,8 +1,20 @@
-"""Shared fixtures."""
+"""Shared fixtures.
+
+- ``randomize``: non-trivial weights and BN statistics for parity checks.
+- ``rs_home`` (session, autouse): every test session gets its own empty ``RS_TRANSFER_HOME`` (no downloads, no user
+  cache); mini datasets are generated once per session in it.
+"""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 import torch
+
+# A tiny ResNetRS (1 block per stage, quarter width) for tests that exercise the runner rather than the model.
+TINY = {"layers": [1, 1, 1, 1], "width": 0.25}
+TINY_CLI = ["--backbone-options", "layers=[1,1,1,1]", "width=0.25"]
 
 
 @pytest.fixture
@@ -25,3 +37,16 @@ def randomize():
         return model
 
     return _randomize
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rs_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session-wide ``$RS_TRANSFER_HOME``: mini datasets are generated once per session, in here."""
+    home = tmp_path_factory.mktemp("rs_home")
+    old = os.environ.get("RS_TRANSFER_HOME")
+    os.environ["RS_TRANSFER_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("RS_TRANSFER_HOME", None)
+    else:
+        os.environ["RS_TRANSFER_HOME"] = old

@@ -1,0 +1,85 @@
+"""NYU Depth v2 monocular depth (Table 4 "NYU depth"): FPN depth head on a ResNet/ResNet-RS backbone.
+
+Protocol (PROTOCOLS.md, chosen): the Eigen split of the 1,449 labeled frames, 795 train / 654 test; metric delta<1.25
+accuracy in percent (the Table 4 figure), also delta<1.25^2, delta<1.25^3, AbsRel, SqRel, RMSE, RMSE-log, log10 and
+SILog; evaluated inside the Eigen crop (rows 45..471, cols 41..601 of 480x640), valid depths 1e-3..10 m (the usual
+cap), averaged per image (BTS/AdaBins convention). Depth PNGs are 16-bit millimetres (mmseg's NYU layout).
+
+Model: mmseg ``DepthEstimator`` with ``FPNDepthHead`` (tasks/_depth.py: FPN fusion of strides 4..32, sigmoid x 10 m
+output, scale-invariant log loss, as BTS/AdaBins/VPD). Training (chosen, BTS-style): random 416x544 crops of the
+480x640 frames, horizontal flip, photometric distortion; AdamW lr 1e-4, weight decay 1e-2, poly decay (power 0.9),
+batch 16 (4 GPUs x 4), 4,000 iterations (~80 epochs of 795 images). Test: the full 480x640 frame, no resizing.
+BatchNorm everywhere, ``sync_bn='torch'`` turns it into SyncBN under DDP. ``Task.configure`` (tasks/nyu_depth.py)
+sets the data root and shrinks this for ``--preset mini``.
+"""
+from mmcv.transforms import LoadImageFromFile, RandomFlip
+from mmengine.dataset import DefaultSampler, InfiniteSampler
+from mmengine.optim import OptimWrapper, PolyLR
+from mmengine.runner import IterBasedTrainLoop, TestLoop, ValLoop
+from mmseg.datasets import NYUDataset
+from mmseg.datasets.transforms import LoadDepthAnnotation, PackSegInputs, PhotoMetricDistortion, RandomCrop
+from mmseg.models import DepthEstimator, SegDataPreProcessor, SiLogLoss
+from torch.nn import BatchNorm2d
+from torch.optim import AdamW
+
+from rs_transfer.backbones import ResNetRS
+from rs_transfer.tasks._depth import EigenCropDepthMetric, FPNDepthHead
+
+crop_size = (416, 544)
+max_depth = 10.0
+max_iters = 4000
+norm_cfg = dict(type=BatchNorm2d, requires_grad=True)
+sync_bn = "torch"
+meta_keys = ("img_path", "depth_map_path", "ori_shape", "img_shape", "pad_shape", "scale_factor", "flip",
+             "flip_direction", "category_id")
+
+model = dict(
+    type=DepthEstimator,
+    data_preprocessor=dict(type=SegDataPreProcessor, mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                           bgr_to_rgb=True, pad_val=0, seg_pad_val=0, size=crop_size),
+    # Task-level keys only; the runner merges the chosen backbone's architecture and weights in.
+    backbone=dict(type=ResNetRS, num_classes=0, out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False),
+    decode_head=dict(
+        type=FPNDepthHead, in_channels=[256, 512, 1024, 2048], channels=128, max_depth=max_depth,
+        dropout_ratio=0.0, norm_cfg=norm_cfg, align_corners=False,
+        loss_decode=dict(type=SiLogLoss, loss_weight=1.0)),
+    train_cfg=dict(),
+    test_cfg=dict(mode="whole"),
+)
+
+data_root = "data/nyu"
+train_pipeline = [
+    dict(type=LoadImageFromFile),
+    dict(type=LoadDepthAnnotation, depth_rescale_factor=1e-3),   # 16-bit millimetres -> metres
+    dict(type=RandomCrop, crop_size=crop_size),
+    dict(type=RandomFlip, prob=0.5),
+    dict(type=PhotoMetricDistortion),
+    dict(type=PackSegInputs, meta_keys=meta_keys),
+]
+test_pipeline = [
+    dict(type=LoadImageFromFile),
+    dict(type=LoadDepthAnnotation, depth_rescale_factor=1e-3),
+    dict(type=PackSegInputs, meta_keys=meta_keys),
+]
+train_dataloader = dict(
+    batch_size=4, num_workers=4, persistent_workers=True,
+    sampler=dict(type=InfiniteSampler, shuffle=True),
+    dataset=dict(type=NYUDataset, data_root=data_root,
+                 data_prefix=dict(img_path="images/train", depth_map_path="annotations/train"),
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1, num_workers=4, persistent_workers=True,
+    sampler=dict(type=DefaultSampler, shuffle=False),
+    dataset=dict(type=NYUDataset, data_root=data_root, test_mode=True,
+                 data_prefix=dict(img_path="images/test", depth_map_path="annotations/test"),
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type=EigenCropDepthMetric, crop_type="eigen", min_depth_eval=1e-3, max_depth_eval=max_depth)
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(type=OptimWrapper, optimizer=dict(type=AdamW, lr=1e-4, weight_decay=0.01), clip_grad=None)
+param_scheduler = [dict(type=PolyLR, eta_min=0.0, power=0.9, begin=0, end=max_iters, by_epoch=False)]
+train_cfg = dict(type=IterBasedTrainLoop, max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict(type=ValLoop)
+test_cfg = dict(type=TestLoop)
+auto_scale_lr = dict(enable=False, base_batch_size=16)

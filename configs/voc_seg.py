@@ -1,0 +1,94 @@
+"""Pascal VOC 2012 semantic segmentation (Table 4 "Pascal seg"): UPerNet on a ResNet/ResNet-RS backbone.
+
+Protocol (PROTOCOLS.md, chosen): train on VOC2012 train + SBD ("trainaug", 10,582 images, masks in
+``SegmentationClassAug``), evaluate on VOC2012 val (1,449 images, official ``SegmentationClass`` masks), metric mIoU
+over the 21 classes (background included, 255 = ignore), single scale, whole-image inference.
+
+Why UPerNet and not DeepLabV3+: ``ResNetRS`` has no dilated-convolution option (output stride 32, as it was trained),
+and DeepLab's ASPP relies on an output-stride-8/16 dilated backbone. UPerNet (PPM on stride 32 + FPN fusion of
+strides 4..32) is the standard head for non-dilated backbones and mmseg's ADE20K reference, so the VOC and ADE columns
+share one head and differ only in data and schedule. A stride-32 backbone keeps CPU mini runs cheap, too.
+
+Schedule: mmseg's voc12aug 40k recipe -- 512x512 random crops from images rescaled to a (2048, 512) base with ratio
+0.5-2.0 (``cat_max_ratio`` 0.75), flip, photometric distortion; SGD lr 0.01, momentum 0.9, weight decay 5e-4, poly
+decay (power 0.9, floor 1e-4), batch 16 (4 GPUs x 4), 40k iterations; auxiliary FCN head on stage 3 (weight 0.4).
+Test: resize to the (2048, 512) base keeping the aspect ratio. BatchNorm everywhere; ``sync_bn='torch'`` turns it
+into SyncBN under DDP. ``Task.configure`` (tasks/voc_seg.py) sets the data root and shrinks this for ``--preset mini``.
+"""
+from mmcv.transforms import LoadImageFromFile, RandomFlip, RandomResize, Resize
+from mmengine.dataset import DefaultSampler, InfiniteSampler
+from mmengine.optim import OptimWrapper, PolyLR
+from mmengine.runner import IterBasedTrainLoop, TestLoop, ValLoop
+from mmseg.datasets import PascalVOCDataset
+from mmseg.datasets.transforms import LoadAnnotations, PackSegInputs, PhotoMetricDistortion, RandomCrop
+from mmseg.evaluation import IoUMetric
+from mmseg.models import CrossEntropyLoss, EncoderDecoder, FCNHead, SegDataPreProcessor, UPerHead
+from torch.nn import BatchNorm2d
+from torch.optim import SGD
+
+from rs_transfer.backbones import ResNetRS
+
+num_classes = 21
+crop_size = (512, 512)
+scale = (2048, 512)
+max_iters = 40000
+norm_cfg = dict(type=BatchNorm2d, requires_grad=True)
+sync_bn = "torch"
+
+model = dict(
+    type=EncoderDecoder,
+    data_preprocessor=dict(type=SegDataPreProcessor, mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                           bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=crop_size),
+    # Task-level keys only; the runner merges the chosen backbone's architecture and weights in.
+    backbone=dict(type=ResNetRS, num_classes=0, out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False),
+    decode_head=dict(
+        type=UPerHead, in_channels=[256, 512, 1024, 2048], in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6),
+        channels=512, dropout_ratio=0.1, num_classes=num_classes, norm_cfg=norm_cfg, align_corners=False,
+        loss_decode=dict(type=CrossEntropyLoss, use_sigmoid=False, loss_weight=1.0)),
+    auxiliary_head=dict(
+        type=FCNHead, in_channels=1024, in_index=2, channels=256, num_convs=1, concat_input=False,
+        dropout_ratio=0.1, num_classes=num_classes, norm_cfg=norm_cfg, align_corners=False,
+        loss_decode=dict(type=CrossEntropyLoss, use_sigmoid=False, loss_weight=0.4)),
+    train_cfg=dict(),
+    test_cfg=dict(mode="whole"),
+)
+
+data_root = "data/VOCdevkit/VOC2012"
+train_pipeline = [
+    dict(type=LoadImageFromFile),
+    dict(type=LoadAnnotations),
+    dict(type=RandomResize, scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type=RandomCrop, crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type=RandomFlip, prob=0.5),
+    dict(type=PhotoMetricDistortion),
+    dict(type=PackSegInputs),
+]
+test_pipeline = [
+    dict(type=LoadImageFromFile),
+    dict(type=Resize, scale=scale, keep_ratio=True),
+    dict(type=LoadAnnotations),     # after Resize: masks are scored at their original size
+    dict(type=PackSegInputs),
+]
+train_dataloader = dict(
+    batch_size=4, num_workers=4, persistent_workers=True,
+    sampler=dict(type=InfiniteSampler, shuffle=True),
+    dataset=dict(type=PascalVOCDataset, data_root=data_root, ann_file="ImageSets/Segmentation/trainaug.txt",
+                 data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClassAug"),
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1, num_workers=4, persistent_workers=True,
+    sampler=dict(type=DefaultSampler, shuffle=False),
+    dataset=dict(type=PascalVOCDataset, data_root=data_root, ann_file="ImageSets/Segmentation/val.txt",
+                 data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClass"),
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type=IoUMetric, iou_metrics=["mIoU"])
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(type=OptimWrapper, optimizer=dict(type=SGD, lr=0.01, momentum=0.9, weight_decay=0.0005),
+                     clip_grad=None)
+param_scheduler = [dict(type=PolyLR, eta_min=1e-4, power=0.9, begin=0, end=max_iters, by_epoch=False)]
+train_cfg = dict(type=IterBasedTrainLoop, max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict(type=ValLoop)
+test_cfg = dict(type=TestLoop)
+auto_scale_lr = dict(enable=False, base_batch_size=16)

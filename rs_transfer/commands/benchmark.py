@@ -1,0 +1,122 @@
+"""``rs-transfer benchmark {video-decode,backbone}``: speed measured side by side in one run."""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+HELP = "measure speed: video decode (decord vs PyAV), backbone throughput (ours vs timm/torchvision)"
+DESCRIPTION = """\
+Benchmarks.
+
+  video-decode   clips/s of the Kinetics training pipeline (open, sample a clip of FRAMES at STRIDE, decode,
+                 scale-jitter crop, flip) for each decoder on the same videos, one process, printed side by
+                 side. Default data: the generated mini set (8x2 frames, 32 px crops); with --data-root the
+                 paper's settings (32x2 frames, 224 px crops).
+
+  backbone       images/s of our ResNetRS against timm's resnetrs* / torchvision's resnet* with the same
+                 weights (inference and a training step), interleaved rounds, median, ratio ours/reference;
+                 peak memory on CUDA.
+
+example:
+  rs-transfer benchmark video-decode
+  rs-transfer benchmark backbone resnetrs50 resnet50 --batch 8 --mode infer train
+  rs-transfer benchmark video-decode --data-root ~/data/kinetics400 --videos 64
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    p = sub.add_parser("video-decode", help="decord vs PyAV clips/s of the Kinetics training pipeline")
+    p.add_argument("--data-root", default=None, help="Kinetics-layout folder (default: the generated mini set)")
+    p.add_argument("--split", default="train", choices=("train", "val"))
+    p.add_argument("--videos", type=int, default=32, help="clips per backend (the first N videos; default 32)")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip (default 32, mini 8)")
+    p.add_argument("--stride", type=int, default=2, help="temporal stride (default 2)")
+    p.add_argument("--crop", type=int, default=None, help="crop size (default 224, mini 32)")
+    p.add_argument("--no-scale-jitter", action="store_true", help="random crop of the short side instead")
+    p.add_argument("--backends", nargs="+", default=["decord", "pyav"], choices=("decord", "pyav", "auto"))
+    p.add_argument("--warmup", type=int, default=2, help="untimed clips per backend first (default 2)")
+    b = sub.add_parser("backbone", help="our ResNetRS vs the reference implementation, images/s and ratio")
+    b.add_argument("models", nargs="+", help="registered 2D model names, e.g. resnetrs50 resnet152")
+    b.add_argument("--batch", type=int, default=8)
+    b.add_argument("--resolution", type=int, default=None, help="default: each model's published resolution")
+    b.add_argument("--mode", nargs="+", default=["infer", "train"], choices=("infer", "train"))
+    b.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
+    b.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    b.add_argument("--amp", action="store_true", help="bf16 autocast")
+
+
+def run_backbone(args: argparse.Namespace) -> int:
+    import torch
+
+    from rs_transfer.bench_backbone import benchmark, format_results
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    results = [benchmark(m, batch=args.batch, resolution=args.resolution, mode=mode, rounds=args.rounds,
+                         device=args.device, amp=args.amp) for m in args.models for mode in args.mode]
+    print(f"backbone benchmark on {args.device}, batch {args.batch}" + (", bf16" if args.amp else ""))
+    print(format_results(results))
+    return 0
+
+
+def time_backend(root: str, backend: str, *, split: str, videos: int, frames: int, stride: int, crop: int,
+                 scale_jitter: bool, warmup: int, seed: int = 0) -> dict[str, float]:
+    """Seconds for ``videos`` training samples (same indices and seed for every backend) and the skip count."""
+    import torch
+
+    from rs_transfer.video.kinetics import KineticsDataset, SkipLog
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = str(Path(tmp) / "skipped.txt")
+        ds = KineticsDataset(root, split, mode="train", num_frames=frames, frame_stride=stride, crop_size=crop,
+                             train_short_side=max(crop, round(crop * 8 / 7)), scale_jitter=scale_jitter,
+                             backend=backend, skip_log=log)
+        n = min(videos, len(ds))
+        for i in range(min(warmup, n)):
+            ds[i]
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        for i in range(n):
+            ds[i]
+        dt = time.perf_counter() - t0
+        return {"clips": n, "seconds": dt, "clips_per_s": n / dt, "ms_per_clip": 1000 * dt / n,
+                "skipped": len(SkipLog(log).skipped())}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.benchmark == "backbone":
+        return run_backbone(args)
+    from rs_transfer.errors import UserError
+    from rs_transfer.video.decode import decord_available
+
+    if args.data_root is None:
+        from rs_transfer.runner import ensure_mini
+        from rs_transfer.tasks import get_task
+        from rs_transfer.video.task import MINI
+
+        root, frames, crop = ensure_mini(get_task("kinetics400")), MINI["num_frames"], MINI["crop_size"]
+    else:
+        root, frames, crop = Path(args.data_root).expanduser(), 32, 224
+        if not root.is_dir():
+            raise UserError(f"--data-root {root} is not a folder")
+    frames, crop = args.frames or frames, args.crop or crop
+    backends = [b for b in args.backends if b != "decord" or decord_available()]
+    if len(backends) < len(args.backends):
+        print("decord is not installed: timing the others only")
+    print(f"video-decode: {args.videos} training clips of {frames}x{args.stride} frames, {crop}px "
+          f"{'random crop' if args.no_scale_jitter else 'scale-jitter'} crops, {args.split} split of {root}")
+    rows = {}
+    for b in backends:
+        rows[b] = time_backend(str(root), b, split=args.split, videos=args.videos, frames=frames,
+                               stride=args.stride, crop=crop, scale_jitter=not args.no_scale_jitter,
+                               warmup=args.warmup)
+    print(f"{'backend':<8} {'clips/s':>9} {'ms/clip':>9} {'clips':>6} {'skipped':>8}")
+    for b, r in rows.items():
+        print(f"{b:<8} {r['clips_per_s']:>9.1f} {r['ms_per_clip']:>9.1f} {r['clips']:>6d} {r['skipped']:>8d}")
+    if "decord" in rows and "pyav" in rows:
+        print(f"decord is {rows['decord']['clips_per_s'] / rows['pyav']['clips_per_s']:.2f}x PyAV's clips/s "
+              f"(one process; data-loader workers scale both)")
+    return 0

@@ -1,0 +1,48 @@
+"""``rs-transfer report DIR...``: results.json files -> Table 4-style report (Markdown, CSV, JSON, PNG)."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "gather results.json files into a Table 4-style report"
+DESCRIPTION = """Gather every results.json under the given folders into one report: rows = backbone / weights
+(/ protocol), columns = tasks, mean ± std over seeds, differences to a baseline row, and optionally the paper's own
+Table 4 as reference rows. Writes report.md, report.csv, report.json and report.png (atomically).
+
+examples:
+  rs-transfer report work_dirs/ --paper
+  rs-transfer report studies/t4 --baseline resnet152.tv_in1k --out reports/
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dirs", nargs="+", help="folders (searched recursively) or results.json files")
+    p.add_argument("--out", help="output folder (default: the first DIR)")
+    p.add_argument("--name", default="report", help="file name stem (default: report)")
+    p.add_argument("--tasks", nargs="+", help="columns, in order (default: the Table 4 tasks + any others found)")
+    p.add_argument("--baseline", help="row to compute differences against: a weights label or a full row label")
+    p.add_argument("--paper", action="store_true", help="add the paper's Table 4 rows (results/paper_table4.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rs_transfer.errors import UserError
+    from rs_transfer.report import build_report, to_markdown, write_report
+
+    for d in args.dirs:
+        if not Path(d).exists():
+            raise UserError(f"{d} does not exist")
+    if args.tasks:
+        from rs_transfer.tasks import get_task, TaskNotAvailable
+
+        for t in args.tasks:
+            try:
+                get_task(t)
+            except TaskNotAvailable:
+                pass
+    rep = build_report(args.dirs, tasks=args.tasks, baseline=args.baseline, paper=args.paper)
+    out = Path(args.out or (args.dirs[0] if Path(args.dirs[0]).is_dir() else Path(args.dirs[0]).parent))
+    files = write_report(rep, out, args.name)
+    print(to_markdown(rep))
+    print("written: " + ", ".join(str(p) for p in files.values()))
+    return 0

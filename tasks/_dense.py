@@ -1,0 +1,136 @@
+"""Config wiring shared by the dense tasks (VOC det/seg, ADE20K, NYU depth).
+
+Why a helper module: the four ``Task.configure`` functions do the same generic surgery on their mmengine config --
+fit the heads' input channels to the chosen backbone (a width multiplier changes them), point the datasets at the
+data root, and shrink loaders/schedules for ``--preset mini`` -- and it must be done the same way everywhere.
+Nothing here knows a particular data set.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def stage_channels(backbone_kwargs: dict[str, Any]) -> list[int]:
+    """Output channels of the four backbone stages for these ResNetRS kwargs.
+
+    Built from ResNetRS itself (one block per stage, no weights) so the numbers can never drift from the
+    implementation, while costing milliseconds even for RS-420.
+    """
+    from rs_transfer.backbones import ResNetRS
+
+    arch = {k: v for k, v in backbone_kwargs.items()
+            if k in ("width", "stem", "stem_width", "stem_pool", "shortcut", "se_ratio", "in_chans")}
+    probe = ResNetRS(depth=None, layers=(1, 1, 1, 1), num_classes=0, **arch)
+    return [int(info["num_chs"]) for info in probe.feature_info]
+
+
+def iter_datasets(loader: dict) -> Iterator[dict]:
+    """Every leaf dataset dict inside a dataloader config (through Concat/Repeat wrappers)."""
+    stack = [loader["dataset"]]
+    while stack:
+        ds = stack.pop()
+        if "datasets" in ds:
+            stack.extend(ds["datasets"])
+        elif "dataset" in ds:
+            stack.append(ds["dataset"])
+        else:
+            yield ds
+
+
+def set_data_root(cfg: Any, root: Path) -> None:
+    """Point every dataset of the train/val/test loaders at ``root``."""
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if cfg.get(key) is None:
+            continue
+        for ds in iter_datasets(cfg[key]):
+            ds["data_root"] = str(root)
+
+
+def small_loaders(cfg: Any, train_batch: int, val_batch: int = 1) -> None:
+    """In-process loading (2 shared CPU cores: worker processes only cost start-up time)."""
+    for key, batch in (("train_dataloader", train_batch), ("val_dataloader", val_batch),
+                       ("test_dataloader", val_batch)):
+        if cfg.get(key) is None:
+            continue
+        cfg[key]["batch_size"] = batch
+        cfg[key]["num_workers"] = 0
+        cfg[key]["persistent_workers"] = False
+
+
+def replace_in_pipelines(cfg: Any, transform: type, **updates: Any) -> int:
+    """Update the keyword arguments of every ``transform`` step in every loader pipeline; returns how many."""
+    n = 0
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if cfg.get(key) is None:
+            continue
+        for ds in iter_datasets(cfg[key]):
+            for step in ds.get("pipeline", []):
+                if _is(step.get("type"), transform):
+                    step.update(updates)
+                    n += 1
+    return n
+
+
+def drop_from_pipelines(cfg: Any, transform: type) -> None:
+    """Remove every ``transform`` step from the train pipelines (mini runs: e.g. colour jitter on data whose classes
+    are told apart by colour)."""
+    for ds in iter_datasets(cfg["train_dataloader"]):
+        ds["pipeline"] = [step for step in ds.get("pipeline", []) if not _is(step.get("type"), transform)]
+
+
+def _is(type_: Any, cls: type) -> bool:
+    """Does a config ``type`` (a class once ``Config.fromfile`` resolved the imports, or a registry string) name
+    ``cls``?"""
+    return type_ is cls or (isinstance(type_, str) and type_.split(".")[-1] == cls.__name__)
+
+
+def fit_seg_heads(cfg: Any, backbone_kwargs: dict[str, Any]) -> None:
+    """Decode/auxiliary head input channels for the chosen backbone (mmseg heads take explicit channel lists)."""
+    chans = stage_channels(backbone_kwargs)
+    model = cfg.model
+    for key in ("decode_head", "auxiliary_head"):
+        head = model.get(key)
+        if head is None:
+            continue
+        idx = head.get("in_index", -1)
+        head["in_channels"] = [chans[i] for i in idx] if isinstance(idx, (list, tuple)) else chans[idx]
+
+
+def shrink_seg_heads(cfg: Any, channels: int) -> None:
+    """Narrow decode/auxiliary heads for CPU mini runs (the head design is unchanged, only its width)."""
+    for key in ("decode_head", "auxiliary_head"):
+        head = cfg.model.get(key)
+        if head is not None:
+            head["channels"] = channels
+
+
+def mini_segmentation(cfg: Any, *, crop: tuple[int, int], scale: tuple[int, int], ratio: tuple[float, float],
+                      iters: int, batch: int, channels: int, lr: float) -> None:
+    """Shrink an mmseg config for a CPU smoke run: small crops/scales, narrow heads, few iterations, no workers.
+
+    ``crop`` is (h, w) as mmseg's RandomCrop takes it; ``scale`` is (w, h) as mmcv's Resize takes it.
+    """
+    from mmcv.transforms import RandomResize, Resize
+    from mmseg.datasets.transforms import PhotoMetricDistortion, RandomCrop
+
+    from rs_transfer.runner import set_iterations
+
+    cfg.model.data_preprocessor["size"] = tuple(crop)
+    replace_in_pipelines(cfg, RandomResize, scale=tuple(scale), ratio_range=tuple(ratio))
+    replace_in_pipelines(cfg, RandomCrop, crop_size=tuple(crop))
+    replace_in_pipelines(cfg, Resize, scale=tuple(scale))
+    drop_from_pipelines(cfg, PhotoMetricDistortion)   # synthetic classes are told apart by colour
+    shrink_seg_heads(cfg, channels)
+    set_iterations(cfg, iters)
+    small_loaders(cfg, batch)
+    cfg.optim_wrapper.optimizer["lr"] = lr
+    quiet_logs(cfg, max(1, iters // 4))
+
+
+def quiet_logs(cfg: Any, interval: int) -> None:
+    """Log every ``interval`` iterations (the runner built the logger hook before ``configure`` ran)."""
+    hooks = cfg.get("default_hooks")
+    if hooks is not None and hooks.get("logger") is not None:
+        hooks["logger"]["interval"] = interval

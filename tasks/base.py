@@ -1,0 +1,172 @@
+"""The task contract: what a downstream task must provide so that ONE runner can run it.
+
+A task module (``rs_transfer.tasks.<name>`` or ``rs_transfer.video.task``) exposes ``TASK: Task``. The runner
+(:func:`rs_transfer.runner.run_experiment`) does everything generic and calls the task only where the task knows
+better:
+
+1. ``--data-root``, else ``Task.default_data_root()``, or for ``--preset mini`` ``Task.make_mini`` -> a data folder
+   in the task's REAL on-disk format (mini: tiny, deterministic, written once under
+   ``$RS_TRANSFER_HOME/data/mini/<task name>``);
+2. ``Task.check_data(root).raise_if_bad()`` -> a one-line error naming the expected layout and where to get the data;
+3. the mmengine config ``configs/<Task.config_for(protocol)>`` is loaded (pure-Python "new style" config whose
+   ``model.backbone`` is ``dict(type=ResNetRS, ...)`` listing only TASK-level keys such as ``out_indices``,
+   ``frozen_stages``, ``norm_eval`` or ``num_classes``; never architecture keys such as depth);
+4. the runner merges the backbone kwargs into ``cfg.model.backbone`` (registry kwargs of the chosen backbone < the
+   config's keys < ``model_overrides``; then ``weights=<source>``, which ``ResNetRS.init_weights`` loads through
+   :func:`rs_transfer.load_weights`) and sets ``cfg.model.data_preprocessor.mean/std`` (when that dict exists) from
+   the weight source's normalisation; ``--cfg-options`` are applied before and again after step 5;
+5. ``Task.configure(cfg, ctx)`` does the task-specific wiring: ``ctx.data_root`` into the datasets, evaluator
+   settings, and shrinking for ``ctx.preset == "mini"`` (resolution, batch size, no workers, and
+   ``rs_transfer.runner.set_iterations(cfg, n)`` which rescales ``param_scheduler`` and ``checkpoint_interval``);
+   it may set the runner switches ``amp``, ``ema_momentum``, ``log_interval``, ``checkpoint_interval`` (top-level
+   config keys, see ``rs_transfer/runner.py``) but should NOT build ``default_hooks``/``visualizer``/``env_cfg``;
+   then the runner, generically (only when the config has ``train_cfg``): ``work_dir``, ``randomness.seed``,
+   ``launcher``, ``env_cfg`` (gloo on CPU), default hooks (checkpoint, logger with ETA, param scheduler, sampler
+   seed) unless the config defines them, TensorBoard visualizer, AMP/EMA from the switches, ``auto_scale_lr``
+   adjusted for gradient accumulation, and its own hooks (metrics/throughput capture, RNG state for resume);
+6. protocol ``"finetune"`` (and any protocol without a ``run_protocol`` hook) -> mmengine ``Runner``: train, then
+   the metrics of the last validation (the ``val_evaluator`` must produce ``Task.metric``);
+   other protocols (``linear``/``knn``) -> ``Task.run_protocol(cfg, ctx) -> dict`` of metrics.
+
+Metric values are reported as the evaluator returns them (percentages for accuracy/mIoU/AP, as in Table 4).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rs_transfer.errors import UserError
+
+if TYPE_CHECKING:  # heavy imports only for type checkers: ``rs-transfer --help`` must stay fast
+    from mmengine.config import Config
+
+PROTOCOLS = ("finetune", "linear", "knn")
+PRESETS = ("paper", "mini")
+
+
+def home() -> Path:
+    """``$RS_TRANSFER_HOME`` (default ``~/.cache/rs-transfer``): weights, data and mini datasets live under it."""
+    return Path(os.environ.get("RS_TRANSFER_HOME", Path.home() / ".cache" / "rs-transfer")).expanduser()
+
+
+@dataclass
+class DataReport:
+    """What ``check_data`` found: ``counts`` per split (e.g. ``{"train": 50000, "test": 10000}``) and ``problems``,
+    each naming exactly what is missing or malformed (a path, a key, a count)."""
+
+    task: str
+    root: Path
+    layout: str                       # the task's expected layout (Task.data_layout)
+    source: str                       # where to get the data (Task.data_source)
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def raise_if_bad(self) -> "DataReport":
+        if self.problems:
+            shown = "; ".join(self.problems[:5]) + (f" (and {len(self.problems) - 5} more)"
+                                                    if len(self.problems) > 5 else "")
+            raise UserError(f"{self.task} data at {self.root} is not usable: {shown}. Expected layout: "
+                            f"{self.layout}. Get it from {self.source} (or use --preset mini for a tiny "
+                            f"generated set; --data-root points elsewhere).")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "root": str(self.root), "ok": self.ok, "counts": dict(self.counts),
+                "problems": list(self.problems)}
+
+
+@dataclass
+class RunContext:
+    """Everything about one run that a task may need in ``configure``/``run_protocol``.
+
+    ``backbone_kwargs`` are the merged ResNetRS kwargs (registry < config < model_overrides), already written into
+    ``cfg.model.backbone``. ``normalization`` is mean/std in 0-255 units of the weight source (ImageNet when no
+    weights), already written into ``cfg.model.data_preprocessor`` when that exists.
+    """
+
+    task: str
+    backbone: str
+    backbone_kwargs: dict[str, Any]
+    weights: str | None
+    normalization: dict[str, Any]     # {"name": str, "mean": [3 floats], "std": [3 floats]}
+    preset: str                       # "paper" | "mini"
+    protocol: str
+    data_root: Path
+    work_dir: Path
+    seed: int = 0
+    launcher: str = "none"
+    world_size: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)   # free-form notes a task wants in results.json
+
+    @property
+    def mini(self) -> bool:
+        return self.preset == "mini"
+
+
+def _no_mini(root: Path) -> Path:
+    raise UserError("this task has no mini dataset generator yet")
+
+
+def _no_configure(cfg: "Config", ctx: RunContext) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One downstream task (a Table 4 / Table 5 column).
+
+    name:      CLI name (``voc-seg``).            title:  report column (``Pascal seg``).
+    metric:    headline key in ``results.json["metrics"]`` (``mIoU``); the evaluator must report it.
+    config:    default config file name in ``configs/`` (``voc_seg.py``); ``protocol_configs`` overrides it per
+               protocol (``{"linear": "cifar100_frozen.py"}``).
+    data_dirname: default folder under ``$RS_TRANSFER_HOME/data`` when no ``--data-root`` is given.
+    make_mini(root) -> data root: write a tiny deterministic dataset in the REAL format into ``root`` (an empty
+               folder the runner owns; it is renamed into place only when complete, so this runs once).
+    check_data(root) -> DataReport: layout + split counts, each problem naming what is missing/malformed.
+    configure(cfg, ctx): task-specific config wiring (see module docstring, step 5).
+    run_protocol(cfg, ctx) -> metrics dict: for protocols not trained by the mmengine Runner (linear, knn).
+    """
+
+    name: str
+    title: str
+    metric: str
+    config: str
+    data_layout: str
+    data_source: str
+    make_mini: Callable[[Path], Path] = _no_mini
+    check_data: Callable[[Path], DataReport] | None = None
+    configure: Callable[["Config", RunContext], None] = _no_configure
+    higher_is_better: bool = True
+    protocols: tuple[str, ...] = ("finetune",)
+    protocol_configs: Mapping[str, str] = field(default_factory=dict)
+    run_protocol: Callable[["Config", RunContext], dict[str, float]] | None = None
+    data_dirname: str = ""
+    description: str = ""
+
+    def config_for(self, protocol: str) -> str:
+        if protocol not in self.protocols:
+            raise UserError(f"task {self.name!r} has no protocol {protocol!r}; it supports: "
+                            f"{', '.join(self.protocols)}")
+        return self.protocol_configs.get(protocol, self.config)
+
+    def default_data_root(self) -> Path:
+        return home() / "data" / (self.data_dirname or self.name)
+
+    def mini_root(self) -> Path:
+        return home() / "data" / "mini" / self.name
+
+    def check(self, root: Path) -> DataReport:
+        """``check_data`` or, for tasks without one, just 'the folder exists'."""
+        if self.check_data is not None:
+            return self.check_data(Path(root))
+        report = DataReport(self.name, Path(root), self.data_layout, self.data_source)
+        if not Path(root).is_dir():
+            report.problems.append(f"folder {root} does not exist")
+        return report

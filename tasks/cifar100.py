@@ -1,0 +1,202 @@
+"""CIFAR-100 (Table 4's first column): full fine-tuning, frozen-feature linear probe and kNN.
+
+Data: the standard ``cifar-100-python`` folder (https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz), i.e. the
+pickled ``train`` (50,000 images), ``test`` (10,000) and ``meta`` files that torchvision's ``CIFAR100`` also reads.
+Each split pickle holds ``data`` (N x 3072 uint8, R then G then B planes of 32x32), ``fine_labels`` (0..99),
+``coarse_labels``, ``filenames``; ``meta`` holds ``fine_label_names`` and ``coarse_label_names``. Keys are bytes in the
+original (Python 2) pickles and str in re-pickled copies: both are accepted.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .base import DataReport, RunContext, Task
+
+NUM_CLASSES = 100
+SPLIT_SIZES = {"train": 50000, "test": 10000}
+LAYOUT = ("cifar-100-python/{train,test,meta}: pickles with data (N x 3072 uint8), fine_labels, coarse_labels, "
+          "filenames; meta with fine_label_names (100)")
+SOURCE = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (unpack; point --data-root at cifar-100-python)"
+# Mini set: 10 of the 100 classes (chance 10%), 32 train + 10 test images per class.
+MINI_CLASSES, MINI_TRAIN, MINI_TEST = 10, 32, 10
+
+
+def _get(d: dict, key: str) -> Any:
+    return d[key] if key in d else d[key.encode()]
+
+
+def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images as N x 3 x 32 x 32 uint8 and fine labels as int64."""
+    with open(Path(root) / split, "rb") as f:
+        entry = pickle.load(f, encoding="bytes")
+    data = np.asarray(_get(entry, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return data, np.asarray(_get(entry, "fine_labels"), dtype=np.int64)
+
+
+class Cifar100Dataset(Dataset):
+    """One split; items are ``{"inputs": uint8 CHW tensor, "data_samples": label}``.
+
+    ``augment``: the standard CIFAR augmentation at native resolution (4-pixel zero padding, random 32x32 crop,
+    horizontal flip), drawn from numpy's global RNG (mmengine seeds it per worker), so that mmengine's data-loader
+    replay on resume reproduces it.
+    """
+
+    def __init__(self, data_root: str, split: str = "train", augment: bool = False, pad: int = 4) -> None:
+        self.images, self.labels = read_split(Path(data_root), split)
+        self.augment, self.pad = augment, pad
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        img = self.images[i]
+        if self.augment:
+            p = self.pad
+            padded = np.pad(img, ((0, 0), (p, p), (p, p)))
+            y, x = np.random.randint(0, 2 * p + 1, size=2)
+            img = padded[:, y:y + 32, x:x + 32]
+            if np.random.rand() < 0.5:
+                img = img[:, :, ::-1]
+        return {"inputs": torch.from_numpy(np.ascontiguousarray(img)), "data_samples": int(self.labels[i])}
+
+
+def check_data(root: Path) -> DataReport:
+    report = DataReport("cifar100", Path(root), LAYOUT, SOURCE)
+    if not Path(root).is_dir():
+        report.problems.append(f"folder {root} does not exist")
+        return report
+    for name in ("train", "test", "meta"):
+        if not (Path(root) / name).is_file():
+            report.problems.append(f"missing file {Path(root) / name}")
+    if report.problems:
+        return report
+    try:
+        with open(Path(root) / "meta", "rb") as f:
+            n_names = len(_get(pickle.load(f, encoding="bytes"), "fine_label_names"))
+        if n_names != NUM_CLASSES:
+            report.problems.append(f"meta lists {n_names} fine_label_names, expected {NUM_CLASSES}")
+        for split in ("train", "test"):
+            x, y = read_split(Path(root), split)
+            report.counts[split] = len(y)
+            if len(x) != len(y):
+                report.problems.append(f"{split}: {len(x)} images but {len(y)} labels")
+            if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
+                report.problems.append(f"{split}: fine_labels outside 0..{NUM_CLASSES - 1}")
+    except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
+        report.problems.append(f"unreadable pickle ({type(err).__name__}: {err})")
+    return report
+
+
+def make_mini(root: Path) -> Path:
+    """A tiny CIFAR-100 in the real format with a learnable signal: each class has its own colour and stripe
+    orientation/frequency, plus noise. Deterministic (fixed seed), so every machine generates the same files."""
+    rng = np.random.default_rng(20210301)  # ResNet-RS arXiv date; any fixed seed works
+    out = Path(root) / "cifar-100-python"
+    out.mkdir(parents=True)
+    colours = rng.integers(40, 216, size=(MINI_CLASSES, 3))
+    yy, xx = np.mgrid[0:32, 0:32]
+    for split, per_class in (("train", MINI_TRAIN), ("test", MINI_TEST)):
+        images, labels = [], []
+        for c in range(MINI_CLASSES):
+            stripes = np.sin((xx if c % 2 else yy) * (0.4 + 0.15 * c)) * 30.0   # class-dependent pattern
+            for _ in range(per_class):
+                img = colours[c][:, None, None] + stripes[None] + rng.normal(0, 25, size=(3, 32, 32))
+                images.append(np.clip(img, 0, 255).astype(np.uint8).reshape(-1))
+                labels.append(c)
+        order = rng.permutation(len(labels))
+        entry = {b"batch_label": f"mini {split}".encode(), b"fine_labels": [labels[i] for i in order],
+                 b"coarse_labels": [labels[i] // 5 for i in order],
+                 b"filenames": [f"mini_{split}_{i:05d}.png".encode() for i in range(len(order))],
+                 b"data": np.stack([images[i] for i in order])}
+        with open(out / split, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+    meta = {b"fine_label_names": [f"class_{i:02d}".encode() for i in range(NUM_CLASSES)],
+            b"coarse_label_names": [f"super_{i:02d}".encode() for i in range(20)]}
+    with open(out / "meta", "wb") as f:
+        pickle.dump(meta, f, protocol=2)
+    return out
+
+
+def _dataloaders(cfg: Any) -> list[Any]:
+    return [cfg[k] for k in ("train_dataloader", "val_dataloader", "test_dataloader", "feature_loader")
+            if k in cfg and cfg[k] is not None]
+
+
+def configure(cfg: Any, ctx: RunContext) -> None:
+    """Point every dataset at ``ctx.data_root``; for the mini preset, 32 px (no upsampling), small batches, no
+    worker processes, a few dozen iterations."""
+    from rs_transfer.runner import set_iterations
+
+    for loader in _dataloaders(cfg):
+        if "dataset" in loader:
+            loader.dataset.data_root = str(ctx.data_root)
+    if not ctx.mini:
+        return
+    # 16 px (the batch is downsampled on the device, like the 224 px upsampling of the paper preset): a quarter of
+    # the 32 px compute; the mini classes differ by colour and stripes, which survive it.
+    cfg.model.resolution = 16
+    cfg.resolution = 16
+    for loader in _dataloaders(cfg):
+        loader.num_workers = 0
+        loader.persistent_workers = False
+        loader.batch_size = min(int(loader.batch_size), 16 if loader is cfg.get("train_dataloader") else 64)
+    if "train_cfg" in cfg:
+        # 320 mini images / 16 per batch = 20 iterations per epoch; 30 iterations = 1.5 epochs.
+        set_iterations(cfg, 30)
+        cfg.log_interval = 10
+    if "probe" in cfg:
+        cfg.probe.l2_grid = [1e-1, 1e-2, 1e-3, 1e-4]
+        cfg.probe.max_iter = 300
+        cfg.probe.knn_k = 5
+
+
+def run_protocol(cfg: Any, ctx: RunContext) -> dict[str, float]:
+    """Frozen features -> linear probe or kNN. Features are saved to ``work_dir/features.npz`` (reuse, audits)."""
+    from mmengine.dataset import default_collate
+    from mmengine.registry import MODELS
+    from torch.utils.data import DataLoader
+
+    from rs_transfer.classification import extract_features, knn_classify, linear_probe
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    from rs_transfer.runner import check_normalization
+
+    backbone = MODELS.build(dict(cfg.model.backbone))
+    backbone.init_weights()
+    check_normalization(backbone, ctx.normalization)
+    loader_cfg = cfg.feature_loader
+
+    def features(split: str) -> tuple[np.ndarray, np.ndarray]:
+        ds = Cifar100Dataset(str(ctx.data_root), split, augment=False)
+        dl = DataLoader(ds, batch_size=int(loader_cfg.batch_size), num_workers=int(loader_cfg.num_workers),
+                        shuffle=False, collate_fn=default_collate)
+        return extract_features(backbone, dl, mean=ctx.normalization["mean"], std=ctx.normalization["std"],
+                                resolution=cfg.get("resolution"), device=device)
+
+    train_x, train_y = features("train")
+    test_x, test_y = features("test")
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(ctx.work_dir / "features.npz", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
+    probe = cfg.probe
+    if ctx.protocol == "linear":
+        out = linear_probe(train_x, train_y, test_x, test_y, l2_grid=list(probe.l2_grid), holdout=probe.holdout,
+                           seed=ctx.seed, max_iter=int(probe.max_iter))
+        ctx.extra["l2_sweep"] = out.pop("sweep")
+        return out
+    return knn_classify(train_x, train_y, test_x, test_y, k=int(probe.knn_k), temperature=probe.knn_temperature)
+
+
+TASK = Task(
+    name="cifar100", title="CIFAR-100 top-1", metric="top1", higher_is_better=True,
+    config="cifar100_finetune.py", protocols=("finetune", "linear", "knn"),
+    protocol_configs={"linear": "cifar100_frozen.py", "knn": "cifar100_frozen.py"},
+    data_layout=LAYOUT, data_source=SOURCE, data_dirname="cifar-100-python",
+    make_mini=make_mini, check_data=check_data, configure=configure, run_protocol=run_protocol,
+    description="CIFAR-100: fine-tuning (Table 4), linear probe and kNN on frozen features",
+)

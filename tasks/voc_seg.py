@@ -1,0 +1,90 @@
+"""Pascal VOC 2012 semantic segmentation, Table 4 "Pascal seg": mIoU over 21 classes on val (1,449 images).
+
+Training data is VOC2012 train + the SBD augmented set ("trainaug", 10,582 images; the DeepLab convention), masks in
+``SegmentationClassAug`` (8-bit grey class ids, 255 = ignore); validation uses the official palette masks in
+``SegmentationClass``. Model, schedule and why: ``configs/voc_seg.py``.
+
+``--preset mini`` writes 24 trainaug / 8 val images of 64x80 px (4 of the 20 classes, drawn as coloured shapes by
+``tasks/_synthetic.py``) in exactly that layout, so the real mmseg dataset class and metric run on it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _dense, _synthetic, _voc
+from .base import DataReport, RunContext, Task
+
+LAYOUT = ("VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png (official), SegmentationClassAug/*.png (SBD, "
+          "8-bit class ids, 255 ignore), ImageSets/Segmentation/{trainaug,val}.txt}")
+SOURCE = ("VOC2012 trainval tar (host.robots.ox.ac.uk/pascal/VOC/voc2012) + SegmentationClassAug and trainaug.txt "
+          "(SBD converted, e.g. the DeepLab/mmseg 'aug' masks)")
+EXPECTED = {"trainaug": 10582, "val": 1449}
+SPLITS = {"trainaug": "SegmentationClassAug", "val": "SegmentationClass"}
+
+MINI_SIZE = (64, 80)       # h, w
+MINI_CLASSES = 4           # aeroplane, bicycle, bird, boat
+MINI_COUNTS = {"train": 20, "aug": 4, "val": 8}
+
+
+def make_mini(root: Path) -> Path:
+    """Write the mini VOC2012 segmentation set under ``root`` (deterministic: seed 0). Returns the data root."""
+    voc = Path(root) / "VOCdevkit" / "VOC2012"
+    rng = np.random.default_rng(0)
+    palette = np.array(_voc.PALETTE, np.uint8)
+    splits: dict[str, list[str]] = {k: [] for k in MINI_COUNTS}
+    index = 0
+    for split, n in MINI_COUNTS.items():
+        for _ in range(n):
+            img_id, index = f"2012_{index:06d}", index + 1
+            scene = _synthetic.make_scene(rng, *MINI_SIZE, MINI_CLASSES)
+            mask = _synthetic.ignore_boundaries(scene.labels)
+            _synthetic.write_jpeg(voc / "JPEGImages" / f"{img_id}.jpg", scene.image)
+            _synthetic.write_png(voc / "SegmentationClassAug" / f"{img_id}.png", mask)
+            if split != "aug":  # SBD-only images have no official mask
+                _synthetic.write_png(voc / "SegmentationClass" / f"{img_id}.png", mask, palette=palette)
+            splits[split].append(img_id)
+    sets = voc / "ImageSets" / "Segmentation"
+    _synthetic.write_lines(sets / "train.txt", splits["train"])
+    _synthetic.write_lines(sets / "val.txt", splits["val"])
+    _synthetic.write_lines(sets / "trainaug.txt", splits["train"] + splits["aug"])
+    (Path(root) / _voc.MINI_MARKER).write_text("voc-seg mini set, tasks/voc_seg.py\n")
+    return Path(root)
+
+
+def check_data(root: Path) -> DataReport:
+    """Split files, their counts (standard data only), and every listed image and mask (header read)."""
+    report = DataReport("voc-seg", Path(root), LAYOUT, SOURCE)
+    voc = _voc.devkit(root) / "VOC2012"
+    if not voc.is_dir():
+        report.problems.append(f"folder {voc} does not exist")
+        return report
+    full = not _voc.is_mini(root)
+    for split, mask_dir in SPLITS.items():
+        ids = _voc.check_split(voc / "ImageSets" / "Segmentation" / f"{split}.txt", report.problems,
+                               EXPECTED[split] if full else None, split)
+        report.counts[split] = len(ids)
+        for img_id in ids:
+            for problem in (_voc.check_jpeg(voc / "JPEGImages" / f"{img_id}.jpg"),
+                            _voc.check_png(voc / mask_dir / f"{img_id}.png")):
+                if problem:
+                    report.problems.append(problem)
+    return report
+
+
+def configure(cfg: Any, ctx: RunContext) -> None:
+    """Data root, head widths for the chosen backbone, and the CPU mini shrink."""
+    _dense.set_data_root(cfg, _voc.devkit(ctx.data_root) / "VOC2012")
+    _dense.fit_seg_heads(cfg, ctx.backbone_kwargs)
+    if ctx.mini:
+        h, w = MINI_SIZE
+        _dense.mini_segmentation(cfg, crop=(h, h), scale=(w, h), ratio=(0.75, 1.25), iters=80, batch=4,
+                                 channels=32, lr=0.05)
+
+
+TASK = Task(
+    name="voc-seg", title="Pascal seg", metric="mIoU", config="voc_seg.py", data_layout=LAYOUT, data_source=SOURCE,
+    make_mini=make_mini, check_data=check_data, configure=configure, data_dirname="voc",
+    description="Pascal VOC 2012 segmentation: UPerNet, trainaug (10,582) -> val (1,449), mIoU over 21 classes")

@@ -1,0 +1,94 @@
+"""Studies: the grid, skipping finished cells, resuming after an interruption, missing tasks, the report, and the
+table5 dispatch."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import rs_transfer.runner as runner_mod
+from conftest import TINY
+from rs_transfer import tasks as tasks_mod
+from rs_transfer.results import write_json_atomic
+from rs_transfer.study import run_table4
+
+
+class FakeRunner:
+    """Stands in for run_experiment: writes a results.json like the real one, can fail at call number ``stop_at``."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.calls: list[tuple] = []
+        self.stop_at = stop_at
+
+    def __call__(self, task, backbone, *, weights=None, preset="paper", protocol="finetune", work_dir=None,
+                 seed=0, resume=False, **kw):
+        self.calls.append((task, weights, seed, resume))
+        if self.stop_at is not None and len(self.calls) == self.stop_at:
+            raise KeyboardInterrupt  # the study process is killed mid-grid
+        value = 50.0 + 10 * (weights is not None) + seed
+        res = {"task": task, "metric": "top1", "value": value, "backbone": backbone, "preset": preset,
+               "protocol": protocol, "seed": seed, "weights": {"source": weights}, "metrics": {"top1": value},
+               "higher_is_better": True}
+        write_json_atomic(Path(work_dir) / "results.json", res)
+        return res
+
+
+def test_interrupted_study_resumes_and_reports_missing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(tasks_mod.TASK_MODULES, "future-task", "rs_transfer.tasks.future_task_not_written")
+    kw = dict(backbone="resnet152", weights=[None, "w.pth"], out_dir=tmp_path, tasks=["cifar100", "future-task"],
+              seeds=2, preset="mini", paper=False, log=lambda *_: None)
+    first = FakeRunner(stop_at=3)
+    monkeypatch.setattr(runner_mod, "run_experiment", first)
+    with pytest.raises(KeyboardInterrupt):
+        run_table4(**kw)
+    assert len(first.calls) == 3
+    # A run that left a checkpoint but no results.json must be resumed, not restarted.
+    ckpt_dir = tmp_path / "cifar100" / "resnet152-w-finetune-seed0"
+    ckpt_dir.mkdir(parents=True)
+    (ckpt_dir / "last_checkpoint").write_text("iter_10.pth")
+
+    second = FakeRunner()
+    monkeypatch.setattr(runner_mod, "run_experiment", second)
+    study = run_table4(**kw)
+    # 4 cifar100 cells in all; 2 finished before the interruption, so 2 run now; the future task never runs.
+    assert [(c[0], c[1], c[2]) for c in second.calls] == [("cifar100", "w.pth", 0), ("cifar100", "w.pth", 1)]
+    assert second.calls[0][3] is True and second.calls[1][3] is False
+    states = {(c["task"], c["weights"], c["seed"]): c["state"] for c in study["cells"]}
+    assert states[("future-task", None, 0)] == "missing" and states[("cifar100", None, 1)] == "done"
+    md = Path(study["report"]["md"]).read_text()
+    assert "future-task" in md and "—" in md
+    rows = json.loads(Path(study["report"]["json"]).read_text())["rows"]
+    cell = rows["resnet152 / w [mini]"]["cifar100"]
+    assert cell["n"] == 2 and cell["mean"] == pytest.approx(60.5) and cell["delta"] == pytest.approx(10.0)
+
+    third = FakeRunner()
+    monkeypatch.setattr(runner_mod, "run_experiment", third)
+    run_table4(**kw)
+    assert third.calls == []  # everything done: nothing re-runs
+
+
+def test_real_mini_study_through_cli(tmp_path: Path) -> None:
+    from rs_transfer.cli import main
+
+    out = tmp_path / "study"
+    assert main(["study", "table4", "--preset", "mini", "--backbone", "resnetrs50", "--weights", "none",
+                 "--tasks", "cifar100", "--protocols", "finetune", "knn", "--out", str(out),
+                 "--backbone-options", *[f"{k}={v}".replace(" ", "") for k, v in TINY.items()]]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["rows"]) == {"resnetrs50 / scratch [mini]", "resnetrs50 / scratch / knn [mini]"}
+    assert rep["paper"] == {}  # mini studies leave the paper's rows out unless asked
+    assert all(r["cifar100"]["n"] == 1 for r in rep["rows"].values())
+
+
+def test_table5_dispatch(monkeypatch, capsys) -> None:
+    import importlib.util
+
+    from rs_transfer.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "rs_transfer.video.table5" else real(name, *a))
+    assert main(["study", "table5"]) == 2
+    err = capsys.readouterr().err
+    assert "rs_transfer.video.table5" in err and "\n" not in err.strip()

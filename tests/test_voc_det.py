@@ -1,0 +1,34 @@
+"""voc-det end to end through the CLI and the shared runner (mmdet VOCDataset over VOC07+12, Faster R-CNN + FPN,
+VOC AP50 in both versions); an untrained detector scores ~0 AP50, the mini one must clearly detect."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rs_transfer.cli import main
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """2 shared CPU cores: one intra-op thread avoids OpenMP oversubscription (10-40x slower when contended)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_mini_run_learns(tmp_path: Path) -> None:
+    wd = tmp_path / "run"
+    assert main(["run", "--task", "voc-det", "--backbone", "resnet50", "--preset", "mini",
+                 "--backbone-options", "layers=[1,1,1,1]", "width=0.25", "frozen_stages=2",
+                 "--work-dir", str(wd)]) == 0
+    res = json.loads((wd / "results.json").read_text())
+    m = res["metrics"]
+    assert res["metric"] == "AP50" and set(m) == {"AP50", "AP50_area"}
+    assert res["backbone_kwargs"]["frozen_stages"] == 2 and res["backbone_kwargs"]["norm_eval"] is True
+    assert res["config"]["model"]["neck"]["in_channels"] == [64, 128, 256, 512]
+    assert len(res["config"]["train_dataloader"]["dataset"]["datasets"]) == 2       # VOC2007 + VOC2012
+    assert m["AP50"] > 30.0 and m["AP50_area"] > 30.0, m

@@ -1,0 +1,241 @@
+"""Kinetics-400 on disk: the two standard layouts, a map-style dataset, and the skipped-video log.
+
+Layouts (both as distributed by the CVDF / ActivityNet download scripts):
+
+- folders: ``ROOT/{train,val}/<class name>/<any name>.mp4`` (``validate`` is accepted for ``val``);
+- official csv: ``ROOT/[annotations/]{train,validate|val}.csv`` with columns ``label,youtube_id,time_start,
+  time_end,split`` and files ``{youtube_id}_{time_start:06d}_{time_end:06d}.<ext>`` anywhere under the split
+  folder (flat or in class folders). With a csv, rows whose file is absent are *missing* (reported, left out).
+
+The dataset is map-style (``__len__``/``__getitem__``), so mmengine's ``DefaultSampler`` shards it over DDP
+ranks. A file that cannot be decoded is written to the skip log and replaced by the next index (training) or
+returned as an invalid all-zero sample that the metric leaves out and counts (evaluation): never fatal.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from . import transforms as T
+from .decode import VideoDecodeError, open_video
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+SPLIT_DIRS = {"train": ("train",), "val": ("val", "validate", "validation"), "test": ("test",)}
+CSV_NAMES = {"train": ("train",), "val": ("validate", "val", "validation"), "test": ("test",)}
+
+
+@dataclass
+class VideoRecord:
+    path: Path
+    label: int
+
+
+@dataclass
+class SplitIndex:
+    """What is on disk for one split: usable records, the class names, and the csv rows whose file is absent."""
+
+    split: str
+    layout: str                      # "folders" or "csv"
+    classes: list[str]
+    records: list[VideoRecord]
+    missing: list[str] = field(default_factory=list)
+
+    def per_class(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.classes, 0)
+        for r in self.records:
+            counts[self.classes[r.label]] += 1
+        return counts
+
+
+def _split_dir(root: Path, split: str) -> Path | None:
+    return next((root / d for d in SPLIT_DIRS[split] if (root / d).is_dir()), None)
+
+
+def _csv_file(root: Path, split: str) -> Path | None:
+    for folder in (root, root / "annotations", root / "kinetics400"):
+        for name in CSV_NAMES[split]:
+            if (folder / f"{name}.csv").is_file():
+                return folder / f"{name}.csv"
+    return None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    need = {"label", "youtube_id", "time_start", "time_end"}
+    if rows and not need <= set(rows[0]):
+        from rs_transfer.errors import UserError
+
+        raise UserError(f"{path}: expected the official Kinetics columns {sorted(need)}, got {list(rows[0])}")
+    return rows
+
+
+def _class_names(root: Path) -> list[str] | None:
+    """Classes from the training split (csv first), so val labels index the same list as train labels."""
+    csv_path = _csv_file(root, "train")
+    if csv_path is not None:
+        return sorted({r["label"] for r in _read_csv(csv_path)})
+    d = _split_dir(root, "train")
+    if d is not None:
+        return sorted(p.name for p in d.iterdir() if p.is_dir())
+    return None
+
+
+def scan_split(root: str | os.PathLike, split: str, classes: list[str] | None = None) -> SplitIndex:
+    """Index one split of ``root`` (either layout); raises ``UserError`` naming the expected layout if neither."""
+    from rs_transfer.errors import UserError
+
+    root = Path(root)
+    if split not in SPLIT_DIRS:
+        raise ValueError(f"split must be one of {list(SPLIT_DIRS)}, got {split!r}")
+    classes = classes or _class_names(root)
+    csv_path, split_dir = _csv_file(root, split), _split_dir(root, split)
+    if csv_path is not None:
+        rows = _read_csv(csv_path)
+        classes = classes or sorted({r["label"] for r in rows})
+        lookup = {c: i for i, c in enumerate(classes)}
+        files: dict[str, Path] = {}
+        if split_dir is not None:
+            for dirpath, _, names in os.walk(split_dir):
+                for n in names:
+                    stem, ext = os.path.splitext(n)
+                    if ext.lower() in VIDEO_EXTS:
+                        files.setdefault(stem, Path(dirpath) / n)
+        records, missing = [], []
+        for r in rows:
+            stem = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}"
+            if stem in files and r["label"] in lookup:
+                records.append(VideoRecord(files[stem], lookup[r["label"]]))
+            else:
+                missing.append(stem)
+        return SplitIndex(split, "csv", classes, records, missing)
+    if split_dir is None:
+        raise UserError(f"{root}: no Kinetics {split} split; expected {root}/{SPLIT_DIRS[split][0]}/<class>/*.mp4 "
+                        f"or {root}/{CSV_NAMES[split][0]}.csv with {root}/{SPLIT_DIRS[split][0]}/*.mp4")
+    classes = classes or sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    records = []
+    for i, c in enumerate(classes):
+        folder = split_dir / c
+        if folder.is_dir():
+            records += [VideoRecord(p, i) for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_EXTS]
+    return SplitIndex(split, "folders", classes, records)
+
+
+class SkipLog:
+    """Append-only list of skipped files shared by every data-loader worker and DDP rank (one line each).
+
+    Workers are separate processes, so an in-memory counter would be lost; short ``O_APPEND`` writes are atomic
+    on POSIX file systems, and readers count unique paths.
+    """
+
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path = Path(path) if path else None
+
+    def add(self, video: Path, reason: str) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = f"{video}\t{reason.replace(chr(10), ' ')[:300]}\n".encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def skipped(self) -> list[str]:
+        if self.path is None or not self.path.is_file():
+            return []
+        return sorted({ln.split("\t", 1)[0] for ln in self.path.read_text().splitlines() if ln.strip()})
+
+
+class KineticsDataset(Dataset):
+    """Kinetics clips. ``mode="train"``: one random clip of ``num_frames`` at ``frame_stride``, scale jitter
+    (``scale_jitter=True``: random-resized crop, area 0.08-1, aspect 0.5-2) or the baseline random crop of the
+    short-side-resized clip, horizontal flip. ``mode="test"``: ``num_clips`` evenly spaced clips x
+    ``num_crops`` (1 = centre, 3 = along the long side) views of the ``test_size`` short-side-resized video,
+    stacked as ``[V, C, T, H, W]`` for :class:`~rs_transfer.video.recognizer.VideoRecognizer` to average.
+
+    Samples are ``{"inputs": uint8 tensor, "data_samples": {"label", "index", "valid"}}`` so mmengine's
+    ``default_collate`` batches them.
+    """
+
+    def __init__(self, data_root: str, split: str = "train", *, mode: str = "train", num_frames: int = 32,
+                 frame_stride: int = 2, crop_size: int = 224, train_short_side: int = 256,
+                 scale_jitter: bool = True, area_range: tuple[float, float] = (0.08, 1.0),
+                 aspect_range: tuple[float, float] = (0.5, 2.0), flip: bool = True, test_size: int = 256,
+                 num_clips: int = 10, num_crops: int = 3, backend: str = "auto", skip_log: str | None = None,
+                 max_retries: int = 20, classes: list[str] | None = None) -> None:
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        if num_crops not in (1, 3):
+            raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+        self.index = scan_split(data_root, split, classes)
+        self.classes, self.records = self.index.classes, self.index.records
+        if not self.records:
+            from rs_transfer.errors import UserError
+
+            raise UserError(f"{data_root}: the {split} split has no readable video files "
+                            f"(`rs-transfer data check --task kinetics400` lists what is there)")
+        self.mode, self.num_frames, self.frame_stride = mode, num_frames, frame_stride
+        self.crop_size, self.train_short_side, self.scale_jitter = crop_size, train_short_side, scale_jitter
+        self.area_range, self.aspect_range, self.flip = tuple(area_range), tuple(aspect_range), flip
+        self.test_size, self.num_clips, self.num_crops = test_size, num_clips, num_crops
+        self.backend, self.skip_log, self.max_retries = backend, SkipLog(skip_log), max_retries
+
+    @property
+    def num_views(self) -> int:
+        return 1 if self.mode == "train" else self.num_clips * self.num_crops
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _train_clip(self, rec: VideoRecord) -> torch.Tensor:
+        reader = open_video(rec.path, self.backend)
+        clip = T.to_cthw(reader.get(T.random_clip(len(reader), self.num_frames, self.frame_stride)))
+        if self.scale_jitter:
+            clip = T.random_resized_crop(clip, self.crop_size, self.area_range, self.aspect_range)
+        else:
+            clip = T.random_crop(T.resize_short_side(clip, max(self.train_short_side, self.crop_size)),
+                                 self.crop_size)
+        return T.random_flip(clip) if self.flip else clip
+
+    def _test_views(self, rec: VideoRecord) -> torch.Tensor:
+        reader = open_video(rec.path, self.backend)
+        clips = T.uniform_clips(len(reader), self.num_frames, self.frame_stride, self.num_clips)
+        frames = reader.get(sorted({i for c in clips for i in c}))  # decode each frame once for all clips
+        pos = {i: k for k, i in enumerate(sorted({i for c in clips for i in c}))}
+        views = []
+        for c in clips:
+            clip = T.resize_short_side(T.to_cthw(frames[[pos[i] for i in c]]), self.test_size)
+            views += T.three_crops(clip, self.test_size) if self.num_crops == 3 else [T.center_crop(clip,
+                                                                                                 self.test_size)]
+        return torch.stack(views)
+
+    def _load(self, rec: VideoRecord) -> torch.Tensor:
+        try:
+            return self._train_clip(rec) if self.mode == "train" else self._test_views(rec)
+        except VideoDecodeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a broken stream can fail anywhere inside a decoder
+            raise VideoDecodeError(f"{rec.path}: {type(err).__name__}: {err}") from err
+
+    def __getitem__(self, idx: int) -> dict:
+        for attempt in range(self.max_retries if self.mode == "train" else 1):
+            i = (idx + attempt) % len(self.records)
+            rec = self.records[i]
+            try:
+                inputs = self._load(rec)
+                return {"inputs": inputs, "data_samples": {"label": rec.label, "index": i, "valid": True}}
+            except VideoDecodeError as err:
+                self.skip_log.add(rec.path, str(err))
+        if self.mode == "train":
+            raise RuntimeError(f"{self.max_retries} consecutive unreadable videos from index {idx}; "
+                               f"see {self.skip_log.path}")
+        size = self.test_size
+        empty = torch.zeros(self.num_views, 3, self.num_frames, size, size, dtype=torch.uint8)
+        return {"inputs": empty, "data_samples": {"label": self.records[idx].label, "index": idx, "valid": False}}
