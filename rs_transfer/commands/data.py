@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in report.counts.items())
     if report.ok:
         print(f"{task.name}: {root} OK ({counts})")
+        details = getattr(report, "details", None)  # e.g. Kinetics: missing/corrupt files, per-class counts
+        if callable(details):
+            print(details())
         return 0
     report.raise_if_bad()
     return 1
