@@ -50,3 +50,13 @@ def rs_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("RS_TRANSFER_HOME", None)
     else:
         os.environ["RS_TRANSFER_HOME"] = old
+
+
+@pytest.fixture
+def one_thread():
+    """2 shared CPU cores: one intra-op thread avoids OpenMP oversubscription (10-40x slower when contended).
+    Used by the dense end-to-end runs (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import TINY
@@ -15,13 +14,7 @@ from rs_transfer.tasks import get_task
 from rs_transfer.tasks._depth import EIGEN_CROP
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared CPU cores: one intra-op thread avoids OpenMP oversubscription (10-40x slower when contended)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _constant_d1(root: Path) -> float:

@@ -6,18 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from rs_transfer.cli import main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared CPU cores: one intra-op thread avoids OpenMP oversubscription (10-40x slower when contended)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mini_run_learns(tmp_path: Path) -> None:

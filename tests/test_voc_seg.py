@@ -7,20 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from rs_transfer.cli import main
 from rs_transfer.tasks import get_task
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared CPU cores: one intra-op thread avoids OpenMP oversubscription (10-40x slower when contended)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _all_background_miou(voc: Path) -> float:
