@@ -69,20 +69,7 @@ def git_revision(path: Path | None = None) -> dict[str, Any]:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(to_jsonable(obj), f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_bytes_atomic(path, (json.dumps(to_jsonable(obj), indent=2) + "\n").encode())
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -92,6 +79,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -7,7 +7,7 @@ Nothing here knows a particular data set.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +134,25 @@ def quiet_logs(cfg: Any, interval: int) -> None:
     hooks = cfg.get("default_hooks")
     if hooks is not None and hooks.get("logger") is not None:
         hooks["logger"]["interval"] = interval
+
+
+def check_split_pairs(report: Any, split: str, img_dir: Path, ann_dir: Path, *, expected: int | None,
+                      check_pair: Callable[[Path, Path], list[str]], split_name: str = "the standard split",
+                      ann_noun: str = "annotation") -> None:
+    """One split of an ``images/<split>/*.jpg`` + ``annotations/<split>/*.png`` layout (ADE20K, mmseg's NYU):
+    both folders exist, the image count (equal to ``expected`` when given: real data only), every image checked
+    with its PNG by ``check_pair(image, png) -> problems``, and no PNG without an image. Problems go to ``report``."""
+    missing = [d for d in (img_dir, ann_dir) if not d.is_dir()]
+    if missing:
+        report.problems.extend(f"missing folder {d}" for d in missing)
+        return
+    images = sorted(img_dir.glob("*.jpg"))
+    report.counts[split] = len(images)
+    if not images:
+        report.problems.append(f"no .jpg images in {img_dir}")
+    elif expected is not None and len(images) != expected:
+        report.problems.append(f"{split}: {img_dir} holds {len(images)} images, {split_name} has {expected}")
+    for img in images:
+        report.problems.extend(check_pair(img, ann_dir / f"{img.stem}.png"))
+    stray = {p.stem for p in ann_dir.glob("*.png")} - {p.stem for p in images}
+    report.problems.extend(f"{ann_noun} {ann_dir / s}.png has no image {img_dir / s}.jpg" for s in sorted(stray))

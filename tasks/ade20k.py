@@ -64,24 +64,15 @@ def check_data(root: Path) -> DataReport:
         return report
     full = not (_voc.is_mini(root) or _voc.is_mini(ade.parent))
     for split, expected in EXPECTED.items():
-        img_dir, ann_dir = ade / "images" / split, ade / "annotations" / split
-        missing = [d for d in (img_dir, ann_dir) if not d.is_dir()]
-        if missing:
-            report.problems.extend(f"missing folder {d}" for d in missing)
-            continue
-        images = sorted(img_dir.glob("*.jpg"))
-        report.counts[split] = len(images)
-        if not images:
-            report.problems.append(f"no .jpg images in {img_dir}")
-        elif full and len(images) != expected:
-            report.problems.append(f"{split}: {img_dir} holds {len(images)} images, the standard split has {expected}")
-        for img in images:
-            problem = _voc.check_png(ann_dir / f"{img.stem}.png") or _voc.check_jpeg(img)
-            if problem:
-                report.problems.append(problem)
-        stray = {p.stem for p in ann_dir.glob("*.png")} - {p.stem for p in images}
-        report.problems.extend(f"annotation {ann_dir / s}.png has no image {img_dir / s}.jpg" for s in sorted(stray))
+        _dense.check_split_pairs(
+            report, split, ade / "images" / split, ade / "annotations" / split, expected=expected if full else None,
+            check_pair=_check_pair)
     return report
+
+
+def _check_pair(img: Path, png: Path) -> list[str]:
+    problem = _voc.check_png(png) or _voc.check_jpeg(img)
+    return [problem] if problem else []
 
 
 def configure(cfg: Any, ctx: RunContext) -> None:

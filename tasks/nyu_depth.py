@@ -84,26 +84,18 @@ def check_data(root: Path) -> DataReport:
     root = Path(root)
     full = not _voc.is_mini(root)
     for split, expected in EXPECTED.items():
-        img_dir, ann_dir = root / "images" / split, root / "annotations" / split
-        missing = [d for d in (img_dir, ann_dir) if not d.is_dir()]
-        if missing:
-            report.problems.extend(f"missing folder {d}" for d in missing)
-            continue
-        images = sorted(img_dir.glob("*.jpg"))
-        report.counts[split] = len(images)
-        if not images:
-            report.problems.append(f"no .jpg images in {img_dir}")
-        elif full and len(images) != expected:
-            report.problems.append(f"{split}: {img_dir} holds {len(images)} images, the Eigen split has {expected}")
-        for img in images:
-            if not any(c.isdigit() for c in img.stem):
-                report.problems.append(f"{img}: file name needs a number (<scene>_<n>.jpg, mmseg's NYU naming)")
-            problem = _depth_png(ann_dir / f"{img.stem}.png") or _voc.check_jpeg(img)
-            if problem:
-                report.problems.append(problem)
-        stray = {p.stem for p in ann_dir.glob("*.png")} - {p.stem for p in images}
-        report.problems.extend(f"depth map {ann_dir / s}.png has no image {img_dir / s}.jpg" for s in sorted(stray))
+        _dense.check_split_pairs(report, split, root / "images" / split, root / "annotations" / split,
+                                 expected=expected if full else None, check_pair=_check_pair,
+                                 split_name="the Eigen split", ann_noun="depth map")
     return report
+
+
+def _check_pair(img: Path, png: Path) -> list[str]:
+    problems = []
+    if not any(c.isdigit() for c in img.stem):
+        problems.append(f"{img}: file name needs a number (<scene>_<n>.jpg, mmseg's NYU naming)")
+    problem = _depth_png(png) or _voc.check_jpeg(img)
+    return problems + ([problem] if problem else [])
 
 
 def _depth_png(path: Path) -> str | None:
