@@ -4,7 +4,8 @@ Data: the standard ``cifar-100-python`` folder (https://www.cs.toronto.edu/~kriz
 pickled ``train`` (50,000 images), ``test`` (10,000) and ``meta`` files that torchvision's ``CIFAR100`` also reads.
 Each split pickle holds ``data`` (N x 3072 uint8, R then G then B planes of 32x32), ``fine_labels`` (0..99),
 ``coarse_labels``, ``filenames``; ``meta`` holds ``fine_label_names`` and ``coarse_label_names``. Keys are bytes in the
-original (Python 2) pickles and str in re-pickled copies: both are accepted.
+original (Python 2) pickles and str in re-pickled copies: both are accepted. The pickles are read with
+:func:`rs_transfer.safe_pickle.load_data`, which admits only plain data (a crafted file cannot run code).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from rs_transfer.safe_pickle import UnsafePickleError, load_data
 
 from .base import DataReport, RunContext, Task
 
@@ -33,8 +36,7 @@ def _get(d: dict, key: str) -> Any:
 
 def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images as N x 3 x 32 x 32 uint8 and fine labels as int64."""
-    with open(Path(root) / split, "rb") as f:
-        entry = pickle.load(f, encoding="bytes")
+    entry = load_data(Path(root) / split)
     data = np.asarray(_get(entry, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32)
     return data, np.asarray(_get(entry, "fine_labels"), dtype=np.int64)
 
@@ -77,8 +79,7 @@ def check_data(root: Path) -> DataReport:
     if report.problems:
         return report
     try:
-        with open(Path(root) / "meta", "rb") as f:
-            n_names = len(_get(pickle.load(f, encoding="bytes"), "fine_label_names"))
+        n_names = len(_get(load_data(Path(root) / "meta"), "fine_label_names"))
         if n_names != NUM_CLASSES:
             report.problems.append(f"meta lists {n_names} fine_label_names, expected {NUM_CLASSES}")
         for split in ("train", "test"):
@@ -88,7 +89,9 @@ def check_data(root: Path) -> DataReport:
                 report.problems.append(f"{split}: {len(x)} images but {len(y)} labels")
             if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
                 report.problems.append(f"{split}: fine_labels outside 0..{NUM_CLASSES - 1}")
-    except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
+    except UnsafePickleError as err:
+        report.problems.append(f"not a genuine CIFAR pickle, refused without running it ({err})")
+    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as err:
         report.problems.append(f"unreadable pickle ({type(err).__name__}: {err})")
     return report
 
