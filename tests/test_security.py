@@ -83,3 +83,21 @@ def test_crafted_cifar_is_refused_by_data_check_and_run(tmp_path: Path) -> None:
         assert "not a genuine CIFAR pickle" in res.stdout + res.stderr
         assert not marker.exists(), "the crafted pickle ran its command"
     assert not (tmp_path / "wd" / "results.json").exists()
+
+
+def test_no_other_code_unpickles_user_data() -> None:
+    """The audit as a guard: data is unpickled only through safe_pickle, and checkpoints only through the weights
+    loader's ``torch_load`` (weights_only=True unless the user passes --trust)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"\bpickle\.(load|loads|Unpickler)\b|allow_pickle\s*=\s*True|(?<![.\w])eval\(|weights_only\s*=\s*False")
+    allowed = {"rs_transfer/safe_pickle.py", "rs_transfer/weights/formats.py"}
+    offenders = []
+    for folder in ("rs_transfer", "tasks", "video", "configs"):
+        for path in (root / folder).rglob("*.py"):
+            rel = path.relative_to(root).as_posix()
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line) and rel not in allowed:
+                    offenders.append(f"{rel}:{n}: {line.strip()}")
+    assert not offenders, offenders
