@@ -1,76 +1,31 @@
-"""Training recipes as sets of independent, named toggles (paper Table 5), and their wiring into a config.
+"""Table 5's training recipe wired into a Kinetics-400 config.
 
-A toggle has an "off" and an "on" edit, each split into config edits (``recipe.*`` keys of
-``configs/kinetics400.py``, passed as ``cfg_options``) and backbone edits (``model_overrides``). A row of an
-additive study is the set of toggles that are on; every toggle is written explicitly, on or off, so a row means
-the same thing whatever the config's defaults are.
-
-Numbers (PROTOCOLS.md, 3D section; chosen values marked): dropout 0.5 before the FC (k400_resnet3drs config);
-label smoothing 0.1; stochastic depth 0.1 (RS config, "stage" schedule); EMA decay 0.9999 of weights and BN
-statistics; weight decay 1e-4 (vanilla) -> 4e-5 (RS); epochs 200 -> 350 (chosen: the paper gives no baseline
-epoch count; 350 is the RS config's); scale jittering = random-resized crop area 0.08-1, aspect 0.5-2 instead of
-a random 224 crop of the 256 short side; SE ratio 0.25; ResNet-D = 3-conv stem (stride-2 conv instead of max-pool)
-and average-pool shortcuts.
+The toggles themselves (what each ingredient changes, on and off, with the paper's values) live in ONE table shared
+with the ImageNet recipe: :data:`rs_transfer.recipes.TABLE5` (its docstring has the numbers). The names below are
+that table's, kept here so video code and tests import them from one module. ``apply_recipe`` turns the
+``recipe`` block of ``configs/kinetics400.py`` into optimizer, schedule, loss, augmentation and EMA settings.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from rs_transfer.recipes import TABLE5, Toggle  # noqa: F401  (Toggle re-exported)
 
-@dataclass(frozen=True)
-class Toggle:
-    name: str                    # CLI / file name
-    row: str                     # the paper's Table 5 row label
-    config_off: dict[str, Any] = field(default_factory=dict)
-    config_on: dict[str, Any] = field(default_factory=dict)
-    model_off: dict[str, Any] = field(default_factory=dict)
-    model_on: dict[str, Any] = field(default_factory=dict)
-
-
-TOGGLES: tuple[Toggle, ...] = (
-    Toggle("dropout", "+ Dropout on FC", model_off=dict(drop_rate=0.0), model_on=dict(drop_rate=0.5)),
-    Toggle("label_smoothing", "+ Label smoothing", {"recipe.label_smoothing": 0.0}, {"recipe.label_smoothing": 0.1}),
-    Toggle("stochastic_depth", "+ Stochastic depth",
-           model_off=dict(drop_path_rate=0.0, drop_path_schedule="stage"),
-           model_on=dict(drop_path_rate=0.1, drop_path_schedule="stage")),
-    Toggle("ema", "+ EMA of weights", {"recipe.ema": False}, {"recipe.ema": True}),
-    Toggle("weight_decay", "+ Decrease weight decay", {"recipe.weight_decay": 1e-4}, {"recipe.weight_decay": 4e-5}),
-    Toggle("epochs", "+ Increase training epochs", {"recipe.epochs": 200}, {"recipe.epochs": 350}),
-    Toggle("scale_jitter", "+ Scale jittering", {"recipe.scale_jitter": False}, {"recipe.scale_jitter": True}),
-    Toggle("se", "+ Squeeze-and-Excitation", model_off=dict(se_ratio=0.0), model_on=dict(se_ratio=0.25)),
-    Toggle("resnet_d", "+ ResNet-D", model_off=dict(stem="classic", stem_pool="max", shortcut="conv"),
-           model_on=dict(stem="deep", stem_pool="conv", shortcut="avg")),
-)
-BY_NAME = {t.name: t for t in TOGGLES}
-TABLE5_ORDER: tuple[str, ...] = tuple(t.name for t in TOGGLES)   # the paper's additive order
-BASELINE_ROW = "3D ResNet-50"
+TOGGLES: tuple[Toggle, ...] = TABLE5.toggles
+BY_NAME = TABLE5.by_name
+TABLE5_ORDER: tuple[str, ...] = TABLE5.order   # the paper's additive order
+BASELINE_ROW = TABLE5.baseline_row
 
 
 def recipe_edits(enabled: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(cfg_options, model_overrides)`` with every toggle set: on for ``enabled``, off for the rest."""
-    enabled = set(enabled)
-    unknown = enabled - set(BY_NAME)
-    if unknown:
-        from rs_transfer.errors import UserError
-
-        raise UserError(f"unknown recipe toggle(s) {sorted(unknown)}; known: {', '.join(TABLE5_ORDER)}")
-    cfg: dict[str, Any] = {}
-    model: dict[str, Any] = {}
-    for t in TOGGLES:
-        on = t.name in enabled
-        cfg.update(t.config_on if on else t.config_off)
-        model.update(t.model_on if on else t.model_off)
-    return cfg, model
+    return TABLE5.edits(enabled)
 
 
 def additive_rows(order: Sequence[str] = TABLE5_ORDER) -> list[tuple[str, str, tuple[str, ...]]]:
     """``(row id, row label, enabled toggles)`` for the baseline and each added ingredient."""
-    rows = [("00_baseline", BASELINE_ROW, ())]
-    for i, name in enumerate(order, 1):
-        rows.append((f"{i:02d}_{name}", BY_NAME[name].row, tuple(order[:i])))
-    return rows
+    return TABLE5.additive_rows(order)
 
 
 # ---- recipe -> concrete mmengine settings -------------------------------------------------------------------
