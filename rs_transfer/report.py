@@ -5,6 +5,10 @@ paper-preset numbers); columns are tasks; a cell is the mean +- sample standard 
 the number of seeds. A task without results is shown as missing ("—"), never filled in. ``baseline`` adds a table of
 differences against one row; ``paper=True`` adds the paper's own Table 4 (``results/paper_table4.json``) as
 reference rows.
+
+Nothing is dropped silently: an unreadable results.json (torn write, not JSON, missing keys) and a duplicate run
+(same row, task and seed as another file: a copied folder, or a re-run whose value may differ) are listed in every
+output ("Not counted") and on the console; the first file in path order is the one counted.
 """
 from __future__ import annotations
 
@@ -19,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.errors import UserError
-from rs_transfer.results import find_results, read_results, write_bytes_atomic, write_json_atomic
+from rs_transfer.results import (UnreadableResults, find_results, load_results, reference_file, write_bytes_atomic,
+                                 write_json_atomic)
 
-PAPER_TABLE = Path(__file__).resolve().parents[1] / "results" / "paper_table4.json"
+PAPER_TABLE4 = "paper_table4.json"
 MISSING = "—"
 
 
@@ -73,6 +78,16 @@ class Report:
     paper_rows: dict[str, dict[str, float]]
     baseline: str | None
     sources: list[str]
+    unreadable: list[dict[str, str]] = field(default_factory=list)   # {"path", "reason"}
+    duplicates: list[dict[str, Any]] = field(default_factory=list)   # {"path", "kept", "row", "task", "seed", ...}
+
+    def skipped_lines(self) -> list[str]:
+        """One line per file that is not counted, with the reason (Markdown list items and console lines)."""
+        out = [f"{u['path']}: unreadable, {u['reason']}" for u in self.unreadable]
+        for d in self.duplicates:
+            same = "same value" if d["value"] == d["kept_value"] else f"value {d['value']} differs from {d['kept_value']}"
+            out.append(f"{d['path']}: duplicate of {d['kept']} ({d['row']}, {d['task']}, seed {d['seed']}; {same})")
+        return out
 
     def delta(self, row: str, task: str) -> float | None:
         if not self.baseline or self.baseline not in self.rows:
@@ -86,7 +101,7 @@ class Report:
             "lower_is_better": sorted(self.lower_better), "sources": self.sources,
             "rows": {r: {t: {"mean": c.mean, "std": c.std, "n": c.n, "seeds": c.seeds, "values": c.values,
                              "delta": self.delta(r, t)} for t, c in cells.items()} for r, cells in self.rows.items()},
-            "paper": self.paper_rows,
+            "paper": self.paper_rows, "unreadable": self.unreadable, "duplicates": self.duplicates,
         }
 
 
@@ -99,8 +114,9 @@ def row_label(res: dict[str, Any]) -> str:
     return label
 
 
-def load_paper(path: Path = PAPER_TABLE) -> dict[str, dict[str, float]]:
-    data = json.loads(Path(path).read_text())
+def load_paper(path: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """The paper's Table 4 rows (default: the shipped ``paper_table4.json``, source tree or installed package)."""
+    data = json.loads(Path(path or reference_file(PAPER_TABLE4)).read_text())
     return {f"paper: {r['method']} ({data.get('backbone', '')}, {r['epochs']} ep)": dict(r["values"])
             for r in data["rows"]}
 
@@ -109,25 +125,36 @@ def build_report(paths: Iterable[str | Path], *, tasks: Sequence[str] | None = N
                  paper: bool = False) -> Report:
     from rs_transfer.tasks import TABLE4_TASKS, get_task, title
 
-    files = find_results(paths)
-    runs = [(f, r) for f in files if (r := read_results(f)) is not None]
+    paths = list(paths)
+    runs: list[tuple[Path, dict[str, Any]]] = []
+    unreadable: list[dict[str, str]] = []
+    for f in find_results(paths):
+        try:
+            runs.append((f, load_results(f)))
+        except UnreadableResults as err:
+            unreadable.append({"path": str(f), "reason": str(err)})
     if not runs and not tasks:
-        raise UserError(f"no results.json found under {', '.join(map(str, paths))}; run `rs-transfer run` or "
-                        "`rs-transfer study table4` first")
+        bad = f" ({len(unreadable)} unreadable: {unreadable[0]['path']}: {unreadable[0]['reason']})" if unreadable else ""
+        raise UserError(f"no usable results.json found under {', '.join(map(str, paths))}{bad}; run `rs-transfer "
+                        "run` or `rs-transfer study table4` first")
     found = {r["task"] for _, r in runs}
     cols = list(tasks) if tasks else [t for t in TABLE4_TASKS] + sorted(found - set(TABLE4_TASKS))
     rows: dict[str, dict[str, Cell]] = defaultdict(dict)
     metrics: dict[str, str] = {}
     lower: set[str] = set()
-    seen: dict[tuple[str, str, int], Path] = {}
+    seen: dict[tuple[str, str, int], tuple[Path, float]] = {}
+    duplicates: list[dict[str, Any]] = []
     for f, r in runs:
         if r["task"] not in cols:
             continue
         label = row_label(r)
         key = (label, r["task"], int(r.get("seed", 0)))
-        if key in seen:  # the same run copied twice: count it once
+        if key in seen:  # counted once; listed, because a differing value means two different runs
+            kept, kept_value = seen[key]
+            duplicates.append({"path": str(f), "kept": str(kept), "row": label, "task": r["task"], "seed": key[2],
+                               "value": float(r["value"]), "kept_value": kept_value})
             continue
-        seen[key] = f
+        seen[key] = (f, float(r["value"]))
         cell = rows[label].setdefault(r["task"], Cell())
         cell.values.append(float(r["value"]))
         cell.seeds.append(int(r.get("seed", 0)))
@@ -146,8 +173,9 @@ def build_report(paths: Iterable[str | Path], *, tasks: Sequence[str] | None = N
                 metrics[t] = get_task(t).metric
             except Exception:  # noqa: BLE001  (absent or broken task module: the column just shows missing)
                 pass
+    used = {str(f) for f, _ in seen.values()}
     return Report(cols, {t: title(t) for t in cols}, metrics, lower, dict(rows), load_paper() if paper else {},
-                  baseline, [str(f) for f, _ in runs])
+                  baseline, [str(f) for f, _ in runs if str(f) in used], unreadable, duplicates)
 
 
 def to_markdown(rep: Report) -> str:
@@ -173,6 +201,9 @@ def to_markdown(rep: Report) -> str:
             out.append("| " + " | ".join([label] + [MISSING if d is None else f"{d:+.2f}" for d in ds]) + " |")
     if rep.paper_rows:
         out += ["", "Italic rows: the paper's Table 4 (ResNet-152, vanilla architecture; results/paper_table4.json)."]
+    if rep.unreadable or rep.duplicates:
+        out += ["", f"## Not counted ({len(rep.unreadable)} unreadable, {len(rep.duplicates)} duplicate)", ""]
+        out += [f"- {line}" for line in rep.skipped_lines()]
     return "\n".join(out) + "\n"
 
 
@@ -193,34 +224,63 @@ def to_csv(rep: Report) -> str:
     return buf.getvalue()
 
 
-def to_png(rep: Report) -> bytes:
+def chart(rep: Report) -> Any:
+    """The report's matplotlib Figure (Agg): grouped bars (one group per task, one colour per row), error bars
+    only where there is a spread, an x for a missing cell. The legend is built from the same style list the bars use and sits outside the axes, so it
+    can neither disagree with the bars nor cover the tick labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     series = [(label, [cells.get(t, Cell()) for t in rep.tasks], False) for label, cells in rep.rows.items()]
     series += [(label, [Cell([vals[t]]) if t in vals else Cell() for t in rep.tasks], True)
                for label, vals in rep.paper_rows.items()]
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(rep.tasks)), 4.5 + 0.2 * len(series)))
+    cmap = plt.get_cmap("tab10" if len(series) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(rep.tasks)), 4.5))
     width = 0.8 / max(1, len(series))
+    handles: list[Any] = []
+    any_missing = False
     for i, (label, cells, ref) in enumerate(series):
+        style = dict(facecolor=cmap(i % cmap.N), alpha=0.55 if ref else 1.0, hatch="//" if ref else None,
+                     edgecolor="black" if ref else None, linewidth=0.5 if ref else 0)
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(rep.tasks))]
-        means = [c.mean if c.mean is not None else 0.0 for c in cells]
-        errs = [c.std or 0.0 for c in cells]
-        ax.bar(xs, means, width, yerr=errs, label=label, hatch="//" if ref else None, alpha=0.6 if ref else 1.0,
-               capsize=2)
-        for x, c in zip(xs, cells):
-            if c.mean is None:
-                ax.text(x, 0.5, "missing", rotation=90, ha="center", va="bottom", fontsize=7)
+        drawn = [(x, c) for x, c in zip(xs, cells) if c.mean is not None]
+        if drawn:
+            ax.bar([x for x, _ in drawn], [c.mean for _, c in drawn], width, **style)
+        spread = [(x, c) for x, c in drawn if c.std is not None]
+        if spread:
+            ax.errorbar([x for x, _ in spread], [c.mean for _, c in spread], yerr=[c.std for _, c in spread],
+                        fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+        missing = [x for x, c in zip(xs, cells) if c.mean is None]
+        if missing:
+            any_missing = True
+            ax.plot(missing, [0] * len(missing), "x", color=style["facecolor"], markersize=5, clip_on=False)
+        handles.append(Patch(label=label if drawn else f"{label} (no result)", **style))
+    if any_missing:
+        handles.append(Line2D([], [], marker="x", linestyle="none", color="gray", label="x = no result"))
+    if any(c.std is not None for _, cells, _ in series for c in cells):
+        handles.append(Line2D([], [], color="black", linewidth=0.8, label="error bar = ± sample std over seeds"))
     ax.set_xticks(range(len(rep.tasks)))
     ax.set_xticklabels([f"{rep.titles[t]}\n({rep.metrics.get(t, '')})" for t in rep.tasks], fontsize=8)
+    ax.set_xlim(-0.5, len(rep.tasks) - 0.5)
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("score (task metric)")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
-    ax.set_title("Transfer results (Table 4 style); hatched = paper")
-    fig.tight_layout()
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    title = "Transfer results (Table 4 style)"
+    ax.set_title(title + ("; hatched = paper's Table 4" if rep.paper_rows else ""), fontsize=10)
+    return fig
+
+
+def to_png(rep: Report) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig = chart(rep)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # "tight": the outside legend is kept whole
     plt.close(fig)
     return buf.getvalue()
 

@@ -20,6 +20,7 @@ import hashlib
 import inspect
 import json
 import os
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -72,11 +73,31 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     return write_bytes_atomic(path, (json.dumps(to_jsonable(obj), indent=2) + "\n").encode())
 
 
+def _new_file_mode(path: Path) -> int:
+    """The mode ``open(path, "w")`` would give: the existing file's mode when replacing one, else 0o666 minus the
+    umask. ``mkstemp`` creates 0600 files, which other users (and a web server showing reports) cannot read."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    try:  # Linux >= 4.7 reports the umask without changing it (no window in which another thread sees umask 0)
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a partial one: temporary
+    file in the same folder, fsync, rename. The file gets normal permissions (see :func:`_new_file_mode`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -88,17 +109,43 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def read_results(path: str | os.PathLike) -> dict[str, Any] | None:
-    """A results.json as a dict, or None when it is absent or unreadable (an interrupted write leaves nothing)."""
+class UnreadableResults(Exception):
+    """A results.json that cannot be used; the message says why (reports list these files, never drop them)."""
+
+
+# What a report needs from a results.json; anything without these keys is not one of ours (or a torn write).
+REQUIRED_KEYS = ("task", "metric", "value", "backbone", "metrics")
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """A results.json as a dict; :class:`UnreadableResults` with the reason when it cannot be used."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_NAME
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, json.JSONDecodeError):
+    except OSError as err:
+        raise UnreadableResults(f"cannot read: {err.strerror or err}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UnreadableResults(f"not valid JSON ({err}); an interrupted copy or write?") from None
+    if not isinstance(data, dict):
+        raise UnreadableResults(f"not a results object (a JSON {type(data).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise UnreadableResults(f"missing key(s) {', '.join(missing)}")
+    if isinstance(data["value"], bool) or not isinstance(data["value"], (int, float)):
+        raise UnreadableResults(f"value is {data['value']!r}, not a number")
+    return data
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A results.json as a dict, or None when it is absent or unreadable (an interrupted write leaves nothing).
+    For reports use :func:`load_results`, which says why a file is unusable."""
+    try:
+        return load_results(path)
+    except UnreadableResults:
         return None
-    return data if isinstance(data, dict) and "metrics" in data else None
 
 
 def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -110,3 +157,14 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
         elif p.is_dir():
             found.update(p.rglob(RESULTS_NAME))
     return sorted(found)
+
+
+def reference_file(name: str) -> Path:
+    """A shipped reference table (``paper_table4.json``, ``paper_table5.json``): ``results/`` of the source tree
+    (editable installs, checkouts), else the copy installed as package data (``rs_transfer/paper/``, mapped from
+    ``results/`` in pyproject.toml), so ``report --paper`` works from a wheel too."""
+    for folder in (Path(__file__).resolve().parents[1] / "results", Path(__file__).resolve().parent / "paper"):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"reference table {name} is neither in results/ of the source tree nor installed with "
+                            "the package (reinstall rs-transfer)")

@@ -4,13 +4,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 import statistics
 from pathlib import Path
 
 import pytest
 
 from rs_transfer.cli import main
-from rs_transfer.report import MISSING, build_report, load_paper, to_markdown, write_report
+from rs_transfer.report import MISSING, build_report, chart, load_paper, to_markdown, write_report
 from rs_transfer.results import write_json_atomic
 
 VALUES = {  # (weights, task) -> values over seeds 0..n-1
@@ -107,3 +109,114 @@ def test_baseline_by_weights_prefers_finetune_row_and_columns_name_metrics(tmp_p
     assert rep.baseline == "resnet152 / resnet152.tv_in1k"
     assert rep.delta("resnet152 / resnet152.tv_in1k / linear", "cifar100") == pytest.approx(-10.0)
     assert rep.metrics["cifar100"] == "top1"
+
+
+# ---- nothing dropped silently, files people can read, a chart that says what it draws, shipped paper tables ----
+def test_duplicates_and_unreadable_files_are_listed(results_dir: Path, tmp_path: Path, capsys) -> None:
+    copy = results_dir / "copied" / "cifar100-resnet152.tv_in1k-paper-s0" / "results.json"
+    copy.parent.mkdir(parents=True)
+    data = json.loads((results_dir / "cifar100-resnet152.tv_in1k-paper-s0" / "results.json").read_text())
+    write_json_atomic(copy, {**data, "value": 99.0})          # same row, task and seed; another value
+    write_json_atomic(results_dir / "nokeys" / "results.json", {"metrics": {}})
+    rep = build_report([results_dir], tasks=["cifar100", "voc-seg"])
+    assert sorted(Path(u["path"]).parent.name for u in rep.unreadable) == ["broken", "nokeys"]
+    assert "not valid JSON" in next(u["reason"] for u in rep.unreadable if "broken" in u["path"])
+    (dup,) = rep.duplicates
+    assert dup["path"] == str(copy) and dup["value"] == 99.0 and dup["kept_value"] == 85.0 and dup["seed"] == 0
+    assert rep.rows["resnet152 / resnet152.tv_in1k"]["cifar100"].n == 3  # counted once
+    assert str(copy) not in rep.sources
+    md = to_markdown(rep)
+    assert "## Not counted (2 unreadable, 1 duplicate)" in md and f"- {copy}: duplicate of" in md
+    assert "value 99.0 differs from 85.0" in md
+    out = tmp_path / "o"
+    assert main(["report", str(results_dir), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "2 unreadable and 1 duplicate results.json not counted" in err and str(copy) in err
+    saved = json.loads((out / "report.json").read_text())
+    assert len(saved["unreadable"]) == 2 and saved["duplicates"][0]["path"] == str(copy)
+
+
+def test_output_files_have_normal_permissions(results_dir: Path, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        files = write_report(build_report([results_dir]), tmp_path / "new")
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files.values()} == {
+            p.name: 0o644 for p in files.values()}                      # mkstemp alone would give 0600
+        files["md"].chmod(0o640)
+        write_report(build_report([results_dir]), tmp_path / "new")
+        assert stat.S_IMODE(files["md"].stat().st_mode) == 0o640         # a replaced file keeps its mode
+    finally:
+        os.umask(old)
+
+
+def _no_overlap(a, b) -> bool:
+    return a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0
+
+
+@pytest.mark.parametrize("paper", [True, False])
+def test_chart_legend_matches_bars_and_overlaps_nothing(results_dir: Path, paper: bool) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    rep = build_report([results_dir], tasks=["cifar100", "voc-det", "voc-seg"], paper=paper)
+    fig = chart(rep)
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    series = list(rep.rows) + list(rep.paper_rows)
+    assert [lab.removesuffix(" (no result)") for lab in labels[:len(series)]] == series
+    assert labels[len(series):] == ["x = no result", "error bar = ± sample std over seeds"]
+    # each legend patch has the face colour and hatch of the bars drawn for its row, in order
+    from matplotlib.container import BarContainer
+
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    drawn = [s for s in series if any((rep.rows.get(s) or {}).get(t, None) is not None
+                                      for t in rep.tasks) or s in rep.paper_rows]
+    assert len(bars) == len(drawn)
+    handles = dict(zip(labels, legend.legend_handles))
+    for label, bar in zip(drawn, bars):
+        patch = bar.patches[0]
+        assert to_rgba(handles[label].get_facecolor()) == to_rgba(patch.get_facecolor())
+        assert handles[label].get_hatch() == patch.get_hatch() == ("//" if label in rep.paper_rows else None)
+    assert ("hatched" in ax.get_title()) == paper
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    box = legend.get_window_extent(r)
+    for other in [ax.get_window_extent(r), ax.title.get_window_extent(r),
+                  *(t.get_window_extent(r) for t in ax.get_xticklabels())]:
+        assert _no_overlap(box, other)
+    ticks = [t.get_window_extent(r) for t in ax.get_xticklabels()]
+    assert all(_no_overlap(a, b) for i, a in enumerate(ticks) for b in ticks[i + 1:])
+    plt.close(fig)
+
+
+def test_paper_tables_ship_in_the_wheel(tmp_path: Path) -> None:
+    """A non-editable install (the wheel, unpacked) finds the paper tables without the source tree."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, src / name)
+    for name in ("rs_transfer", "tasks", "video", "configs", "results"):
+        shutil.copytree(repo / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.png", "*.md"))
+    subprocess.run([sys.executable, "-m", "pip", "--isolated", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "--no-index", "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        assert {"rs_transfer/paper/paper_table4.json", "rs_transfer/paper/paper_table5.json"} <= set(z.namelist())
+        z.extractall(site)
+    _write(tmp_path / "runs", "resnet152.tv_in1k", "cifar100", 0, 85.0)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    code = ("import sys, rs_transfer.report as r; assert r.__file__.startswith(sys.argv[1]), r.__file__; "
+            "from rs_transfer.cli import main; sys.exit(main(['report', sys.argv[2], '--paper', '--tasks', "
+            "'cifar100']))")
+    proc = subprocess.run([sys.executable, "-c", code, str(site), str(tmp_path / "runs")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "*88.1*" in proc.stdout  # the paper's RS row, read from the installed package data

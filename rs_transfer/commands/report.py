@@ -7,6 +7,8 @@ HELP = "gather results.json files into a Table 4-style report"
 DESCRIPTION = """Gather every results.json under the given folders into one report: rows = backbone / weights
 (/ protocol), columns = tasks, mean ± std over seeds, differences to a baseline row, and optionally the paper's own
 Table 4 as reference rows. Writes report.md, report.csv, report.json and report.png (atomically).
+Unreadable results.json files and duplicate runs (same row, task and seed) are not counted; they are listed in the
+report ("Not counted") and on the console.
 
 examples:
   rs-transfer report work_dirs/ --paper
@@ -45,4 +47,11 @@ def run(args: argparse.Namespace) -> int:
     files = write_report(rep, out, args.name)
     print(to_markdown(rep))
     print("written: " + ", ".join(str(p) for p in files.values()))
+    if rep.unreadable or rep.duplicates:  # also in the report's "Not counted" section; said last, where it is seen
+        import sys
+
+        print(f"rs-transfer report: warning: {len(rep.unreadable)} unreadable and {len(rep.duplicates)} duplicate "
+              "results.json not counted:", file=sys.stderr)
+        for line in rep.skipped_lines():
+            print(f"  {line}", file=sys.stderr)
     return 0
