@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -48,17 +49,49 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
+        if name in VERBOSE_COMMANDS:
+            _add_verbose(p)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+VERBOSE_COMMANDS = ("run", "study")  # the commands that train
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    """``--verbose`` on the parser that parses a command's own options (each study subcommand for ``study``)."""
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    if subs:
+        for sp in dict.fromkeys(subs[0].choices.values()):
+            _add_verbose(sp)
+    elif not any("--verbose" in a.option_strings for a in p._actions):
+        p.add_argument("--verbose", action="store_true",
+                       help="show mmengine's full log (environment, config, every log line) on the console instead "
+                            "of the header and progress bar; it always goes to the work dir's log file")
+
+
+# Terminal control sequences (colour, cursor moves), raw or as a repr()'d escape (``\x1b[31m``, ``\033[0m``): an
+# error line may quote text that mmengine's formatter or rich coloured for a terminal; on a pipe, in a log file or
+# repr()'d inside a message they show up as garbage, so they are removed.
+_ANSI = re.compile(r"(?:\x1b|\\x1b|\\033|\\u001b|\\e)\[[0-?]*[ -/]*[@-~]")
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal escape sequences."""
+    return _ANSI.sub("", text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "verbose", False):
+        from rs_transfer.console import verbose_call  # imports mmengine: only for the commands that train
+
+        args._run = verbose_call(args._run)
     try:
         return int(args._run(args) or 0)
     except UserError as err:
-        print(f"rs-transfer {args.command}: error: {err}", file=sys.stderr)
+        print(f"rs-transfer {args.command}: error: {plain(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rs-transfer {args.command}: interrupted", file=sys.stderr)

@@ -123,16 +123,19 @@ def check_normalization(model: Any, expected: dict[str, Any]) -> None:
                                f"{expected['mean']}, the loaded weights declare {norm.name} {list(norm.mean)}")
 
 
-def _train(cfg: Any, normalization: dict[str, Any]) -> tuple[dict[str, float], float | None, int]:
+def _train(cfg: Any, normalization: dict[str, Any],
+           header: list[str] | None = None) -> tuple[dict[str, float], float | None, int]:
+    """Train + evaluate. The console shows ``header``, a progress bar and warnings; mmengine's full log goes to the
+    work dir (rs_transfer/console.py; ``--verbose`` shows it)."""
     import torch
-    from mmengine.runner import Runner
 
+    from rs_transfer.console import build_runner
     from rs_transfer.hooks import RunStatsHook
     from rs_transfer.weights import mmengine_safe_globals
 
     # mmengine 0.10 checkpoints pickle HistoryBuffer, numpy scalars...: allow-list exactly those for resume.
     torch.serialization.add_safe_globals(mmengine_safe_globals())
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, header)
     runner.train()
     check_normalization(runner.model, normalization)
     stats = next(h for h in runner.hooks if isinstance(h, RunStatsHook))
@@ -193,14 +196,17 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
                                         model_overrides=model_overrides, resume=resume)
     resolved = to_jsonable(cfg.to_dict())
 
+    from rs_transfer.console import header_lines, print_header
+
     rank, throughput = 0, None
     if the_task.run_protocol is not None and protocol != "finetune":
         from mmengine.runner import set_random_seed
 
         set_random_seed(seed)
+        print_header(header_lines(ctx, facts))
         metrics = the_task.run_protocol(cfg, ctx)
     else:
-        metrics, throughput, rank = _train(cfg, ctx.normalization)
+        metrics, throughput, rank = _train(cfg, ctx.normalization, header_lines(ctx, facts))
     if the_task.metric not in metrics:
         if not metrics:
             raise UserError(f"task {task}: no evaluation ran, so there is no {the_task.metric!r} to report; make "

@@ -38,12 +38,40 @@ def run(args: argparse.Namespace) -> int:
             cached = "yes" if (home / s.filename).is_file() else "no"
             print(f"{s.name:<22} {s.arch:<12} {s.normalization.name:<10} {cached:<6} {s.published}")
     else:
-        from rs_transfer.tasks import get_task, list_tasks
+        from rs_transfer.tasks import list_tasks
 
         for name in list_tasks():
             try:
-                t = get_task(name)
-                print(f"{name:<12} {t.metric:<8} {t.title}")
+                meta = task_metadata(name)
+                print(f"{name:<12} {meta['metric']:<8} {meta['title']}")
             except Exception as err:  # a task whose module is not available yet
                 print(f"{name:<12} {'-':<8} not available ({err})")
     return 0
+
+
+def task_metadata(name: str) -> dict[str, object]:
+    """``title`` and ``metric`` of a task, read from the literal ``TASK = Task(...)`` in its module's source when it
+    is written that way: importing the module costs torch and mmengine (seconds), and listing must not. Anything
+    the source does not spell as a literal comes from importing the task (the same values: tests compare both)."""
+    import ast
+    import importlib.util
+
+    from rs_transfer.tasks import TASK_MODULES, get_task
+
+    keys = ("title", "metric")
+    found: dict[str, object] = {}
+    try:
+        spec = importlib.util.find_spec(TASK_MODULES[name])
+        source = spec.loader.get_source(spec.name) if spec and spec.loader else None  # type: ignore[union-attr]
+        for node in ast.parse(source or "").body:
+            if (isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["TASK"]
+                    and isinstance(node.value, ast.Call)):
+                for kw in node.value.keywords:
+                    if kw.arg in (*keys, "name") and isinstance(kw.value, ast.Constant):
+                        found[kw.arg] = kw.value.value
+    except (ImportError, SyntaxError, KeyError, ValueError):
+        found = {}
+    if all(k in found for k in keys) and found.get("name") == name:
+        return {k: found[k] for k in keys}
+    task = get_task(name)
+    return {k: getattr(task, k) for k in keys}
