@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 
-from rs_transfer.errors import UserError
+from rs_transfer.errors import RunInterrupted, UserError
+
+DEBUG_ENV = "RS_TRANSFER_DEBUG"  # =1: unexpected errors end with their traceback instead of one line
 
 # subcommand -> module in rs_transfer.commands
 COMMANDS = {
@@ -81,7 +85,19 @@ def plain(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues an interrupted one: ``run`` gets ``--resume``; a study resumes by itself."""
+    argv = list(argv)
+    if argv[:1] == ["run"] and "--resume" not in argv:
+        argv.append("--resume")
+    cmd = shlex.join(["rs-transfer", *argv])
+    if "pytorch" in argv or "slurm" in argv:
+        cmd += "   (under the same torchrun/srun launcher)"
+    return cmd
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "verbose", False):
@@ -93,9 +109,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"rs-transfer {args.command}: error: {plain(str(err))}", file=sys.stderr)
         return 2
+    except RunInterrupted as err:  # a checkpoint was saved: not an error, a pause
+        if os.environ.get("RANK", "0") == "0":
+            print(f"rs-transfer {args.command}: {err}\nresume with: {resume_command(argv)}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"rs-transfer {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug or an unforeseen failure: one line, the traceback on request
+        if os.environ.get(DEBUG_ENV) or getattr(args, "verbose", False):
+            raise
+        lines = plain(str(err)).strip().splitlines()
+        print(f"rs-transfer {args.command}: unexpected error: {type(err).__name__}: {lines[0] if lines else ''}"
+              f" (run again with {DEBUG_ENV}=1 for the traceback; please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -63,23 +63,11 @@ def load_config(task: Task, protocol: str, config: str | None) -> tuple[Any, Pat
 
 
 def check_cfg_options(cfg: Any, options: dict[str, Any]) -> None:
-    """A key that does not exist but nearly matches one that does is a typo (``train_cfg.max_iter``): say so.
-    New keys without a near namesake are allowed (e.g. ``optim_wrapper.clip_grad``)."""
-    import difflib
+    """Typos, keys nothing reads and values of the wrong kind are one-line errors (rules: :mod:`rs_transfer.cfgcheck`).
+    """
+    from rs_transfer.cfgcheck import check_cfg_options as check
 
-    for dotted in options:
-        node: Any = cfg
-        parts = dotted.split(".")
-        for i, part in enumerate(parts):
-            if not hasattr(node, "keys") or part in node:
-                node = node[part] if hasattr(node, "keys") else None
-                continue
-            siblings = [str(k) for k in node.keys()] + (list(RUNNER_SWITCHES) if i == 0 else [])
-            close = difflib.get_close_matches(part, siblings, n=1, cutoff=0.85)
-            if close and close[0] != part:
-                fixed = ".".join(parts[:i] + [close[0]] + parts[i + 1:])
-                raise UserError(f"--cfg-options {dotted}: no such key; did you mean {fixed}?")
-            break
+    check(cfg, options, list(RUNNER_SWITCHES))
 
 
 def merge_cfg_options(cfg: Any, options: dict[str, Any]) -> None:
@@ -153,10 +141,12 @@ def _set_backbone(cfg: Any, backbone: str, model_overrides: dict[str, Any] | Non
 def _apply_generic(cfg: Any, ctx: RunContext, resume: bool) -> dict[str, Any]:
     """Work dir, seed, launcher, distributed backend, hooks, AMP/EMA switches, LR scaling. Returns facts for results."""
     import torch
-    from mmengine.hooks import CheckpointHook, EMAHook, IterTimerHook, LoggerHook, ParamSchedulerHook
+    from mmengine.hooks import EMAHook, IterTimerHook, LoggerHook, ParamSchedulerHook
     from mmengine.hooks import DistSamplerSeedHook
     from mmengine.optim import AmpOptimWrapper
     from mmengine.visualization import LocalVisBackend, TensorboardVisBackend, Visualizer
+
+    from rs_transfer.checkpoints import AtomicCheckpointHook  # atomic, preemptible; keeps only the newest
 
     facts: dict[str, Any] = {}
     cuda = torch.cuda.is_available()
@@ -191,7 +181,7 @@ def _apply_generic(cfg: Any, ctx: RunContext, resume: bool) -> dict[str, Any]:
     defaults = dict(timer=dict(type=lazy(IterTimerHook)),
                     logger=dict(type=lazy(LoggerHook), interval=int(switches.get("log_interval", 50))),
                     param_scheduler=dict(type=lazy(ParamSchedulerHook)),
-                    checkpoint=dict(type=lazy(CheckpointHook), by_epoch=False, max_keep_ckpts=2, save_last=True,
+                    checkpoint=dict(type=lazy(AtomicCheckpointHook), by_epoch=False, max_keep_ckpts=1, save_last=True,
                                     interval=int(switches.get("checkpoint_interval", val_interval))),
                     sampler_seed=dict(type=lazy(DistSamplerSeedHook)))
     cfg.default_hooks = {**defaults, **dict(cfg.get("default_hooks") or {})}

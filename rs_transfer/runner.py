@@ -34,7 +34,7 @@ LAUNCHERS = ("none", "pytorch", "slurm")
 
 
 # ---- weights ---------------------------------------------------------------------------------------------------
-def weights_info(source: str | None) -> dict[str, Any]:
+def weights_info(source: str | None, *, trust: bool = False) -> dict[str, Any]:
     """Path, checksum and input normalisation of a weight source, known BEFORE the model is built (the data
     preprocessor needs the normalisation). Same rules as :func:`rs_transfer.load_weights`, which checks them again
     when ``ResNetRS.init_weights`` loads the file."""
@@ -48,7 +48,7 @@ def weights_info(source: str | None) -> dict[str, Any]:
     if spec is not None:
         norm = spec.normalization
     else:
-        raw = read_checkpoint(path)
+        raw = read_checkpoint(path, trust=trust)
         if raw.meta.get("normalization") in NORMALIZATIONS:
             norm = NORMALIZATIONS[raw.meta["normalization"]]
         else:
@@ -129,16 +129,20 @@ def _train(cfg: Any, normalization: dict[str, Any],
     work dir (rs_transfer/console.py; ``--verbose`` shows it)."""
     import torch
 
+    from rs_transfer.checkpoints import preemption_guard
     from rs_transfer.console import build_runner
     from rs_transfer.hooks import RunStatsHook
     from rs_transfer.weights import mmengine_safe_globals
 
     # mmengine 0.10 checkpoints pickle HistoryBuffer, numpy scalars...: allow-list exactly those for resume.
     torch.serialization.add_safe_globals(mmengine_safe_globals())
-    runner = build_runner(cfg, header)
-    runner.train()
-    check_normalization(runner.model, normalization)
+    with preemption_guard():  # SIGTERM/SIGINT: checkpoint at the next iteration boundary, then RunInterrupted
+        runner = build_runner(cfg, header)
+        runner.train()
     stats = next(h for h in runner.hooks if isinstance(h, RunStatsHook))
+    if not stats.metrics and cfg.get("resume") and runner.iter >= runner.max_iters and runner.val_loop is not None:
+        runner.val_loop.run()  # resumed from the final checkpoint (killed during the last validation): evaluate it
+    check_normalization(runner.model, normalization)
     thr = stats.throughput(int(cfg.train_dataloader.batch_size), runner.world_size)
     return stats.metrics, thr, runner.rank
 
@@ -150,7 +154,8 @@ def _portable(resolved: dict[str, Any], ctx: RunContext) -> Any:
 
     text = json.dumps(resolved).replace(str(ctx.work_dir), "<work_dir>").replace(str(ctx.data_root), "<data_root>")
     out = json.loads(text)
-    out.pop("experiment_name", None)  # unique per run by construction
+    for key in ("experiment_name", "resume", "load_from"):  # unique per run / how it ran, not what it computes
+        out.pop(key, None)
     return out
 
 
@@ -158,13 +163,18 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
                    protocol: str = "finetune", work_dir: str | Path | None = None, seed: int = 0,
                    config: str | None = None, cfg_options: dict | None = None,
                    model_overrides: dict | None = None, launcher: str = "none", resume: bool = False,
-                   data_root: str | Path | None = None) -> dict[str, Any]:
+                   data_root: str | Path | None = None, trust: bool = False,
+                   strict: bool = True) -> dict[str, Any]:
     """Run one (task, backbone, weights, protocol, seed) and write ``work_dir/results.json`` atomically.
 
     Returns the results dict. ``model_overrides`` are extra ResNetRS kwargs (``se_ratio=0``,
     ``drop_path_rate=0.1``). ``data_root`` defaults to ``$RS_TRANSFER_HOME/data/<task>`` (``--preset mini``: the
-    generated mini dataset). ``resume=True`` continues from the last checkpoint in ``work_dir``.
+    generated mini dataset). ``resume=True`` continues from the newest complete checkpoint in ``work_dir``
+    (``results.json`` records its iteration as ``resumed_from``; None when there was none). ``trust`` / ``strict``
+    are :func:`rs_transfer.load_weights`'s (CLI ``--trust`` / ``--no-strict``).
     """
+    from rs_transfer.checkpoints import export_final_weights, prepare_resume, remove_training_checkpoints
+
     t0 = time.time()
     the_task = get_task(task)
     if preset not in PRESETS:
@@ -176,7 +186,10 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
     from rs_transfer.backbones import get_spec
 
     get_spec(backbone)  # validates the name before any heavy work
-    winfo = weights_info(weights)
+    winfo = weights_info(weights, trust=trust)
+    if weights and (trust or not strict):  # ResNetRS.init_weights passes them to load_weights
+        model_overrides = {**(model_overrides or {}), **({"weights_trust": True} if trust else {}),
+                           **({"weights_strict": False} if not strict else {})}
     if data_root is None:
         root = ensure_mini(the_task) if preset == "mini" else the_task.default_data_root()
     else:
@@ -194,11 +207,12 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
                      work_dir=work_dir, seed=seed, launcher=launcher, world_size=world_size)
     cfg, cfg_path, facts = build_config(the_task, ctx, config=config, cfg_options=cfg_options,
                                         model_overrides=model_overrides, resume=resume)
+    point = prepare_resume(cfg, work_dir) if resume and "train_cfg" in cfg else None
     resolved = to_jsonable(cfg.to_dict())
 
     from rs_transfer.console import header_lines, print_header
 
-    rank, throughput = 0, None
+    rank, throughput, trained = 0, None, False
     if the_task.run_protocol is not None and protocol != "finetune":
         from mmengine.runner import set_random_seed
 
@@ -207,6 +221,7 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
         metrics = the_task.run_protocol(cfg, ctx)
     else:
         metrics, throughput, rank = _train(cfg, ctx.normalization, header_lines(ctx, facts))
+        trained = True
     if the_task.metric not in metrics:
         if not metrics:
             raise UserError(f"task {task}: no evaluation ran, so there is no {the_task.metric!r} to report; make "
@@ -221,10 +236,18 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
         "config_file": str(cfg_path), "config": resolved, "config_hash": config_hash(_portable(resolved, ctx)),
         "git": git_revision(), "wall_time_s": round(time.time() - t0, 3), "device": _device(),
         "world_size": world_size, "launcher": launcher, "throughput_samples_per_s": throughput,
-        "resumed": resume, "data_root": str(root), "work_dir": str(work_dir), "extra": ctx.extra, **facts,
+        "resumed_from": point.iteration if point else None, "final_weights": None, "data_root": str(root),
+        "work_dir": str(work_dir), "extra": ctx.extra, **facts,
     }
     if preset == "mini":
         results["note"] = "MINI preset: tiny generated data, a few iterations; a smoke test, not a benchmark number"
+    if rank == 0 and trained:  # the evaluated model without optimizer state; then the resume state can go
+        exported = export_final_weights(work_dir, ctx.normalization, task=task, backbone=backbone,
+                                        backbone_kwargs=to_jsonable(ctx.backbone_kwargs), seed=seed,
+                                        weights_source=winfo["source"] or "none")
+        results["final_weights"] = str(exported) if exported else None
     if rank == 0:
         write_json_atomic(work_dir / RESULTS_NAME, results)
+        if trained and results["final_weights"]:
+            remove_training_checkpoints(work_dir)
     return results

@@ -53,7 +53,9 @@ def test_mini_finetune_through_cli_learns(tmp_path: Path, capsys: pytest.Capture
     assert len(res["config_hash"]) == 64 and res["world_size"] == 1 and res["throughput_samples_per_s"] > 0
     assert res["config"]["train_cfg"]["max_iters"] == 30
     assert list(wd.rglob("events.out.tfevents*")), "TensorBoard logs missing"
-    assert (wd / "last_checkpoint").is_file()
+    # A complete run keeps the evaluated weights, not the training state (optimizer, last_checkpoint).
+    assert (wd / "weights.safetensors").is_file() and not list(wd.glob("iter_*.pth"))
+    assert res["final_weights"] == str(wd / "weights.safetensors") and res["resumed_from"] is None
 
 
 def _direct_linear_probe(f: dict, l2_grid: list[float], seed: int, holdout: float = 0.2) -> tuple[float, float]:

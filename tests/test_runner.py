@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -36,10 +37,6 @@ class InterruptAt(Hook):
             raise Interrupt(f"interrupted after iteration {runner.iter + 1}")
 
 
-def _state(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-
-
 def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
     # Dropout stays on (resnetrs50 registers drop_rate=0.25): the RNG state must be restored for equality.
     kw = dict(preset="mini", model_overrides=TINY, seed=1)
@@ -50,8 +47,9 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
             "custom_hooks": [dict(type="InterruptAt", at=20)]}, **kw)
     assert (broken / "iter_15.pth").is_file() and not (broken / "results.json").exists()
     resumed = run_experiment("cifar100", "resnetrs50", work_dir=broken, resume=True, **kw)
-    assert resumed["resumed"] and resumed["metrics"] == full["metrics"]
-    a, b = _state(tmp_path / "full" / "iter_30.pth"), _state(broken / "iter_30.pth")
+    assert resumed["resumed_from"] == 15 and full["resumed_from"] is None
+    assert resumed["metrics"] == full["metrics"]
+    a, b = load_file(full["final_weights"]), load_file(resumed["final_weights"])  # the evaluated models
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
@@ -146,10 +144,12 @@ def test_paper_preset_config_resolves_the_protocol(tmp_path: Path) -> None:
 
 
 def test_ema_run_keeps_averaged_weights(tmp_path: Path) -> None:
-    res = run_experiment("cifar100", "resnetrs50", preset="mini", model_overrides=TINY, work_dir=tmp_path,
-                         cfg_options={"ema_momentum": 0.01})
-    ckpt = torch.load(tmp_path / "iter_30.pth", map_location="cpu", weights_only=False)
-    assert res["ema_momentum"] == 0.01 and "ema_state_dict" in ckpt
+    # Interrupted after the mid-run checkpoint: a complete run keeps only weights.safetensors (no training state).
+    with pytest.raises(Interrupt):
+        run_experiment("cifar100", "resnetrs50", preset="mini", model_overrides=TINY, work_dir=tmp_path,
+                       cfg_options={"ema_momentum": 0.01, "custom_hooks": [dict(type="InterruptAt", at=16)]})
+    ckpt = torch.load(tmp_path / "iter_15.pth", map_location="cpu", weights_only=False)
+    assert "ema_state_dict" in ckpt and "EMAHook" in ckpt["meta"]["cfg"]
 
 
 def test_finetune_from_checkpoint_uses_its_normalisation(tmp_path: Path) -> None:

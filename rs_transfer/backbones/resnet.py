@@ -105,7 +105,8 @@ class ResNetRS(BaseModule):
     As a backbone (``out_indices`` given) it returns a tuple of stage feature maps, mmdet/mmseg style; then
     ``frozen_stages`` (-1: none, 0: stem, k: stem + stages 1..k) and ``norm_eval`` (BN statistics frozen) apply.
     ``weights`` (a path or named source) is loaded by ``init_weights`` through :func:`rs_transfer.load_weights`,
-    so detector/segmentor configs get the same automatic key mapping as everything else.
+    so detector/segmentor configs get the same automatic key mapping as everything else; ``weights_strict`` and
+    ``weights_trust`` are its ``strict`` / ``trust`` (``rs-transfer run --no-strict / --trust``).
     """
 
     def __init__(self, depth: int | None = 50, *, layers: Sequence[int] | None = None, num_classes: int = 1000,
@@ -115,7 +116,8 @@ class ResNetRS(BaseModule):
                  out_indices: Sequence[int] | None = None, frozen_stages: int = -1, norm_eval: bool = False,
                  dims: int = 2, temporal_kernels: Sequence[Sequence[int]] | None = None,
                  temporal_strides: Sequence[int] = (1, 1, 1, 1), stem_temporal_kernel: int = 5,
-                 stem_temporal_stride: int = 2, weights: str | None = None,
+                 stem_temporal_stride: int = 2, weights: str | None = None, weights_strict: bool = True,
+                 weights_trust: bool = False,
                  init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if layers is None:
@@ -131,6 +133,7 @@ class ResNetRS(BaseModule):
         if [len(t) for t in temporal_kernels] != list(layers):
             raise ValueError(f"temporal_kernels must give one kernel per block {layers}, got {temporal_kernels}")
         self.layers, self.dims, self.weights = layers, dims, weights
+        self.weights_strict, self.weights_trust = weights_strict, weights_trust  # load_weights' strict / trust
         self.out_indices = tuple(out_indices) if out_indices is not None else None
         self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
         conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
@@ -209,7 +212,7 @@ class ResNetRS(BaseModule):
         if self.weights:
             from rs_transfer.weights import load_weights  # local: weights imports the registry, which imports us
 
-            report = load_weights(self, self.weights)
+            report = load_weights(self, self.weights, strict=self.weights_strict, trust=self.weights_trust)
             from mmengine.logging import print_log
 
             print_log(report.summary(), logger="current")

@@ -16,6 +16,11 @@ examples:
       --weights resnetrs152.tf_in1k --launcher pytorch
   rs-transfer run ... --resume                       # continue an interrupted run from its last checkpoint
   rs-transfer run ... --cfg-options train_cfg.max_iters=1000 optim_wrapper.optimizer.lr=0.1
+
+Interrupting (Ctrl-C, or SIGTERM as slurm sends before preemption) saves a checkpoint at the end of the current
+iteration and prints the command that resumes; a resumed run ends with the metrics of an uninterrupted one. While
+training only the newest checkpoint is kept; a finished run leaves WORK_DIR/weights.safetensors (the evaluated
+model, its input normalisation in the metadata, no optimizer state) and results.json.
 """
 
 
@@ -32,12 +37,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override config entries, e.g. train_cfg.max_iters=100 (applied last)")
     p.add_argument("--backbone-options", nargs="+", metavar="KEY=VALUE", default=[],
                    help="extra ResNetRS arguments, e.g. se_ratio=0 drop_path_rate=0.1 layers=[1,1,1,1] width=0.5")
-    p.add_argument("--data-root", help="dataset folder (default: $RS_TRANSFER_HOME/data/<task>)")
+    p.add_argument("--data-root", help="dataset folder (default: the task's folder under $RS_TRANSFER_HOME/data, "
+                                       "see `rs-transfer data --help`)")
     p.add_argument("--work-dir", help="output folder (default: work_dirs/<task>-<backbone>-<weights>-...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"],
                    help="distributed launcher (pytorch = torchrun); CPU runs use the gloo backend")
-    p.add_argument("--resume", action="store_true", help="resume from the last checkpoint in the work dir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest complete checkpoint in the work dir (says which; trains from "
+                        "scratch, saying so, when there is none)")
+    p.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="load --weights even if backbone keys differ (the log lists them)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow full unpickling of --weights (only for files you trust)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                          protocol=args.protocol, work_dir=args.work_dir, seed=args.seed, config=args.config,
                          cfg_options=parse_cfg_options(args.cfg_options),
                          model_overrides=parse_cfg_options(args.backbone_options), launcher=args.launcher,
-                         resume=args.resume, data_root=args.data_root)
+                         resume=args.resume, data_root=args.data_root, trust=args.trust, strict=args.strict)
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:

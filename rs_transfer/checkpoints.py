@@ -1,0 +1,323 @@
+"""Checkpoints that a killed or preempted run can always resume from, and nothing more than resume needs.
+
+Why this module exists (mmengine 0.10's own ``CheckpointHook`` does not give these guarantees):
+
+- **Atomic writes.** mmengine writes ``iter_N.pth`` in place and deletes the oldest checkpoint *before* writing the
+  new one, so a ``kill -9`` (or a full disk) mid-write leaves a truncated file and, with ``max_keep_ckpts=1``, no
+  complete one. :class:`AtomicCheckpointHook` writes ``.iter_N.pth.tmp-PID``, fsyncs it, renames it into place,
+  then rewrites ``last_checkpoint`` the same way, and only then deletes older checkpoints.
+- **Honest resume.** :func:`find_resume_point` picks the newest *complete* checkpoint in the work dir (a zip
+  archive whose central directory and CRCs check out), says why it skipped any other, and returns ``None`` when
+  there is nothing to resume from, so that ``results.json`` records ``resumed_from`` truthfully.
+- **Preemption.** :func:`preemption_guard` turns SIGTERM (what slurm sends before preemption) and SIGINT into a
+  request; the hook saves a checkpoint at the next iteration boundary (all ranks agree on the boundary) and raises
+  :class:`rs_transfer.errors.RunInterrupted`, which the CLI prints with the command that resumes.
+- **Small footprint.** Only the newest training checkpoint is kept while training; when the run is complete, the
+  model weights (EMA weights when EMA is on: what was evaluated) go to ``weights.safetensors`` with their input
+  normalisation in the metadata (readable by :func:`rs_transfer.load_weights`), and the training checkpoints
+  (optimizer state included) are deleted.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import zipfile
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmengine.hooks import CheckpointHook
+from mmengine.registry import HOOKS
+
+from rs_transfer.errors import RunInterrupted
+
+CKPT_PATTERN = re.compile(r"^iter_(\d+)\.pth$")
+EXPORT_NAME = "weights.safetensors"
+LAST_NAME = "last_checkpoint"
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+# ---- atomic files ----------------------------------------------------------------------------------------------------
+def _fsync_path(path: Path) -> None:
+    """fsync a file or a directory (directories: so that a rename survives a power cut; not on all platforms)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def commit_file(tmp: Path, final: Path) -> None:
+    """Make a fully written temporary file the real one: fsync, rename over ``final``, fsync the folder."""
+    _fsync_path(tmp)
+    os.replace(tmp, final)
+    _fsync_path(final.parent)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    commit_file(tmp, path)
+
+
+# ---- which checkpoint to resume from ---------------------------------------------------------------------------------
+def incomplete_reason(path: Path) -> str | None:
+    """Why ``path`` is not a complete torch checkpoint, or None. ``torch.save`` writes a zip archive: a truncated
+    file has no central directory (read from the end), a damaged one fails the members' CRC-32."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if not any(n.endswith("data.pkl") for n in zf.namelist()):
+                return "not a torch checkpoint (no data.pkl)"
+            bad = zf.testzip()
+            if bad is not None:
+                return f"damaged (CRC mismatch in {bad})"
+    except zipfile.BadZipFile:
+        return "truncated or not a torch checkpoint (no zip central directory)"
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    return None
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    path: Path
+    iteration: int
+
+
+def _iteration(path: Path) -> int | None:
+    m = CKPT_PATTERN.match(path.name)
+    return int(m.group(1)) if m else None
+
+
+def find_resume_point(work_dir: Path) -> tuple[ResumePoint | None, list[str]]:
+    """The newest complete ``iter_N.pth`` in ``work_dir`` and notes on everything it passed over (a
+    ``last_checkpoint`` naming a missing or incomplete file, incomplete newer checkpoints)."""
+    work_dir = Path(work_dir)
+    notes: list[str] = []
+    found = sorted(((_iteration(p), p) for p in work_dir.glob("iter_*.pth") if _iteration(p) is not None),
+                   reverse=True)
+    pointed: Path | None = None
+    if (work_dir / LAST_NAME).is_file():
+        text = (work_dir / LAST_NAME).read_text().strip()
+        pointed = Path(text) if text else None
+        if pointed is not None and not pointed.is_absolute():
+            pointed = work_dir / pointed
+    point: ResumePoint | None = None
+    for it, path in found:
+        reason = incomplete_reason(path)
+        if reason is None:
+            point = ResumePoint(path, int(it))  # type: ignore[arg-type]
+            break
+        notes.append(f"{path.name} is {reason}")
+    if pointed is not None and (point is None or pointed.resolve() != point.path.resolve()):
+        ours = {p.resolve() for _, p in found}
+        if not pointed.exists():
+            notes.insert(0, f"{LAST_NAME} names {pointed}, which does not exist")
+        elif pointed.resolve() not in ours:
+            notes.insert(0, f"{LAST_NAME} names {pointed}, which is not one of this work dir's iter_N.pth "
+                            "checkpoints: not used")
+        elif point is not None and (_iteration(pointed) or 0) < point.iteration:
+            notes.insert(0, f"{LAST_NAME} names {pointed.name}, but the newer {point.path.name} is complete")
+    return point, notes
+
+
+def _say(message: str) -> None:
+    if _rank0():
+        print(f"rs-transfer: {message}", file=sys.stderr, flush=True)
+
+
+def prepare_resume(cfg: Any, work_dir: Path) -> ResumePoint | None:
+    """``--resume``: point mmengine at the newest complete checkpoint (``cfg.load_from`` + ``cfg.resume``), or turn
+    resuming off when there is none; either way say so on the console."""
+    point, notes = find_resume_point(work_dir)
+    for note in notes:
+        _say(f"--resume: {note}")
+    if point is None:
+        cfg.resume = False
+        _say(f"--resume: nothing to resume from in {work_dir} (no complete checkpoint): training from scratch")
+        return None
+    cfg.resume = True
+    cfg.load_from = str(point.path)
+    newest = ", the newest complete checkpoint" if notes else ""
+    _say(f"--resume: resuming from {point.path} (iteration {point.iteration}{newest})")
+    return point
+
+
+# ---- preemption ------------------------------------------------------------------------------------------------------
+class _StopRequest:
+    signum: int | None = None
+
+
+_REQUEST = _StopRequest()
+
+
+def _rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    name = signal.Signals(signum).name
+    if _REQUEST.signum is not None:  # asked twice: stop now, without saving
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+    _REQUEST.signum = signum
+    if _rank0():
+        print(f"\nrs-transfer: {name} received: saving a checkpoint at the end of this iteration, then stopping "
+              f"(send {name} again to stop at once, without saving)", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def preemption_guard() -> Iterator[None]:
+    """SIGTERM/SIGINT during training become a stop request (see :class:`AtomicCheckpointHook`); the previous
+    handlers come back afterwards. Outside the main thread (signals cannot be caught there) this does nothing."""
+    _REQUEST.signum = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _on_signal) for s in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _REQUEST.signum = None
+
+
+def _agreed_stop() -> int | None:
+    """The stop signal, agreed by every rank (the largest signal number any rank got), so that all ranks stop after
+    the same iteration; one scalar all-reduce per iteration when distributed."""
+    import torch
+    import torch.distributed as dist
+
+    local = _REQUEST.signum or 0
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        t = torch.tensor([local], dtype=torch.int64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        local = int(t.item())
+    return local or None
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+# ---- the hook --------------------------------------------------------------------------------------------------------
+@HOOKS.register_module(force=True)
+class AtomicCheckpointHook(CheckpointHook):
+    """mmengine's CheckpointHook with atomic writes, delete-after-write rotation and preemption (see module doc).
+
+    Local work dirs only (the runner's); same arguments as :class:`mmengine.hooks.CheckpointHook`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._saved_step: int | None = None
+
+    def before_train(self, runner: Any) -> None:
+        super().before_train(runner)
+        from mmengine.dist import is_main_process
+
+        if is_main_process():  # leftovers of a write that a kill interrupted
+            for stale in Path(self.out_dir).glob(".iter_*.pth.tmp-*"):
+                stale.unlink(missing_ok=True)
+        signum = _agreed_stop()
+        if signum:
+            raise RunInterrupted(f"stopped by {signal.Signals(signum).name} before the first training iteration "
+                                 "(nothing new to save)", signum=signum)
+
+    def _save_checkpoint_with_step(self, runner: Any, step: int, meta: dict) -> None:
+        from mmengine.dist import is_main_process
+
+        out = Path(self.out_dir)
+        drop: list[int] = []
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            keep = list(self.keep_ckpt_ids) + [step]
+            drop, keep = keep[:-self.max_keep_ckpts], keep[-self.max_keep_ckpts:]
+            self.keep_ckpt_ids = deque(keep, self.max_keep_ckpts)
+            runner.message_hub.update_info("keep_ckpt_ids", list(keep))
+        name = self.filename_tmpl.format(step)
+        final = out / name
+        tmp_name = f".{name}.tmp-{os.getpid()}"
+        self.last_ckpt = str(final)
+        runner.message_hub.update_info("last_ckpt", self.last_ckpt)
+        runner.save_checkpoint(str(out), tmp_name, self.file_client_args, save_optimizer=self.save_optimizer,
+                               save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
+                               backend_args=self.backend_args, **self.args)
+        self._saved_step = step
+        if not is_main_process():
+            return
+        commit_file(out / tmp_name, final)
+        write_text_atomic(Path(runner.work_dir) / LAST_NAME, str(final))
+        for old in drop:  # only now: until the rename above, the old checkpoint was the only complete one
+            (out / self.filename_tmpl.format(old)).unlink(missing_ok=True)
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        super().after_train_iter(runner, batch_idx, data_batch, outputs)
+        signum = _agreed_stop()
+        if not signum:
+            return
+        step = runner.iter + 1
+        name = signal.Signals(signum).name
+        if self.by_epoch:
+            # An epoch-based loop resumes at epoch boundaries: a mid-epoch checkpoint would skip the epoch's rest.
+            _barrier()
+            raise RunInterrupted(f"stopped by {name} after iteration {step} (epoch-based schedule: resume restarts "
+                                 "from the last epoch checkpoint)", signum=signum)
+        if self._saved_step != step:
+            self._save_checkpoint(runner)
+        _barrier()  # rank 0 must finish writing before any rank exits (torchrun then stops the others)
+        raise RunInterrupted(f"stopped by {name} after iteration {step}/{runner.max_iters}; checkpoint "
+                             f"{self.last_ckpt}", signum=signum)
+
+
+# ---- after a complete run --------------------------------------------------------------------------------------------
+def export_final_weights(work_dir: Path, normalization: dict[str, Any], **meta: Any) -> Path | None:
+    """``work_dir/weights.safetensors`` from the final checkpoint's model state (mmengine's EMAHook swaps the EMA
+    weights into ``state_dict`` when saving, so this is what the last validation evaluated), with the input
+    normalisation in the metadata; no optimizer state. None when the run left no checkpoint."""
+    from rs_transfer.weights import save_weights
+    from rs_transfer.weights.formats import torch_load
+
+    last = Path(work_dir) / LAST_NAME
+    if not last.is_file():
+        return None
+    ckpt = torch_load(Path(last.read_text().strip()))
+    state = {k: v for k, v in ckpt["state_dict"].items() if hasattr(v, "detach")}
+    it = (ckpt.get("meta") or {}).get("iter")
+    text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    out = save_weights(state, Path(work_dir) / EXPORT_NAME, normalization=normalization["name"],
+                       normalization_mean=json.dumps(list(normalization["mean"])),
+                       normalization_std=json.dumps(list(normalization["std"])), iteration=str(it), **text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(out, 0o666 & ~umask)  # a results file like any other (the temporary file was private)
+    return out
+
+
+def remove_training_checkpoints(work_dir: Path) -> int:
+    """Delete the resume state of a COMPLETE run (``iter_N.pth`` with optimizer state, ``last_checkpoint``);
+    returns how many checkpoints went."""
+    work_dir = Path(work_dir)
+    gone = 0
+    for p in work_dir.glob("iter_*.pth"):
+        if _iteration(p) is not None:
+            p.unlink(missing_ok=True)
+            gone += 1
+    (work_dir / LAST_NAME).unlink(missing_ok=True)
+    return gone
