@@ -15,9 +15,11 @@ Benchmarks.
                  side. Default data: the generated mini set (8x2 frames, 32 px crops); with --data-root the
                  paper's settings (32x2 frames, 224 px crops).
 
-  backbone       images/s of our ResNetRS against timm's resnetrs* / torchvision's resnet* with the same
-                 weights (inference and a training step), interleaved rounds, median, ratio ours/reference;
-                 peak memory on CUDA.
+  backbone       images/s of our ResNetRS against timm's resnetrs* (and resnet200) / torchvision's resnet*
+                 with the same weights and the same dropout/drop-path (inference and a training step),
+                 interleaved rounds, median, ratio ours/reference, achieved TFLOP/s; on CUDA also
+                 channels_last + bf16 autocast and torch.compile, peak memory, and MFU against the GPU's
+                 peak dense bf16 TFLOP/s (known GPUs only).
 
 example:
   rs-transfer benchmark video-decode
@@ -45,7 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--mode", nargs="+", default=["infer", "train"], choices=("infer", "train"))
     b.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
     b.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    b.add_argument("--amp", action="store_true", help="bf16 autocast")
+    b.add_argument("--variants", nargs="+", default=None, choices=("fp32", "bf16-cl", "compile"),
+                   help="fp32 (eager), bf16-cl (channels_last + bf16 autocast), compile (torch.compile of bf16-cl); "
+                        "default: all three on CUDA, fp32 on CPU")
+    b.add_argument("--amp", action="store_true", help="same as --variants bf16-cl")
 
 
 def run_backbone(args: argparse.Namespace) -> int:
@@ -53,11 +58,21 @@ def run_backbone(args: argparse.Namespace) -> int:
 
     from rs_transfer.bench_backbone import benchmark, format_results
 
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from rs_transfer.errors import UserError
 
-    results = [benchmark(m, batch=args.batch, resolution=args.resolution, mode=mode, rounds=args.rounds,
-                         device=args.device, amp=args.amp) for m in args.models for mode in args.mode]
-    print(f"backbone benchmark on {args.device}, batch {args.batch}" + (", bf16" if args.amp else ""))
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: CUDA is not available here (use --device cpu)")
+    variants = args.variants or (["bf16-cl"] if args.amp else ["fp32", "bf16-cl", "compile"] if cuda else ["fp32"])
+    try:
+        results = [benchmark(m, batch=args.batch, resolution=args.resolution, mode=mode, rounds=args.rounds,
+                             device=args.device, variant=v) for m in args.models for mode in args.mode
+                   for v in variants]
+    except ValueError as err:  # no reference implementation for a model
+        raise UserError(str(err)) from None
+    name = torch.cuda.get_device_name(torch.device(args.device)) if cuda else f"cpu, {torch.get_num_threads()} threads"
+    print(f"backbone benchmark on {args.device} ({name}), batch {args.batch}")
     print(format_results(results))
     return 0
 
