@@ -12,62 +12,9 @@ import torch
 from torch import nn
 
 from rs_transfer import create_model, load_weights, save_weights
-from rs_transfer.weights import UNIT, CheckpointError, WeightsMismatchError, sources
-
-
-# ---- an independent replica of the SimCLRv2-Pytorch (Separius) sk0 module tree, for its real key format --------
-class _BNReLU(nn.Sequential):
-    def __init__(self, c: int, relu: bool = True) -> None:
-        super().__init__(nn.BatchNorm2d(c), nn.ReLU() if relu else nn.Identity())
-
-
-class _Projection(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
-        self.bn = _BNReLU(cout, relu=False)
-
-    def forward(self, x):
-        return self.bn(self.shortcut(x))
-
-
-class _Bottleneck(nn.Module):
-    def __init__(self, cin: int, planes: int, stride: int, project: bool) -> None:
-        super().__init__()
-        self.projection = _Projection(cin, planes * 4, stride) if project else nn.Identity()
-        self.net = nn.Sequential(nn.Conv2d(cin, planes, 1, bias=False), _BNReLU(planes),
-                                 nn.Conv2d(planes, planes, 3, stride, 1, bias=False), _BNReLU(planes),
-                                 nn.Conv2d(planes, planes * 4, 1, bias=False), _BNReLU(planes * 4, relu=False))
-
-    def forward(self, x):
-        return torch.relu(self.projection(x) + self.net(x))
-
-
-class _Blocks(nn.Module):
-    def __init__(self, n: int, cin: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList([_Bottleneck(cin, planes, stride, True)] +
-                                    [_Bottleneck(planes * 4, planes, 1, False) for _ in range(n - 1)])
-
-    def forward(self, x):
-        for b in self.blocks:
-            x = b(x)
-        return x
-
-
-class SimCLRv2Replica(nn.Module):
-    def __init__(self, layers=(3, 4, 6, 3)) -> None:
-        super().__init__()
-        stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), _BNReLU(64), nn.MaxPool2d(3, 2, 1))
-        ops, cin = [stem], 64
-        for i, n in enumerate(layers):
-            ops.append(_Blocks(n, cin, 64 * 2 ** i, 1 if i == 0 else 2))
-            cin = 64 * 2 ** i * 4
-        self.net = nn.Sequential(*ops)
-        self.fc = nn.Linear(cin, 1000)
-
-    def forward(self, x):
-        return self.fc(self.net(x).mean((2, 3)))
+from rs_transfer.errors import UserError
+from rs_transfer.weights import (IMAGENET, UNIT, CheckpointError, NormalizationWarning, WeightsMismatchError,
+                                 decide_normalization, parse_normalization, sources)
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -75,20 +22,54 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.eval()(x)
 
 
-def test_simclrv2_conversion_layout(tmp_path, randomize) -> None:
-    ref = randomize(SimCLRv2Replica()).eval()
-    assert "net.1.blocks.0.projection.shortcut.weight" in ref.state_dict()  # the published key layout
-    torch.save({"resnet": ref.state_dict(), "head": {"layers.0.weight": torch.zeros(2, 2)}}, tmp_path / "r50.pth")
-    ours = create_model("resnet50")
-    report = load_weights(ours, tmp_path / "r50.pth")
-    assert (report.wrapper, report.layout, report.ok) == ("simclrv2", "simclrv2", True)
-    assert report.normalization == UNIT  # SimCLR feeds [0, 1] images, no mean/std
-    assert ours.input_normalization == UNIT
-    x = torch.randn(2, 3, 64, 64)
-    assert (_logits(ref, x) - _logits(ours, x)).abs().max().item() <= 1e-4
+def test_a_bare_state_dict_wrapper_is_not_evidence_of_simclr(tmp_path, randomize) -> None:
+    """Replaces the old test that asserted the wrapper-based guess ({'state_dict'} -> [0, 1] inputs): a bare
+    {'state_dict'} is what pytorch/examples, Lightning and MoCo write too. Undeclared -> ImageNet, with a warning;
+    the named source or an explicit choice declares it."""
+    import torchvision
+
+    ref = randomize(torchvision.models.resnet50()).eval()
+    torch.save({"state_dict": ref.state_dict()}, tmp_path / "resnet50-1x.pth")
+    m = create_model("resnet50")
+    with pytest.warns(NormalizationWarning, match="nothing declares the input normalisation"):
+        report = load_weights(m, tmp_path / "resnet50-1x.pth")
+    assert (report.wrapper, report.normalization, report.normalization_how) == ("state_dict", IMAGENET, "default")
+    assert "WARNING" in report.summary() and report.to_dict()["normalization_how"] == "default"
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.allclose(_logits(m, x), _logits(ref, x), atol=1e-4)
+    for explicit, expected in (("unit", UNIT), ("imagenet", IMAGENET),
+                               ("0.485,0.456,0.406,0.229,0.224,0.225", IMAGENET)):
+        report = load_weights(create_model("resnet50"), tmp_path / "resnet50-1x.pth", normalization=explicit)
+        assert (report.normalization, report.normalization_how, report.normalization_warning) == (
+            expected, "explicit", None)
 
 
-def test_simclrv1_mmengine_ddp_and_own_formats(tmp_path, randomize) -> None:
+def test_normalisation_decision_order_and_parsing() -> None:
+    norm = parse_normalization("127.5,127.5")
+    assert (norm.name, norm.mean, norm.std) == ("custom", (127.5,) * 3, (127.5,) * 3)
+    assert parse_normalization("0.5,0.5") == norm  # [0, 1] units when every value is <= 1
+    assert parse_normalization(norm.spec) == norm and parse_normalization("unit-range") == UNIT
+    for bad in ("imagenett", "1,2,3", "0.5,0", "-1,2"):
+        with pytest.raises(UserError, match="--normalization"):
+            parse_normalization(bad)
+    d = decide_normalization(source="x.pth", named=("simclrv1-r50-1x", UNIT), metadata="imagenet",
+                             layout=("torchvision-resnet", None), warn=False)
+    assert (d.normalization, d.how) == (UNIT, "named-source")  # the named source first
+    d = decide_normalization(source="x.pth", metadata={"name": "custom", "mean": [1, 2, 3], "std": [4, 5, 6]},
+                             layout=("simclrv2", UNIT), warn=False)
+    assert (d.normalization.mean, d.how) == ((1.0, 2.0, 3.0), "checkpoint-metadata")  # then the metadata
+    d = decide_normalization(source="x.pth", layout=("simclrv2", UNIT), warn=False)
+    assert (d.normalization, d.how, d.warning) == (UNIT, "layout", None)  # then an identifying layout
+    with pytest.warns(NormalizationWarning, match="overrides unit-range"):  # explicit wins, loudly
+        d = decide_normalization(source="x.pth", explicit="imagenet", named=("simclrv2-r50-1x-sk0", UNIT))
+    assert (d.normalization, d.how) == (IMAGENET, "explicit")
+    d = decide_normalization(source=None)
+    assert (d.normalization, d.how, d.warning) == (IMAGENET, "no-weights", None)
+    with pytest.raises(UserError, match="cannot read"):
+        decide_normalization(source="x.pth", metadata="yuv-something")
+
+
+def test_mmengine_ddp_and_own_formats_round_trip_their_normalisation(tmp_path, randomize) -> None:
     import torchvision
     from mmengine.logging import MessageHub
 
@@ -97,15 +78,13 @@ def test_simclrv1_mmengine_ddp_and_own_formats(tmp_path, randomize) -> None:
     x = torch.randn(1, 3, 64, 64)
     expected = _logits(ref, x)
 
-    torch.save({"state_dict": sd}, tmp_path / "simclrv1.pth")  # tonylins/simclr-converter
-    m = create_model("resnet50")
-    assert load_weights(m, tmp_path / "simclrv1.pth").normalization == UNIT
-    assert torch.allclose(_logits(m, x), expected, atol=1e-4)
-
-    # an mmengine checkpoint as Runner.save_checkpoint writes it: message hub with HistoryBuffers, numpy inside
+    # an mmengine checkpoint as Runner.save_checkpoint writes it: message hub with HistoryBuffers, numpy inside;
+    # `rs-transfer run` puts its input normalisation into meta
     hub = MessageHub.get_instance("test_weights")
     hub.update_scalar("train/loss", 1.25)
-    ckpt = {"meta": {"epoch": 1, "mmengine_version": "0.10.7"}, "message_hub": hub.state_dict(),
+    custom = {"name": "custom", "mean": [10.0, 20.0, 30.0], "std": [40.0, 50.0, 60.0]}
+    ckpt = {"meta": {"epoch": 1, "mmengine_version": "0.10.7", "normalization": custom},
+            "message_hub": hub.state_dict(),
             "state_dict": {**{f"backbone.{k}": v for k, v in sd.items() if not k.startswith("fc.")},
                            "head.fc.weight": torch.zeros(10, 2048), "head.fc.bias": torch.zeros(10)}}
     torch.save(ckpt, tmp_path / "mmengine.pth")
@@ -113,20 +92,40 @@ def test_simclrv1_mmengine_ddp_and_own_formats(tmp_path, randomize) -> None:
     report = load_weights(m, tmp_path / "mmengine.pth")  # weights_only=True with the allow-list, no trust
     assert report.wrapper == "mmengine" and report.stripped_prefixes == ["backbone."] and report.ok
     assert set(report.head_skipped) == {"head.fc.weight", "head.fc.bias"}
+    assert (report.normalization.mean, report.normalization_how) == ((10.0, 20.0, 30.0), "checkpoint-metadata")
     torch.testing.assert_close(m.layer4[2].conv3.weight, sd["layer4.2.conv3.weight"])
 
     torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "ddp.pth")
     m = create_model("resnet50")
-    assert load_weights(m, tmp_path / "ddp.pth").stripped_prefixes == ["module."]
+    with pytest.warns(NormalizationWarning):
+        assert load_weights(m, tmp_path / "ddp.pth").stripped_prefixes == ["module."]
     assert torch.allclose(_logits(m, x), expected, atol=1e-4)
 
-    for suffix in (".pth", ".safetensors"):
-        path = save_weights(ref, tmp_path / f"own{suffix}", normalization="unit-range")
-        m = create_model("resnet50")
-        report = load_weights(m, path)
-        assert report.container == ("safetensors" if suffix == ".safetensors" else "torch")
-        assert report.normalization == UNIT  # carried by our own format
-        assert torch.allclose(_logits(m, x), expected, atol=1e-4)
+    for suffix in (".pth", ".safetensors"):  # our own format: reloading is exact, custom values included
+        for norm in ("unit-range", custom):
+            path = save_weights(ref, tmp_path / f"own{suffix}", normalization=norm)
+            m = create_model("resnet50")
+            report = load_weights(m, path)
+            assert report.container == ("safetensors" if suffix == ".safetensors" else "torch")
+            assert report.normalization_how == "checkpoint-metadata"
+            assert list(report.normalization.mean) == (list(UNIT.mean) if norm == "unit-range" else custom["mean"])
+            assert torch.allclose(_logits(m, x), expected, atol=1e-4)
+
+
+def test_runner_weights_info_uses_the_same_decision(tmp_path) -> None:
+    from rs_transfer.runner import weights_info
+
+    tiny = dict(layers=(1, 1, 1, 1), width=0.25)
+    path = save_weights(create_model("resnetrs50", **tiny), tmp_path / "w.safetensors", normalization="unit")
+    info = weights_info(str(path))
+    assert info["normalization"]["name"] == "unit-range" and info["normalization"]["how"] == "checkpoint-metadata"
+    info = weights_info(str(path), normalization="imagenet")
+    assert info["normalization"]["how"] == "explicit" and "overrides" in info["normalization"]["warning"]
+    assert weights_info(None)["normalization"]["how"] == "no-weights"
+    # a run's work dir holding the exported weights is a weight source too
+    (tmp_path / "run").mkdir()
+    save_weights(create_model("resnetrs50", **tiny), tmp_path / "run" / "weights.safetensors", normalization="swav")
+    assert weights_info(str(tmp_path / "run"))["normalization"]["name"] == "swav"
 
 
 def test_head_differences_are_allowed_backbone_differences_are_not(tmp_path) -> None:
@@ -163,9 +162,27 @@ def test_untrusted_pickles_and_bad_files(tmp_path, monkeypatch) -> None:
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "obj": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="trust=True"):
         load_weights(create_model("resnet50"), tmp_path / "evil.pth")
-    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="junk.pth"):
-        load_weights(create_model("resnet50"), tmp_path / "junk.pth")
+    # random bytes are "not a checkpoint", with or without trust (never "pass --trust", never a pickle traceback)
+    for name, data in (("junk.pth", b"not a checkpoint at all"), ("random.pth", bytes(range(256)) * 64),
+                       ("pickle.pth", b"\x80\x04" + bytes(200)), ("short.pth", b"PK")):
+        (tmp_path / name).write_bytes(data)
+        for trust in (False, True):
+            with pytest.raises(CheckpointError, match=f"{name}: not a checkpoint") as err:
+                load_weights(create_model("resnet50"), tmp_path / name, trust=trust)
+            assert "--trust" not in str(err.value) and "\n" not in str(err.value)
+    good = tmp_path / "good.pth"
+    torch.save(create_model("resnet50", layers=(1, 1, 1, 1)).state_dict(), good)
+    (tmp_path / "cut.pth").write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a download cut short
+    for trust in (False, True):
+        with pytest.raises(CheckpointError, match="cut.pth: damaged"):
+            load_weights(create_model("resnet50"), tmp_path / "cut.pth", trust=trust)
+    # a folder says what it is and what --weights takes
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text("{}")
+    (tmp_path / "run" / "iter_30.pth").write_bytes(good.read_bytes())
+    with pytest.raises(CheckpointError, match=r"is a run's work dir .*holds iter_30\.pth.*named source.*weights\."
+                                              r"safetensors"):
+        load_weights(create_model("resnet50"), tmp_path / "run")
     with pytest.raises(CheckpointError, match="not found: .*nothere.pth"):
         load_weights(create_model("resnet50"), tmp_path / "nothere.pth")
     monkeypatch.setenv("RS_TRANSFER_HOME", str(tmp_path / "home"))
@@ -177,11 +194,52 @@ def test_untrusted_pickles_and_bad_files(tmp_path, monkeypatch) -> None:
 
 def test_named_source_resolves_from_cache(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RS_TRANSFER_HOME", str(tmp_path))
-    spec = sources.get_source("simclrv2-r50-1x-sk0")
+    spec = sources.get_source("mocov2-r50-800ep")
     (tmp_path / "weights").mkdir()
-    torch.save({"resnet": SimCLRv2Replica().state_dict(), "head": {}}, tmp_path / "weights" / spec.filename)
-    report = load_weights(create_model("resnet50"), "simclrv2-r50-1x-sk0")
-    assert report.ok and report.normalization == UNIT
+    q = create_model("resnet50", layers=(1, 1, 1, 1)).state_dict()
+    sd = {f"module.encoder_{e}.{k}": v for e in "qk" for k, v in q.items()}
+    torch.save({"epoch": 800, "arch": "resnet50", "state_dict": sd}, tmp_path / "weights" / spec.filename)
+    report = load_weights(create_model("resnet50", layers=(1, 1, 1, 1)), "mocov2-r50-800ep")
+    assert report.ok and (report.normalization, report.normalization_how) == (IMAGENET, "named-source")
+
+
+def test_a_checkpoint_of_another_model_says_which_one_last(tmp_path, capsys) -> None:
+    """issue 11: 'this is a torchvision resnet50: use --backbone resnet50' is the last thing printed."""
+    import torchvision
+
+    from rs_transfer.cli import main
+
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "tv.pth")
+    with pytest.raises(WeightsMismatchError) as err:
+        load_weights(create_model("resnetrs50"), tmp_path / "tv.pth")
+    assert str(err.value).splitlines()[-1] == ("this is a torchvision ResNet checkpoint that fits resnet50: use "
+                                               "--backbone resnet50")
+    assert main(["inspect", "resnetrs50", "--weights", str(tmp_path / "tv.pth")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("use --backbone resnet50")
+    torch.save(create_model("resnetrs50", layers=(1, 1, 1, 1)).state_dict(), tmp_path / "odd.pth")
+    with pytest.raises(WeightsMismatchError) as err:  # nothing registered fits: say so, still last
+        load_weights(create_model("resnetrs50"), tmp_path / "odd.pth")
+    assert str(err.value).splitlines()[-1].startswith("no registered model fits")
+
+
+def test_registry_and_named_sources_agree() -> None:
+    """issue 9 §4: resnetrs350's named source is the i256 checkpoint (TF resnetrs350_i256.yaml: dropout 0.25), so
+    the model registered under that name is the i256 variant; the i320 variant (dropout 0.4) is registered apart.
+    Every named source fits a registered model, with its options."""
+    from rs_transfer.backbones import get_spec
+
+    rs350, i320 = get_spec("resnetrs350"), get_spec("resnetrs350_i320")
+    assert "i256" in sources.get_source("resnetrs350.tf_in1k").url
+    assert (rs350.resolution, rs350.kwargs["drop_rate"]) == (256, 0.25)
+    assert (i320.resolution, i320.kwargs["drop_rate"]) == (320, 0.4)
+    variants = set()
+    for spec in sources.SOURCES.values():
+        assert get_spec(spec.arch).family in ("resnet", "resnetrs"), spec.name
+        assert spec.publisher and (spec.url or "convert" in spec.published)
+        variants.add((spec.arch, tuple(spec.model_options.items())))
+    for arch, options in variants:  # every variant a source declares can be built (shapes only)
+        with torch.device("meta"):
+            create_model(arch, **dict(options))
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -196,8 +254,8 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
+        type(self).sent += len(data) - start  # before writing: the client may finish reading before we return
         self.wfile.write(data[start:])
-        type(self).sent += len(data) - start
 
     def log_message(self, *args):
         pass

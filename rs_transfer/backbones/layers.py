@@ -75,3 +75,50 @@ def stochastic_depth_rates(rate: float, blocks_per_stage: tuple[int, ...], sched
             i += b
         return out
     raise ValueError(f"drop_path_schedule must be 'stage' or 'linear', got {schedule!r}")
+
+
+class SelectiveKernel(nn.Module):
+    """SimCLRv2's selective-kernel 3x3 convolution (google-research/simclr ``tf2/resnet.py`` ``SK_Conv2D``; the
+    PyTorch conversion Separius/SimCLRv2-Pytorch ``SelectiveKernel`` computes the same).
+
+    One 3x3 conv with ``2 * out`` channels + BN-ReLU makes two streams (split in halves, both 3x3); their sum is
+    global-average-pooled and mixed by 1x1 conv (``mid = max(int(out * sk_ratio), min_dim)``) -> BN-ReLU -> 1x1 conv
+    (``2 * out``); a softmax over the two streams weights them, and the weighted sum is the output. All convs are
+    bias-free. The output is a convex combination of ReLU outputs, so it is non-negative (a ReLU after it is a
+    no-op, which lets :class:`~rs_transfer.backbones.resnet.Bottleneck` keep its ``conv2 -> bn2 -> act`` order).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, *, stride: int = 1, sk_ratio: float = 0.0625,
+                 min_dim: int = 32) -> None:
+        super().__init__()
+        mid = max(int(out_chs * sk_ratio), min_dim)
+        self.conv = nn.Conv2d(in_chs, 2 * out_chs, 3, stride=stride, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(2 * out_chs)
+        self.act = nn.ReLU(inplace=True)
+        self.fc1 = nn.Conv2d(out_chs, mid, 1, bias=False)
+        self.bn_fc1 = nn.BatchNorm2d(mid)
+        self.fc2 = nn.Conv2d(mid, 2 * out_chs, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        streams = torch.stack(self.act(self.bn(self.conv(x))).chunk(2, dim=1))        # 2, B, C, H, W
+        g = streams.sum(0).mean((2, 3), keepdim=True)                                 # B, C, 1, 1
+        mix = torch.stack(self.fc2(self.act(self.bn_fc1(self.fc1(g)))).chunk(2, dim=1)).softmax(0)
+        return (streams * mix).sum(0)
+
+
+class SimCLRProjectionPool(nn.Module):
+    """The pooling in front of SimCLRv2 sk1's projection shortcut (ResNet-D style), as the PyTorch conversion
+    computes it: zero-pad one row/column at the bottom/right, then a 2x2 average pool with the block's stride (also
+    at stride 1). On even sizes at stride 2 this equals TF's ``FixedPadding(2)`` + VALID pool; at stride 1 TF's
+    ``SAME`` pool averages only the valid pixels of the last row/column, the conversion counts the zero padding
+    (kept here: parity with the checkpoints people load)."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.avg_pool2d(nn.functional.pad(x, (0, 1, 0, 1)), 2, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"

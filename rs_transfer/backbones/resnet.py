@@ -5,8 +5,11 @@ Architecture (PROTOCOLS.md, tensorflow/tpu ``resnet_model.py``, timm ``resnetrs*
 - stem ``"deep"`` (ResNet-D): 3x3/2 conv 32 -> BN-ReLU -> 3x3 conv 32 -> BN-ReLU -> 3x3 conv 64 -> BN-ReLU; stem
   ``"classic"``: one 7x7/2 conv 64 -> BN-ReLU. ``stem_pool="conv"`` replaces the 3x3/2 max-pool by a 3x3/2 conv+BN-ReLU.
 - bottleneck with the stride on the 3x3 conv; ``shortcut="avg"`` (ResNet-D) downsamples with a 2x2 average pool before
-  the 1x1 projection, ``shortcut="conv"`` uses a strided 1x1 projection; SE after the last BN; the last BN's gamma
+  the 1x1 projection, ``shortcut="conv"`` uses a strided 1x1 projection, ``shortcut="simclr"`` is SimCLRv2 sk1's
+  (zero-pad + 2x2 average pool in every projection, also at stride 1); SE after the last BN; the last BN's gamma
   starts at zero.
+- ``sk_ratio > 0``: SimCLRv2's selective-kernel 3x3 conv (:class:`~.layers.SelectiveKernel`); the SimCLRv2 sk1
+  models are ``stem="deep", stem_pool="max", shortcut="simclr", se_ratio=0, sk_ratio=0.0625`` at width 1-3.
 - parameter and buffer names are timm's for ResNet-RS and torchvision's for vanilla ResNet (they agree wherever the
   architectures agree), so both load without renaming.
 
@@ -23,7 +26,8 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .layers import DropPath, SqueezeExcite, make_divisible, stochastic_depth_rates
+from .layers import (DropPath, SelectiveKernel, SimCLRProjectionPool, SqueezeExcite, make_divisible,
+                     stochastic_depth_rates)
 
 # Bottleneck blocks per stage. 26/300: the scaling study (paper sec. 6, TF Model Garden RESNET_SPECS); the rest:
 # Table 2 and torchvision/timm.
@@ -49,7 +53,7 @@ class Bottleneck(nn.Module):
 
     def __init__(self, in_chs: int, planes: int, *, stride: int = 1, temporal_kernel: int = 1,
                  temporal_stride: int = 1, shortcut: str = "avg", se_ratio: float = 0.0, drop_path: float = 0.0,
-                 dims: int = 2) -> None:
+                 dims: int = 2, sk_ratio: float = 0.0, sk_min_dim: int = 32) -> None:
         super().__init__()
         conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
         out_chs = planes * self.expansion
@@ -57,9 +61,16 @@ class Bottleneck(nn.Module):
         self.conv1 = conv(in_chs, planes, k1, padding=_pad(k1), bias=False)
         self.bn1 = norm(planes)
         k2 = _nd(dims, 1, 3)
-        self.conv2 = conv(planes, planes, k2, stride=_nd(dims, temporal_stride, stride), padding=_pad(k2),
-                          bias=False)
-        self.bn2 = norm(planes)
+        if sk_ratio > 0:
+            if dims != 2:
+                raise ValueError("selective kernels (sk_ratio > 0) are 2D only")
+            self.conv2: nn.Module = SelectiveKernel(planes, planes, stride=stride, sk_ratio=sk_ratio,
+                                                    min_dim=sk_min_dim)
+            self.bn2: nn.Module = nn.Identity()  # the SK conv ends in its own BN-ReLU
+        else:
+            self.conv2 = conv(planes, planes, k2, stride=_nd(dims, temporal_stride, stride), padding=_pad(k2),
+                              bias=False)
+            self.bn2 = norm(planes)
         self.conv3 = conv(planes, out_chs, 1, bias=False)
         self.bn3 = norm(out_chs)
         # timm: SE reduced width = make_divisible(out_chs * ratio); 0.25 of out_chs equals the bottleneck width.
@@ -76,11 +87,15 @@ class Bottleneck(nn.Module):
         if kind == "conv":  # torchvision names: downsample.0 (conv), downsample.1 (bn)
             return nn.Sequential(conv(in_chs, out_chs, 1, stride=_nd(dims, t_stride, stride), bias=False),
                                  norm(out_chs))
-        if kind != "avg":
-            raise ValueError(f"shortcut must be 'avg' or 'conv', got {kind!r}")
+        if kind not in ("avg", "simclr"):
+            raise ValueError(f"shortcut must be 'avg', 'conv' or 'simclr', got {kind!r}")
         # timm names: downsample.0 (pool or identity), downsample.1 (conv), downsample.2 (bn)
-        if stride == 1 and t_stride == 1:
-            pool: nn.Module = nn.Identity()
+        if kind == "simclr":
+            if dims != 2:
+                raise ValueError("shortcut='simclr' is 2D only")
+            pool: nn.Module = SimCLRProjectionPool(stride)
+        elif stride == 1 and t_stride == 1:
+            pool = nn.Identity()
         elif dims == 2:
             pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
         else:
@@ -106,7 +121,8 @@ class ResNetRS(BaseModule):
     ``frozen_stages`` (-1: none, 0: stem, k: stem + stages 1..k) and ``norm_eval`` (BN statistics frozen) apply.
     ``weights`` (a path or named source) is loaded by ``init_weights`` through :func:`rs_transfer.load_weights`,
     so detector/segmentor configs get the same automatic key mapping as everything else; ``weights_strict`` and
-    ``weights_trust`` are its ``strict`` / ``trust`` (``rs-transfer run --no-strict / --trust``).
+    ``weights_trust`` are its ``strict`` / ``trust`` (``rs-transfer run --no-strict / --trust``), and
+    ``weights_normalization`` its explicit ``normalization`` (``--normalization``).
     """
 
     def __init__(self, depth: int | None = 50, *, layers: Sequence[int] | None = None, num_classes: int = 1000,
@@ -116,8 +132,9 @@ class ResNetRS(BaseModule):
                  out_indices: Sequence[int] | None = None, frozen_stages: int = -1, norm_eval: bool = False,
                  dims: int = 2, temporal_kernels: Sequence[Sequence[int]] | None = None,
                  temporal_strides: Sequence[int] = (1, 1, 1, 1), stem_temporal_kernel: int = 5,
-                 stem_temporal_stride: int = 2, weights: str | None = None, weights_strict: bool = True,
-                 weights_trust: bool = False,
+                 stem_temporal_stride: int = 2, sk_ratio: float = 0.0, sk_min_dim: int = 32,
+                 weights: str | None = None, weights_strict: bool = True, weights_trust: bool = False,
+                 weights_normalization: str | None = None,
                  init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if layers is None:
@@ -134,6 +151,7 @@ class ResNetRS(BaseModule):
             raise ValueError(f"temporal_kernels must give one kernel per block {layers}, got {temporal_kernels}")
         self.layers, self.dims, self.weights = layers, dims, weights
         self.weights_strict, self.weights_trust = weights_strict, weights_trust  # load_weights' strict / trust
+        self.weights_normalization = weights_normalization  # --normalization: load_weights' explicit choice
         self.out_indices = tuple(out_indices) if out_indices is not None else None
         self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
         conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
@@ -179,7 +197,7 @@ class ResNetRS(BaseModule):
                 stage.append(Bottleneck(
                     in_chs, planes, stride=stride if first else 1, temporal_kernel=temporal_kernels[i][j],
                     temporal_stride=temporal_strides[i] if first else 1, shortcut=shortcut, se_ratio=se_ratio,
-                    drop_path=dpr[i][j], dims=dims))
+                    drop_path=dpr[i][j], dims=dims, sk_ratio=sk_ratio, sk_min_dim=sk_min_dim))
                 in_chs = planes * Bottleneck.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"layer{i + 1}"))
@@ -212,7 +230,8 @@ class ResNetRS(BaseModule):
         if self.weights:
             from rs_transfer.weights import load_weights  # local: weights imports the registry, which imports us
 
-            report = load_weights(self, self.weights, strict=self.weights_strict, trust=self.weights_trust)
+            report = load_weights(self, self.weights, strict=self.weights_strict, trust=self.weights_trust,
+                                  normalization=self.weights_normalization)
             from mmengine.logging import print_log
 
             print_log(report.summary(), logger="current")

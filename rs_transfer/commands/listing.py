@@ -7,7 +7,8 @@ HELP = "list registered models, named weight sources or tasks"
 DESCRIPTION = """List what can be named on the command line.
 
   models   registered backbones (family, default resolution, block counts)
-  weights  named weight sources: fitting model, input normalisation, whether cached locally, where published
+  weights  named weight sources: fitting model (and options), input normalisation, published checksum,
+           whether cached locally, publisher and where published
   tasks    downstream tasks and their headline metric
 """
 
@@ -32,11 +33,17 @@ def run(args: argparse.Namespace) -> int:
         from rs_transfer.weights.sources import SOURCES, weights_home
 
         home = weights_home()
-        print(f"cache: {home}")
-        print(f"{'name':<22} {'model':<12} {'norm':<10} {'cached':<6} published")
+        print(f"cache: {home}   (nothing is downloaded implicitly: `rs-transfer weights download NAME`)")
+        print(f"{'name':<25} {'model':<12} {'norm':<10} {'checksum':<19} {'cached':<6} publisher: download URL")
         for s in SOURCES.values():
             cached = "yes" if (home / s.filename).is_file() else "no"
-            print(f"{s.name:<22} {s.arch:<12} {s.normalization.name:<10} {cached:<6} {s.published}")
+            where = s.url or f"no download, convert it (`rs-transfer weights where {s.name}`)"
+            checksum = s.checksum.replace("unknown (local conversion)", "-").replace("unknown (size only)",
+                                                                                   "unknown (size)")
+            print(f"{s.name:<25} {s.arch:<12} {s.normalization.name:<10} {checksum:<19} {cached:<6} "
+                  f"{s.publisher}: {where}")
+            if s.model_options:
+                print(f"{'':<25} model: {s.model_hint()}")
     else:
         from rs_transfer.tasks import list_tasks
 

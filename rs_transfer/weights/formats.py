@@ -1,18 +1,23 @@
-"""Checkpoint containers and key layouts, detected from the content (never from the file name).
+"""Checkpoint containers and wrappers, recognised from the content (never from the file name).
 
-A checkpoint is read in two steps:
-1. ``read_checkpoint``: open the container (safetensors or a torch pickle) and unwrap it to a flat state_dict.
-   Wrappers seen in the wild: mmengine ``{'meta', 'state_dict', 'message_hub', ...}``, SimCLRv1 conversions
-   ``{'state_dict': ...}``, SimCLRv2 conversions ``{'resnet': ..., 'head': ...}``, our own
-   ``{'rs_transfer': meta, 'state_dict': ...}``, DDP ``module.`` and mmengine ``backbone.`` prefixes.
-2. ``to_model_keys``: rename the keys of a known layout to this project's names (timm for ResNet-RS, torchvision
-   for vanilla ResNet; identical wherever the architectures agree).
+``read_checkpoint`` opens the container and unwraps it to a flat state_dict; the key layout inside it is
+:mod:`rs_transfer.weights.layouts`' business. Containers: safetensors, torch.save (zip, or the legacy pickle format
+with torch's magic number). Anything else is "not a checkpoint" -- said before any unpickling, so random bytes never
+reach a pickle error that would suggest ``--trust``. Wrappers seen in the wild:
+
+- ours ``{'rs_transfer': meta, 'state_dict': ...}``; mmengine ``{'meta', 'state_dict', 'message_hub', ...}``;
+- pytorch/examples ``imagenet/main.py`` (and the MoCo / SimSiam forks of it) ``{'epoch', 'arch', 'state_dict',
+  'optimizer', ...}``; Lightning ``{'state_dict', 'pytorch-lightning_version', ...}``; a bare ``{'state_dict'}``;
+- SimCLRv2 conversions (Separius/SimCLRv2-Pytorch ``convert.py``) ``{'resnet': ..., 'head': ...}``;
+- ``{'model' | 'model_state' | 'state_dict_ema': ...}``, and plain state_dicts.
+
+No wrapper implies an input normalisation (issue 9): that is decided in :mod:`rs_transfer.weights.normalization`.
 """
 from __future__ import annotations
 
 import codecs
 import pickle
-import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,8 @@ import torch
 from rs_transfer.errors import UserError
 
 SAFETENSORS_MAGIC_MAX = 100_000_000  # a safetensors header length above this is not a safetensors file
+# torch.save(..., _use_new_zipfile_serialization=False) starts with pickle protocol 2 + its magic number (a long).
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 
 class CheckpointError(UserError):
@@ -32,17 +39,43 @@ class CheckpointError(UserError):
 class RawCheckpoint:
     state_dict: dict[str, torch.Tensor]
     container: str            # "safetensors" | "torch"
-    wrapper: str              # "plain" | "mmengine" | "simclrv1" | "simclrv2" | "rs-transfer" | "model"
+    wrapper: str              # see the module docstring
     meta: dict[str, Any] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)   # tensors outside the backbone state_dict (listed, not loaded)
 
 
-def _is_safetensors(path: Path) -> bool:
+def sniff(path: Path) -> str | None:
+    """``safetensors``, ``torch-zip``, ``torch-legacy``, or None (not a checkpoint this project can read)."""
     with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) < 9:
-        return False
-    n = int.from_bytes(head[:8], "little")
-    return 0 < n < SAFETENSORS_MAGIC_MAX and head[8:9] == b"{"
+        head = f.read(16)
+    if len(head) >= 9:
+        n = int.from_bytes(head[:8], "little")
+        if 0 < n < SAFETENSORS_MAGIC_MAX and head[8:9] == b"{":
+            return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                if any(name.endswith("data.pkl") for name in z.namelist()):
+                    return "torch-zip"
+        except zipfile.BadZipFile:
+            return "torch-zip"  # a torch zip cut short: torch_load reports it as damaged
+        return None
+    if head.startswith(_TORCH_LEGACY_MAGIC):
+        return "torch-legacy"
+    return None
+
+
+def _not_a_checkpoint(path: Path) -> CheckpointError:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    hint = ""
+    if path.suffix in (".index", ".meta") or path.name.startswith("model.ckpt") or ".data-0" in path.name:
+        hint = (" It looks like a TensorFlow checkpoint: convert it first (SimCLR: github.com/Separius/"
+                "SimCLRv2-Pytorch or github.com/tonylins/simclr-converter; see `rs-transfer list weights`).")
+    elif head[:1] == b"\x80":
+        hint = " It is a plain pickle, not torch.save output (a JAX/Haiku or dill file?): convert it to PyTorch first."
+    return CheckpointError(f"{path}: not a checkpoint (neither safetensors nor a torch.save file; it starts with "
+                           f"{head!r}).{hint}")
 
 
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
@@ -83,17 +116,30 @@ def mmengine_safe_globals() -> list[Any]:
 
 
 def torch_load(path: Path, *, trust: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True`` plus mmengine's allow-list; full unpickling only if ``trust``."""
+    """``torch.load`` with ``weights_only=True`` plus mmengine's allow-list; full unpickling only if ``trust``.
+
+    The container is checked first, so a file that is no checkpoint at all says so (with or without ``trust``)
+    instead of suggesting full unpickling."""
+    path = Path(path)
+    if sniff(path) not in ("torch-zip", "torch-legacy"):
+        raise _not_a_checkpoint(path)
     if trust:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001  (a damaged file: any of pickle's or zip's errors)
+            raise CheckpointError(f"{path}: damaged checkpoint ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else ''})") from err
     try:
         with torch.serialization.safe_globals(mmengine_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler's messages vary across torch versions
-        if "weights_only" not in str(err) and "Unsupported global" not in str(err):
-            raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+        text = str(err)
+        if "Unsupported global" not in text and "GLOBAL" not in text:
+            first = next((line for line in text.splitlines() if line.strip()), type(err).__name__)
+            raise CheckpointError(f"{path}: damaged or unreadable checkpoint ({type(err).__name__}: {first})") from err
+        detail = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), text[:200])
         raise CheckpointError(
-            f"{path}: this pickle needs full unpickling, which can run arbitrary code ({str(err).splitlines()[0]}). "
+            f"{path}: this pickle needs full unpickling, which can run arbitrary code ({detail}). "
             "If you trust the file, pass trust=True (CLI: --trust); better, re-save it as a plain state_dict or "
             "safetensors.") from err
 
@@ -102,99 +148,50 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> RawCheckpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if _is_safetensors(path):
+    if sniff(path) == "safetensors":
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        return RawCheckpoint(load_file(str(path)), "safetensors", "plain", meta)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+            return RawCheckpoint(load_file(str(path)), "safetensors", "plain", meta)
+        except Exception as err:  # noqa: BLE001  (safetensors raises its own error types)
+            raise CheckpointError(f"{path}: damaged safetensors file ({type(err).__name__}: {err})") from err
     obj = torch_load(path, trust=trust)
     return unwrap(obj, container="torch", origin=str(path))
 
 
+def _tensors(d: dict[str, Any], prefix: str = "") -> list[str]:
+    return [prefix + k for k, v in d.items() if isinstance(v, torch.Tensor)]
+
+
 def unwrap(obj: Any, *, container: str = "torch", origin: str = "checkpoint") -> RawCheckpoint:
-    """Find the backbone state_dict inside the usual wrappers."""
+    """Find the backbone state_dict inside the usual wrappers (see the module docstring)."""
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{origin}: expected a dict of tensors, found {type(obj).__name__}")
+        raise CheckpointError(f"{origin}: not a checkpoint (expected a dict of tensors, found {type(obj).__name__})")
     if "rs_transfer" in obj and "state_dict" in obj:
         return RawCheckpoint(dict(obj["state_dict"]), container, "rs-transfer", dict(obj["rs_transfer"]))
     if "resnet" in obj and isinstance(obj["resnet"], dict):
-        return RawCheckpoint(dict(obj["resnet"]), container, "simclrv2", {"has_head": "head" in obj})
+        head = obj.get("head") if isinstance(obj.get("head"), dict) else {}
+        return RawCheckpoint(dict(obj["resnet"]), container, "simclrv2-conversion", {},
+                             ignored=_tensors(head, "head."))
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        wrapper = "mmengine" if ("meta" in obj or "message_hub" in obj) else "simclrv1"
-        return RawCheckpoint(dict(obj["state_dict"]), container, wrapper, dict(obj.get("meta") or {}))
+        meta = {k: obj[k] for k in ("epoch", "arch") if isinstance(obj.get(k), (str, int))}
+        if "meta" in obj or "message_hub" in obj:
+            wrapper, meta = "mmengine", dict(obj.get("meta") or {})
+        elif "pytorch-lightning_version" in obj or "global_step" in obj:
+            wrapper = "lightning"
+        elif "arch" in obj and "epoch" in obj:
+            wrapper = "pytorch-examples"  # imagenet/main.py save_checkpoint (MoCo, SimSiam, ... forks write the same)
+        else:
+            wrapper = "state_dict"
+        return RawCheckpoint(dict(obj["state_dict"]), container, wrapper, meta)
     for key in ("model", "model_state", "state_dict_ema"):
         if key in obj and isinstance(obj[key], dict):
             return RawCheckpoint(dict(obj[key]), container, "model")
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise CheckpointError(f"{origin}: no tensors found (top-level keys: {sorted(obj)[:10]})")
+        raise CheckpointError(f"{origin}: not a checkpoint (a dict without tensors; top-level keys: "
+                              f"{sorted(map(str, obj))[:10]})")
     return RawCheckpoint(tensors, container, "plain")
-
-
-# ---- key layouts -------------------------------------------------------------------------------------------
-_SIMCLRV2_BLOCK = re.compile(r"^net\.([1-4])\.blocks\.(\d+)\.(.+)$")
-# BottleneckBlock.net = [conv1, BN-ReLU, conv2, BN-ReLU, conv3, BN]; BN-ReLU is Sequential(BN, ReLU) -> ".0".
-_SIMCLRV2_NET = {"0": "conv1", "1.0": "bn1", "2": "conv2", "3.0": "bn2", "4": "conv3", "5.0": "bn3"}
-
-
-def strip_prefixes(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Remove ``module.`` (DDP), ``backbone.`` (mmengine models) and ``encoder.`` prefixes, and drop the
-    mmengine classifier/decoder parts that are not backbone weights (kept under their head name)."""
-    stripped: list[str] = []
-    for prefix in ("module.", "model.", "encoder.", "backbone."):
-        if sd and sum(k.startswith(prefix) for k in sd) >= 0.5 * len(sd):
-            sd = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
-            stripped.append(prefix)
-    return sd, stripped
-
-
-def detect_layout(sd: dict[str, torch.Tensor]) -> str:
-    keys = set(sd)
-    if any(_SIMCLRV2_BLOCK.match(k) for k in keys) and any(k.startswith("net.0.") for k in keys):
-        return "simclrv2"
-    if "conv1.0.weight" in keys:
-        return "timm-resnetrs" if any(".se." in k for k in keys) else "timm-resnetd"
-    if "conv1.weight" in keys and sd["conv1.weight"].ndim in (4, 5):
-        return "torchvision-resnet"
-    return "unknown"
-
-
-def simclrv2_to_model_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """SimCLRv2 PyTorch conversion (sk0, plain ResNet) -> torchvision names.
-
-    Stem ``net.0`` = [conv 7x7, BN-ReLU, max-pool]; block ``projection`` = {shortcut: 1x1 conv, bn: BN-ReLU(relu off)}.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for k, v in sd.items():
-        if k.startswith("net.0.0."):
-            out["conv1." + k[len("net.0.0."):]] = v
-        elif k.startswith("net.0.1.0."):
-            out["bn1." + k[len("net.0.1.0."):]] = v
-        elif m := _SIMCLRV2_BLOCK.match(k):
-            stage, block, rest = m.groups()
-            base = f"layer{stage}.{block}."
-            if rest.startswith("projection.shortcut."):
-                out[base + "downsample.0." + rest[len("projection.shortcut."):]] = v
-            elif rest.startswith("projection.bn.0."):
-                out[base + "downsample.1." + rest[len("projection.bn.0."):]] = v
-            elif rest.startswith("net."):
-                idx, _, param = rest[4:].rpartition(".")
-                if idx not in _SIMCLRV2_NET:
-                    raise CheckpointError(f"SimCLRv2 key {k!r} is not an sk0 bottleneck; selective-kernel (sk1) "
-                                          "checkpoints are not supported: use an sk0 model")
-                out[base + _SIMCLRV2_NET[idx] + "." + param] = v
-            else:
-                out[k] = v
-        else:
-            out[k] = v
-    return out
-
-
-def to_model_keys(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
-    """Rename a known layout to our (timm / torchvision) names; returns the mapped dict and the layout name."""
-    layout = detect_layout(sd)
-    if layout == "simclrv2":
-        return simclrv2_to_model_keys(sd), layout
-    return sd, layout

@@ -1,6 +1,7 @@
 """``load_weights``: any supported checkpoint into any registered model, with a report of what happened."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -10,8 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .formats import CheckpointError, read_checkpoint, strip_prefixes, to_model_keys
-from .sources import IMAGENET, NORMALIZATIONS, UNIT, Normalization, resolve, sha256
+from .formats import CheckpointError, RawCheckpoint, read_checkpoint
+from .layouts import Mapped, map_keys
+from .normalization import Normalization, NormalizationDecision, decide_normalization, parse_normalization
+from .sources import WeightSource, resolve, sha256
 
 # Keys that belong to a classifier or task head rather than the backbone: differences here never block a load.
 HEAD_PREFIXES = ("fc.", "head.", "neck.", "decode_head.", "auxiliary_head.", "rpn_head.", "roi_head.",
@@ -35,13 +38,18 @@ class LoadReport:
     wrapper: str
     layout: str
     normalization: Normalization
+    normalization_how: str = ""
+    normalization_detail: str = ""
+    normalization_warning: str | None = None
     loaded: int = 0
     inflated: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)   # "key: checkpoint shape -> model shape"
     head_skipped: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)      # training-only parts of the release (projection heads...)
     stripped_prefixes: list[str] = field(default_factory=list)
+    hint: str | None = None                               # which registered model the checkpoint fits, if not this
 
     @property
     def ok(self) -> bool:
@@ -49,23 +57,69 @@ class LoadReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["normalization"] = asdict(self.normalization)
+        d["normalization"] = self.normalization.to_dict()
         return d
 
     def summary(self, limit: int = 12) -> str:
+        n = self.normalization
         lines = [f"weights {self.source} [{self.container}/{self.wrapper}, layout {self.layout}"
                  + (f", stripped {' '.join(self.stripped_prefixes)}" if self.stripped_prefixes else "") + "]",
-                 f"  sha256 {self.sha256[:16]}  input normalisation: {self.normalization.name}",
+                 f"  sha256 {self.sha256[:16]}  input normalisation: {n.name} (mean {list(n.mean)}, std "
+                 f"{list(n.std)}; {self.normalization_how}: {self.normalization_detail})",
                  f"  loaded {self.loaded} tensors" + (f", {len(self.inflated)} inflated 2D->3D" if self.inflated
                                                       else "")
                  + (f"; head not loaded ({len(self.head_skipped)}): {', '.join(self.head_skipped[:4])}"
                     if self.head_skipped else "")]
+        if self.ignored:
+            lines.append(f"  ignored, training-only parts of the release ({len(self.ignored)}): "
+                         + ", ".join(self.ignored[:limit]) + (" ..." if len(self.ignored) > limit else ""))
         for name in ("missing", "unexpected", "mismatched"):
             keys = getattr(self, name)
             if keys:
                 more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
                 lines.append(f"  {name} ({len(keys)}): " + ", ".join(keys[:limit]) + more)
+        if self.normalization_warning:
+            lines.append(f"  WARNING: {self.normalization_warning}")
         return "\n".join(lines)
+
+
+@dataclass
+class SourceInfo:
+    """A weight source read and mapped, with its normalisation decided: what both the runner (before the model
+    exists) and :func:`load_weights` need."""
+
+    path: Path
+    spec: WeightSource | None
+    raw: RawCheckpoint
+    mapped: Mapped
+    decision: NormalizationDecision
+
+
+def _metadata_normalization(meta: dict[str, Any]) -> Any:
+    """What the metadata declares: ours / the run export write ``normalization`` (+ ``normalization_mean`` / ``_std``
+    as JSON strings in safetensors); mmengine checkpoints of ``rs-transfer run`` a ``{name, mean, std}`` dict."""
+    value = meta.get("normalization")
+    if isinstance(value, str) and "normalization_mean" in meta and "normalization_std" in meta:
+        def floats(v: Any) -> list[float]:
+            return [float(x) for x in (json.loads(v) if isinstance(v, str) else v)]
+
+        return {"name": value, "mean": floats(meta["normalization_mean"]), "std": floats(meta["normalization_std"])}
+    return value
+
+
+def read_source(source: str | os.PathLike, *, normalization: str | Normalization | None = None,
+                trust: bool = False, warn: bool = True) -> SourceInfo:
+    """Resolve, read and map ``source`` and decide its input normalisation (the one decision function)."""
+    path, spec = resolve(source)
+    raw = read_checkpoint(path, trust=trust)
+    mapped = map_keys(raw.state_dict)
+    mapped.ignored = raw.ignored + mapped.ignored
+    decision = decide_normalization(
+        source=str(source), explicit=normalization,
+        named=(spec.name, spec.normalization) if spec is not None else None,
+        metadata=_metadata_normalization(raw.meta),
+        layout=(mapped.layout.name, mapped.layout.normalization), warn=warn)
+    return SourceInfo(path, spec, raw, mapped, decision)
 
 
 def _is_head(key: str) -> bool:
@@ -88,28 +142,21 @@ def _inflate(src: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor
 
 
 def load_weights(model: nn.Module, source: str | os.PathLike, *, strict: bool = True, trust: bool = False,
-                 inflate: str = "center") -> LoadReport:
-    """Load ``source`` (a path or a named source) into ``model``, mapping keys automatically.
+                 inflate: str = "center", normalization: str | Normalization | None = None) -> LoadReport:
+    """Load ``source`` (a path, a run's work dir, or a named source) into ``model``, mapping keys automatically.
 
     Fails with :class:`WeightsMismatchError` listing the keys when backbone keys are missing, unexpected or of
     another shape, unless ``strict=False``; classifier/task-head differences are always allowed (transfer learning
-    replaces the head). 2D kernels are inflated when the model is 3D.
+    replaces the head), and the training-only parts of self-supervised releases are listed as ``ignored``. 2D
+    kernels are inflated when the model is 3D. ``normalization`` is an explicit choice (``--normalization``); the
+    decision and how it was made are in the report and on ``model.input_normalization``.
     """
-    path, spec = resolve(source)
-    raw = read_checkpoint(path, trust=trust)
-    sd, stripped = strip_prefixes(raw.state_dict)
-    sd, layout = to_model_keys(sd)
-    if spec is not None:
-        norm = spec.normalization
-    elif "normalization" in raw.meta and raw.meta["normalization"] in NORMALIZATIONS:
-        norm = NORMALIZATIONS[raw.meta["normalization"]]
-    elif raw.wrapper in ("simclrv1", "simclrv2"):
-        norm = UNIT
-    else:
-        norm = IMAGENET
-    report = LoadReport(str(source), str(path), sha256(path), raw.container, raw.wrapper, layout, norm,
-                        stripped_prefixes=stripped)
-
+    info = read_source(source, normalization=normalization, trust=trust)
+    raw, mapped, norm = info.raw, info.mapped, info.decision
+    report = LoadReport(str(source), str(info.path), sha256(info.path), raw.container, raw.wrapper,
+                        mapped.layout.name, norm.normalization, norm.how, norm.detail, norm.warning,
+                        ignored=list(mapped.ignored), stripped_prefixes=mapped.stripped)
+    sd = mapped.state_dict
     own = model.state_dict()
     to_load: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
@@ -133,17 +180,25 @@ def load_weights(model: nn.Module, source: str | os.PathLike, *, strict: bool = 
             report.missing.append(key)
     report.loaded = len(to_load)
     if strict and not report.ok:
+        from .fit import fitting_models
+
+        report.hint = fitting_models(sd, mapped.layout.description)
+        last = report.hint or ("no registered model fits these keys either; pass strict=False (CLI: --no-strict) "
+                               "to load what matches")
         raise WeightsMismatchError(
-            f"{path} does not fit {type(model).__name__} (layout {layout}); only classifier-head differences "
-            f"are allowed unless strict=False (CLI: --no-strict).\n{report.summary()}", report)
+            f"{info.path} does not fit {type(model).__name__} (layout {mapped.layout.name}); only classifier-head "
+            f"differences are allowed unless strict=False (CLI: --no-strict).\n{report.summary(limit=6)}\n{last}",
+            report)
     model.load_state_dict(to_load, strict=False)
-    model.input_normalization = norm  # tasks read this to build their data preprocessor
+    model.input_normalization = norm.normalization  # tasks read this to build their data preprocessor
+    model.input_normalization_decision = norm
     return report
 
 
 def save_weights(model: nn.Module | dict[str, torch.Tensor], path: str | os.PathLike, *,
-                 normalization: str = "imagenet", **meta: Any) -> Path:
-    """Save in our own format (``{'rs_transfer': meta, 'state_dict': ...}``), atomically.
+                 normalization: str | Normalization | dict[str, Any] = "imagenet", **meta: Any) -> Path:
+    """Save in our own format (``{'rs_transfer': meta, 'state_dict': ...}``), atomically, with the input
+    normalisation (name, mean and std) in the metadata so that reloading is exact.
 
     ``.safetensors`` paths are written as safetensors with the metadata as strings.
     """
@@ -151,7 +206,15 @@ def save_weights(model: nn.Module | dict[str, torch.Tensor], path: str | os.Path
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = model.state_dict() if isinstance(model, nn.Module) else model
     sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
-    meta = {"normalization": normalization, **meta}
+    if isinstance(normalization, str) and "normalization_mean" in meta and "normalization_std" in meta:
+        normalization = {"name": normalization, "mean": json.loads(str(meta.pop("normalization_mean"))),
+                         "std": json.loads(str(meta.pop("normalization_std")))}
+    if isinstance(normalization, dict):
+        norm = Normalization(str(normalization["name"]), tuple(normalization["mean"]), tuple(normalization["std"]))
+    else:
+        norm = parse_normalization(normalization)
+    meta = {"normalization": norm.name, "normalization_mean": json.dumps(list(norm.mean)),
+            "normalization_std": json.dumps(list(norm.std)), **meta}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
@@ -161,6 +224,8 @@ def save_weights(model: nn.Module | dict[str, torch.Tensor], path: str | os.Path
             save_file(sd, tmp, metadata={k: str(v) for k, v in meta.items()})
         else:
             torch.save({"rs_transfer": meta, "state_dict": sd}, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
