@@ -191,12 +191,33 @@ def build_runner(cfg: Any, header: Sequence[str] | None = None) -> Any:
 
     runner = ConsoleRunner.from_cfg(cfg)
     if header is not None:
-        print_header([*header, *([f"  full log:      {runner.logger.log_file}"
-                                  + ("" if verbose() else "   (--verbose shows it here)")]
-                                 if getattr(runner.logger, "log_file", None) else [])])
+        log_file = getattr(runner.logger, "log_file", None)
+        print_header([*header, *([_log_line(log_file)] if log_file else [])])
     if not verbose():
         runner.register_hook(ProgressHook(), priority="VERY_LOW")
     return runner
+
+
+def _log_line(log_file: str) -> str:
+    return f"  full log:      {log_file}" + ("" if verbose() else "   (--verbose shows it here)")
+
+
+def start_log(work_dir: str | os.PathLike) -> list[str]:
+    """For protocols that run without an mmengine Runner (linear probe, kNN): an MMLogger with the same file layout
+    (``<work_dir>/<timestamp>/<timestamp>.log``), made the current one (what ``print_log(logger="current")``
+    writes to) and routed like a Runner's. Returns the header line naming the file."""
+    import uuid
+    from pathlib import Path
+
+    from mmengine.logging import MMLogger
+
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    log_dir = Path(work_dir) / stamp
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logger = MMLogger.get_instance(f"rs-transfer-{stamp}-{uuid.uuid4().hex[:8]}",
+                                   log_file=str(log_dir / f"{stamp}.log"), log_level="INFO", file_mode="a")
+    route_logger(logger)
+    return [_log_line(logger.log_file)]
 
 
 # ---- progress ---------------------------------------------------------------------------------------------------

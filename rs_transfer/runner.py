@@ -210,14 +210,14 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
     point = prepare_resume(cfg, work_dir) if resume and "train_cfg" in cfg else None
     resolved = to_jsonable(cfg.to_dict())
 
-    from rs_transfer.console import header_lines, print_header
+    from rs_transfer.console import header_lines, print_header, start_log
 
     rank, throughput, trained = 0, None, False
     if the_task.run_protocol is not None and protocol != "finetune":
         from mmengine.runner import set_random_seed
 
         set_random_seed(seed)
-        print_header(header_lines(ctx, facts))
+        print_header(header_lines(ctx, facts) + start_log(work_dir))
         metrics = the_task.run_protocol(cfg, ctx)
     else:
         metrics, throughput, rank = _train(cfg, ctx.normalization, header_lines(ctx, facts))

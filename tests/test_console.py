@@ -179,6 +179,13 @@ def test_mini_run_console_fits_on_one_screen_and_verbose_shows_the_full_log(tmp_
     assert log.is_file() and "Config:" in log.read_text() and "Iter(train)" in log.read_text()
     assert json.loads((tmp_path / "quiet" / "results.json").read_text())["preset"] == "mini"
 
+    # linear probe: no mmengine Runner, same console and log file
+    assert main(_mini(tmp_path / "linear", "--protocol", "linear")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) <= 12 and not any("init_weights" in x for x in lines), lines
+    log = Path(next(x for x in lines if "full log:" in x).split("full log:")[1].split()[0])
+    assert "init_weights" in log.read_text()
+
     assert main(_mini(tmp_path / "verbose", "--verbose")) == 0
     out = capsys.readouterr().out
     assert "Config:" in out and "Iter(train)" in out and not any(x.startswith("train ") for x in out.splitlines())
