@@ -186,17 +186,12 @@ def test_swav_and_deepclusterv2(tmp_path, randomize, prototypes) -> None:
     assert torch.allclose(ours(x), ref.forward_backbone(x), atol=1e-4)
 
 
-@pytest.mark.parametrize("release", ["dino-r50", "barlowtwins-r50", "vicreg-r50", "byol-r50"])
+@pytest.mark.parametrize("release", ["dino-r50", "barlowtwins-r50", "vicreg-r50"])
 def test_plain_torchvision_releases_take_their_normalisation_from_the_named_source(tmp_path, monkeypatch, randomize,
                                                                                    release) -> None:
-    """DINO / Barlow Twins / VICReg publish the backbone state_dict without fc; the BYOL conversion
-    (chigur/byol-convert) writes torchvision keys with fc and without num_batches_tracked."""
+    """DINO / Barlow Twins / VICReg publish the backbone state_dict without fc (hubconf.py of each)."""
     ref = randomize(_resnet()).eval()
-    sd = ref.state_dict()
-    if release == "byol-r50":
-        sd = {k: v for k, v in sd.items() if "num_batches_tracked" not in k}
-    else:
-        sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    sd = {k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")}
     monkeypatch.setenv("RS_TRANSFER_HOME", str(tmp_path))
     spec = sources.get_source(release)
     (tmp_path / "weights").mkdir()
@@ -240,3 +235,59 @@ def test_real_shapes_torchvision_resnet50_in_a_moco_v2_wrapper(tmp_path) -> None
     report = load_weights(create_model("resnet50", num_classes=10), tmp_path / "moco_v2_800ep_pretrain.pth.tar")
     assert report.ok and report.loaded == len([k for k in q.state_dict() if not k.startswith("fc.")])
     assert report.layout == "moco-v2" and "ignored" in report.summary()
+
+
+def _pad_same(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
+    """chigur/byol-convert resnet.py calc_padding_same + pad_same (TF SAME: the extra pixel at the end)."""
+    out_h, out_w = -(-x.shape[2] // s), -(-x.shape[3] // s)
+    ph, pw = max((out_h - 1) * s + k - x.shape[2], 0), max((out_w - 1) * s + k - x.shape[3], 0)
+    return nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+
+
+class BYOLConverted(nn.Module):
+    """The network of the BYOL conversion (chigur/byol-convert resnet.py): torchvision names, convs and max-pool
+    with padding 0, every input padded TF-style first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        tv = _resnet()
+        for m in tv.modules():
+            if isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+                m.padding = (0, 0) if isinstance(m, nn.Conv2d) else 0
+        self.tv = tv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.tv
+        with torch.no_grad():
+            x = t.relu(t.bn1(t.conv1(_pad_same(x, 7, 2))))
+            x = t.maxpool(_pad_same(x, 3, 2))
+            for layer in (t.layer1, t.layer2, t.layer3, t.layer4):
+                for b in layer:
+                    out = t.relu(b.bn1(b.conv1(x)))
+                    out = t.relu(b.bn2(b.conv2(_pad_same(out, 3, b.stride))))
+                    out = b.bn3(b.conv3(out))
+                    x = t.relu(out + (b.downsample(x) if b.downsample is not None else x))
+            return x.mean((2, 3))
+
+
+def test_byol_conversion_with_its_tf_same_padding(tmp_path, monkeypatch, randomize) -> None:
+    """chigur/byol-convert writes torchvision keys with fc and without num_batches_tracked; its network pads like
+    Haiku did (SAME), which the named source's model option ``padding='tf-same'`` reproduces exactly."""
+    ref = randomize(BYOLConverted()).eval()
+    sd = {k: v for k, v in ref.tv.state_dict().items() if "num_batches_tracked" not in k}
+    monkeypatch.setenv("RS_TRANSFER_HOME", str(tmp_path))
+    spec = sources.get_source("byol-r50")
+    (tmp_path / "weights").mkdir()
+    torch.save(sd, tmp_path / "weights" / spec.filename)
+    model = create_model("resnet50", layers=LAYERS, num_classes=0, **spec.model_options).eval()
+    report = load_weights(model, "byol-r50")
+    assert (report.layout, report.ok, report.normalization, report.normalization_how) == (
+        "torchvision-resnet", True, IMAGENET, "named-source")
+    for size in (64, 57):
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            assert torch.allclose(model(x), ref(x), atol=1e-4)
+    plain = create_model("resnet50", layers=LAYERS, num_classes=0).eval()
+    load_weights(plain, "byol-r50")
+    with torch.no_grad():  # PyTorch's symmetric padding is a different network for these weights
+        assert not torch.allclose(plain(x), ref(x), atol=1e-3)

@@ -122,3 +122,45 @@ class SimCLRProjectionPool(nn.Module):
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}"
+
+
+def _same_pad(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
+    """TF ``SAME`` padding of one dimension: total ``max((ceil(n/s) - 1) * s + (k - 1) * d + 1 - n, 0)``, the
+    smaller half before (TF puts the extra pixel at the end; PyTorch's ``padding=k//2`` is symmetric)."""
+    total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """A Conv2d with TF ``SAME`` padding computed from the input size (the same parameters and names as Conv2d).
+    JAX/Haiku and TF-Slim ResNets (BYOL's release) pad strided convolutions asymmetrically."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        top, bottom = _same_pad(x.shape[-2], kh, sh, dh)
+        left, right = _same_pad(x.shape[-1], kw, sw, dw)
+        x = nn.functional.pad(x, (left, right, top, bottom))
+        return nn.functional.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MaxPool2dSame(nn.MaxPool2d):
+    """Max-pool with TF ``SAME`` padding (padding never wins the max, as in TF)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size, self.stride
+        k, s = (k if isinstance(k, int) else k[0]), (s if isinstance(s, int) else s[0])
+        top, bottom = _same_pad(x.shape[-2], k, s)
+        left, right = _same_pad(x.shape[-1], k, s)
+        x = nn.functional.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return nn.functional.max_pool2d(x, k, s, 0, 1, self.ceil_mode)
+
+
+def use_tf_same_padding(model: nn.Module) -> None:
+    """Switch every 2D conv and max-pool of ``model`` to TF ``SAME`` padding in place (names and parameters kept).
+    Only strided layers change results: at stride 1 SAME equals PyTorch's symmetric ``k // 2`` for odd kernels."""
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if type(child) is nn.Conv2d:
+                child.__class__ = Conv2dSame
+            elif type(child) is nn.MaxPool2d:
+                setattr(parent, name, MaxPool2dSame(child.kernel_size, child.stride, 0, ceil_mode=child.ceil_mode))

@@ -10,6 +10,8 @@ Architecture (PROTOCOLS.md, tensorflow/tpu ``resnet_model.py``, timm ``resnetrs*
   starts at zero.
 - ``sk_ratio > 0``: SimCLRv2's selective-kernel 3x3 conv (:class:`~.layers.SelectiveKernel`); the SimCLRv2 sk1
   models are ``stem="deep", stem_pool="max", shortcut="simclr", se_ratio=0, sk_ratio=0.0625`` at width 1-3.
+- ``padding="tf-same"``: TF/JAX ``SAME`` padding in every conv and max-pool (asymmetric where strided), as the
+  networks of JAX/TF releases computed (BYOL); ``"torch"`` (default): PyTorch's symmetric ``k // 2``.
 - parameter and buffer names are timm's for ResNet-RS and torchvision's for vanilla ResNet (they agree wherever the
   architectures agree), so both load without renaming.
 
@@ -27,7 +29,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers import (DropPath, SelectiveKernel, SimCLRProjectionPool, SqueezeExcite, make_divisible,
-                     stochastic_depth_rates)
+                     stochastic_depth_rates, use_tf_same_padding)
 
 # Bottleneck blocks per stage. 26/300: the scaling study (paper sec. 6, TF Model Garden RESNET_SPECS); the rest:
 # Table 2 and torchvision/timm.
@@ -132,7 +134,7 @@ class ResNetRS(BaseModule):
                  out_indices: Sequence[int] | None = None, frozen_stages: int = -1, norm_eval: bool = False,
                  dims: int = 2, temporal_kernels: Sequence[Sequence[int]] | None = None,
                  temporal_strides: Sequence[int] = (1, 1, 1, 1), stem_temporal_kernel: int = 5,
-                 stem_temporal_stride: int = 2, sk_ratio: float = 0.0, sk_min_dim: int = 32,
+                 stem_temporal_stride: int = 2, sk_ratio: float = 0.0, sk_min_dim: int = 32, padding: str = "torch",
                  weights: str | None = None, weights_strict: bool = True, weights_trust: bool = False,
                  weights_normalization: str | None = None,
                  init_cfg: dict[str, Any] | None = None) -> None:
@@ -208,6 +210,12 @@ class ResNetRS(BaseModule):
         self.num_classes = num_classes
         self.fc: nn.Module = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
         self._init_parameters()
+        if padding == "tf-same":  # JAX/TF releases (BYOL): asymmetric SAME padding in the strided layers
+            if dims != 2:
+                raise ValueError("padding='tf-same' is 2D only")
+            use_tf_same_padding(self)
+        elif padding != "torch":
+            raise ValueError(f"padding must be 'torch' or 'tf-same', got {padding!r}")
         self._freeze_stages()
 
     def _init_parameters(self) -> None:

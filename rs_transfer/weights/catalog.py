@@ -146,5 +146,7 @@ SOURCES: dict[str, WeightSource] = {s.name: s for s in [
                  "(github.com/deepmind/deepmind-research/tree/master/byol), converted with "
                  "github.com/chigur/byol-convert (`python convert.py pretrain_res50x1.pkl pretrain_res50x1.pth.tar`)",
                  normalization=IMAGENET, imagenet_top1=74.4, recipe="BYOL, 1000 epochs (linear-eval top-1)",
-                 publisher="DeepMind (converted locally)"),
+                 publisher="DeepMind (converted locally)",
+                 # the conversion's resnet.py pads every conv/max-pool TF-style ("SAME"), as Haiku trained it
+                 model_options={"padding": "tf-same"}),
 ]}

@@ -61,7 +61,9 @@ def fitting_models(sd: dict[str, torch.Tensor], layout: str) -> str | None:
                 model = create_model(arch, **options)
         except Exception:  # noqa: BLE001  (a variant that cannot be built here is simply not a candidate)
             continue
-        if _signature(model.state_dict()) == want:
+        if _signature(model.state_dict()) == want and not any(f.startswith(f"--backbone {arch} ") or
+                                                              f == f"--backbone {arch}" for f in fits):
+            # the same shapes under the same name with other options (e.g. padding) is not another answer
             opts = " ".join(f"{k}={v}" for k, v in options.items())
             fits.append(f"--backbone {arch}" + (f" --backbone-options {opts}" if opts else "")
                         + (f" (as named source {label})" if label != arch else ""))
