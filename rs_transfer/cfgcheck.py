@@ -9,6 +9,8 @@ accepted and change nothing, and ``train_cfg.max_iters=abc`` ended in a tracebac
   a runner switch of :mod:`rs_transfer.runconfig` (``amp``, ``checkpoint_interval``, ``global_batch_size``, ...);
 - a new key inside a dict that names its class (``type=...``; ``train_cfg`` / ``val_cfg`` / ``test_cfg`` /
   ``optim_wrapper`` without one: mmengine's default classes) must be an argument of that class;
+- a top-level variable of the config file that nothing reads but whose name is a key further down
+  (``max_iters=5`` where the runner reads ``train_cfg.max_iters``) is an error naming the key to set;
 - a new key that nearly matches an existing one is a typo (``train_cfg.max_iter``). Other new nested keys are
   allowed (their reader cannot be known here).
 """
@@ -28,6 +30,7 @@ POSITIVE_INTS = frozenset({"max_iters", "max_epochs", "val_interval", "interval"
 # Runner switches that a config may leave out (so there is no value to compare with): their kinds.
 SWITCH_KINDS: dict[str, tuple[type, ...]] = {"amp": (str, type(None)), "ema_momentum": (int, float, type(None)),
                                              "checkpoint_interval": (int,), "log_interval": (int,)}
+AMP_CHOICES = ("bf16", "fp16", None)
 # Read with ``self.cfg.get`` by mmengine 0.10's Runner, besides its constructor's arguments.
 _RUNNER_CFG_EXTRA = ("model_wrapper_cfg", "compile", "sync_bn", "find_unused_parameters",
                      "activation_checkpointing", "efficient_conv_bn_eval")
@@ -44,7 +47,16 @@ def check_cfg_options(cfg: Any, options: dict[str, Any], switches: Iterable[str]
     """Raise :class:`UserError` for the first option that no part of the run would read correctly."""
     switches = list(switches)
     for dotted, value in options.items():
+        if dotted in SWITCH_KINDS:
+            _check_switch(dotted, value)
         _check_one(cfg, dotted, value, switches)
+
+
+def _check_switch(key: str, value: Any) -> None:
+    kinds = SWITCH_KINDS[key]
+    if isinstance(value, bool) or not isinstance(value, kinds) or (key == "amp" and value not in AMP_CHOICES):
+        expected = ("bf16, fp16 or None" if key == "amp" else " or ".join(k.__name__ for k in kinds))
+        raise UserError(f"--cfg-options {key}={value!r}: expected {expected}")
 
 
 def _is_dict(node: Any) -> bool:
@@ -67,13 +79,12 @@ def _check_one(cfg: Any, dotted: str, value: Any, switches: list[str]) -> None:
         if not _is_dict(node):
             raise UserError(f"--cfg-options {dotted}: {where} is {node!r}, not a dict, so it has no key {part!r}")
         if part in node:
+            if i == 0 and len(parts) == 1:
+                _check_inert(cfg, part, switches)
             node = node[part]
             continue
         _check_new_key(cfg, node, parts, i, switches)
         if i == len(parts) - 1:
-            if i == 0 and part in SWITCH_KINDS and not isinstance(value, SWITCH_KINDS[part]):
-                raise UserError(f"--cfg-options {dotted}={value!r}: expected "
-                                f"{' or '.join(k.__name__ for k in SWITCH_KINDS[part])}")
             _check_positive(dotted, part, value)
         return
     _check_value(dotted, parts[-1], node, value)
@@ -87,6 +98,8 @@ def _check_new_key(cfg: Any, node: Any, parts: list[str], i: int, switches: list
     close = difflib.get_close_matches(part, siblings, n=1, cutoff=0.85)
     if close and close[0] != part:
         fixed = ".".join(parts[:i] + [close[0]] + parts[i + 1:])
+        if i == 0 and close[0] in node and close[0] not in known and not _is_dict(node[close[0]]):
+            fixed = " or ".join([p for p in _find_key(cfg, close[0]) if "." in p][:3]) or fixed  # not the variable
         raise UserError(f"--cfg-options {dotted}: no such key; did you mean {fixed}?")
     if i == 0:
         if part in known:
@@ -104,13 +117,25 @@ def _check_new_key(cfg: Any, node: Any, parts: list[str], i: int, switches: list
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    names = [n for n in params if n not in ("self", "runner", "dataloader")] + (
+    names = [n for n in params if n not in ("self", "runner", "dataloader", "params", "model")] + (
         ["by_epoch"] if parts[:i] == ["train_cfg"] else [])
     if part not in names:
         close = difflib.get_close_matches(part, names, n=1)
-        hint = f"; did you mean {'.'.join(parts[:i] + [close[0]])}?" if close else ""
+        hint = f" (did you mean {'.'.join(parts[:i] + [close[0]])}?)" if close else ""
         raise UserError(f"--cfg-options {dotted}: {getattr(target, '__name__', target)} (what "
-                        f"{'.'.join(parts[:i])} builds) has no argument {part!r}{hint} It takes: {', '.join(names)}")
+                        f"{'.'.join(parts[:i])} builds) has no argument {part!r}{hint}; it takes: {', '.join(names)}")
+
+
+def _check_inert(cfg: Any, key: str, switches: list[str]) -> None:
+    """A top-level value of a pure-Python config that nothing reads is a variable of the file (``max_iters =
+    20000``), already used where the file wrote it (``train_cfg = dict(max_iters=max_iters)``): overriding it now
+    changes nothing. Flagged when the runner does not read it and the name is a key further down."""
+    if key in switches or key in runner_keys() or _is_dict(cfg[key]):
+        return
+    found = [p for p in _find_key(cfg, key) if "." in p][:3]
+    if found:
+        raise UserError(f"--cfg-options {key}: the top-level {key!r} is a variable of the config file, already used "
+                        f"when the file was read, so setting it changes nothing; set {' or '.join(found)} instead")
 
 
 def _target(node: Any, path: list[str]) -> Any:

@@ -75,6 +75,13 @@ def _check_pair(img: Path, png: Path) -> list[str]:
     return [problem] if problem else []
 
 
+def data_files(root: Path) -> list[Path]:
+    """What a run decodes, for ``data check --deep``: every image and annotation PNG of both splits."""
+    ade = dataset_dir(root)
+    return [p for sub in ("images", "annotations") for split in EXPECTED
+            for p in sorted((ade / sub / split).glob("*")) if p.suffix in (".jpg", ".png")]
+
+
 def configure(cfg: Any, ctx: RunContext) -> None:
     """Data root, head widths for the chosen backbone, and the CPU mini shrink."""
     _dense.set_data_root(cfg, dataset_dir(ctx.data_root))
@@ -87,5 +94,5 @@ def configure(cfg: Any, ctx: RunContext) -> None:
 
 TASK = Task(
     name="ade20k", title="ADE seg", metric="mIoU", config="ade20k.py", data_layout=LAYOUT, data_source=SOURCE,
-    make_mini=make_mini, check_data=check_data, configure=configure, data_dirname="ade20k",
+    make_mini=make_mini, check_data=check_data, configure=configure, data_files=data_files, data_dirname="ade20k",
     description="ADE20K SceneParsing: UPerNet, 20,210 train -> 2,000 val, single-scale mIoU over 150 classes")

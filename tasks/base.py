@@ -132,6 +132,8 @@ class Task:
     check_data(root) -> DataReport: layout + split counts, each problem naming what is missing/malformed.
     configure(cfg, ctx): task-specific config wiring (see module docstring, step 5).
     run_protocol(cfg, ctx) -> metrics dict: for protocols not trained by the mmengine Runner (linear, knn).
+    data_files(root) -> paths: every image/mask/annotation file a run decodes, for ``rs-transfer data check
+               --deep`` (which decodes each completely; ``check_data`` reads headers only). None: no deep check.
     """
 
     name: str
@@ -149,6 +151,7 @@ class Task:
     run_protocol: Callable[["Config", RunContext], dict[str, float]] | None = None
     data_dirname: str = ""
     description: str = ""
+    data_files: Callable[[Path], list[Path]] | None = None
 
     def config_for(self, protocol: str) -> str:
         if protocol not in self.protocols:

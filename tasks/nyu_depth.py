@@ -110,6 +110,12 @@ def _depth_png(path: Path) -> str | None:
     return None
 
 
+def data_files(root: Path) -> list[Path]:
+    """What a run decodes, for ``data check --deep``: every RGB image and depth PNG of both splits."""
+    return [p for sub in ("images", "annotations") for split in EXPECTED
+            for p in sorted((Path(root) / sub / split).glob("*")) if p.suffix in (".jpg", ".png")]
+
+
 def configure(cfg: Any, ctx: RunContext) -> None:
     """Data root, head widths for the chosen backbone, and the CPU mini shrink."""
     from mmseg.datasets.transforms import PhotoMetricDistortion, RandomCrop
@@ -132,7 +138,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
 
 TASK = Task(
     name="nyu-depth", title="NYU depth", metric="d1", config="nyu_depth.py", data_layout=LAYOUT, data_source=SOURCE,
-    make_mini=make_mini, check_data=check_data, configure=configure, data_dirname="nyu",
+    make_mini=make_mini, check_data=check_data, configure=configure, data_files=data_files, data_dirname="nyu",
     description="NYU Depth v2 (Eigen split 795/654): FPN depth head, delta<1.25 (%) in the Eigen crop, cap 10 m")
 
 

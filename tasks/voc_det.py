@@ -74,6 +74,18 @@ def check_data(root: Path) -> DataReport:
     return report
 
 
+def data_files(root: Path) -> list[Path]:
+    """What a run decodes, for ``data check --deep``: the JPEG and annotation XML of every id in the splits."""
+    dk = _voc.devkit(root)
+    files: list[Path] = []
+    for key in SPLITS:
+        year, split = key.split("/")
+        listing = dk / year / "ImageSets" / "Main" / f"{split}.txt"
+        for img_id in _voc.read_split(listing) if listing.is_file() else []:
+            files += [dk / year / "JPEGImages" / f"{img_id}.jpg", dk / year / "Annotations" / f"{img_id}.xml"]
+    return files
+
+
 def configure(cfg: Any, ctx: RunContext) -> None:
     """Data root, FPN input widths for the chosen backbone, and the CPU mini shrink."""
     from mmdet.datasets.transforms import Resize
@@ -108,5 +120,5 @@ def configure(cfg: Any, ctx: RunContext) -> None:
 
 TASK = Task(
     name="voc-det", title="Pascal det", metric="AP50", config="voc_det.py", data_layout=LAYOUT, data_source=SOURCE,
-    make_mini=make_mini, check_data=check_data, configure=configure, data_dirname="voc",
+    make_mini=make_mini, check_data=check_data, configure=configure, data_files=data_files, data_dirname="voc",
     description="Pascal VOC detection: Faster R-CNN + FPN, VOC07+12 trainval -> VOC07 test, AP50 (11-point, %)")

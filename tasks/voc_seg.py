@@ -74,6 +74,17 @@ def check_data(root: Path) -> DataReport:
     return report
 
 
+def data_files(root: Path) -> list[Path]:
+    """What a run decodes, for ``data check --deep``: the JPEG and mask PNG of every id in the splits."""
+    voc = _voc.devkit(root) / "VOC2012"
+    files: list[Path] = []
+    for split, mask_dir in SPLITS.items():
+        listing = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
+        for img_id in _voc.read_split(listing) if listing.is_file() else []:
+            files += [voc / "JPEGImages" / f"{img_id}.jpg", voc / mask_dir / f"{img_id}.png"]
+    return files
+
+
 def configure(cfg: Any, ctx: RunContext) -> None:
     """Data root, head widths for the chosen backbone, and the CPU mini shrink."""
     _dense.set_data_root(cfg, _voc.devkit(ctx.data_root) / "VOC2012")
@@ -86,5 +97,5 @@ def configure(cfg: Any, ctx: RunContext) -> None:
 
 TASK = Task(
     name="voc-seg", title="Pascal seg", metric="mIoU", config="voc_seg.py", data_layout=LAYOUT, data_source=SOURCE,
-    make_mini=make_mini, check_data=check_data, configure=configure, data_dirname="voc",
+    make_mini=make_mini, check_data=check_data, configure=configure, data_files=data_files, data_dirname="voc",
     description="Pascal VOC 2012 segmentation: UPerNet, trainaug (10,582) -> val (1,449), mIoU over 21 classes")
