@@ -11,7 +11,9 @@ mini runs), ``weights`` (``source``, ``path``, ``sha256``, ``named``, ``normaliz
 evaluator keys), ``config_file``, ``config`` (resolved, JSON-friendly), ``config_hash`` (sha256 with local folders
 replaced by placeholders), ``git`` (``commit``, ``dirty``), ``wall_time_s``, ``device``, ``world_size``,
 ``launcher``, ``throughput_samples_per_s`` (training, global), ``batch_size_per_process``, ``accumulative_counts``,
-``effective_batch_size``, ``lr_scale``, ``amp``, ``ema_momentum``, ``resumed``, ``data_root``, ``work_dir``,
+``effective_batch_size``, ``lr_scale``, ``amp``, ``ema_momentum``, ``resumed_from`` (the checkpoint iteration a
+resumed run started from; null for a run from scratch), ``final_weights`` (``WORK_DIR/weights.safetensors``),
+``data_root``, ``work_dir``,
 ``extra`` (task notes, e.g. the linear probe's penalty sweep).
 """
 from __future__ import annotations
