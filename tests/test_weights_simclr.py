@@ -186,3 +186,29 @@ def test_simclrv1_conversion_needs_its_named_source_for_unit_range(tmp_path, mon
     assert (named.normalization, named.normalization_how, named.normalization_warning) == (UNIT, "named-source", None)
     x = torch.rand(2, 3, 64, 64)
     torch.testing.assert_close(_logits(ours, x), _logits(ref, x), rtol=1e-4, atol=1e-4)
+
+
+def test_weights_convert_and_inspect_take_the_model_options(tmp_path, randomize, capsys) -> None:
+    """`weights convert` / `inspect` build the variant (--width, --backbone-options); the converted file keeps the
+    normalisation the layout declared, so the reload is exact."""
+    import json
+
+    from rs_transfer.cli import main
+
+    ref = randomize(SimCLRv2((1, 1, 1, 1), 2, 0.0625)).eval()
+    torch.save({"resnet": ref.state_dict(), "head": {}}, tmp_path / "r50_2x_sk1.pth")
+    opts = ["--width", "2", "--backbone-options", "layers=[1,1,1,1]", "stem=deep", "stem_pool=max",
+            "shortcut=simclr", "se_ratio=0", "sk_ratio=0.0625"]
+    out = tmp_path / "ours.safetensors"
+    assert main(["weights", "convert", str(tmp_path / "r50_2x_sk1.pth"), str(out), "--model", "resnet50", *opts]) == 0
+    capsys.readouterr()
+    assert main(["inspect", "resnet50", "--weights", str(out), "--resolution", "64", "--json", *opts]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["weights"]["normalization"]["name"] == "unit-range"
+    assert info["weights"]["normalization_how"] == "checkpoint-metadata" and info["weights"]["missing"] == []
+    ours = create_model("resnet50", layers=(1, 1, 1, 1), **sources.get_source("simclrv2-r50-2x-sk1").model_options)
+    report = load_weights(ours, out)
+    assert (report.normalization, report.normalization_how, report.layout) == (
+        UNIT, "checkpoint-metadata", "timm-resnetd")
+    x = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(_logits(ours, x), _logits(ref, x), rtol=1e-4, atol=1e-4)

@@ -60,7 +60,7 @@ class LoadReport:
         d["normalization"] = self.normalization.to_dict()
         return d
 
-    def summary(self, limit: int = 12) -> str:
+    def summary(self, limit: int = 12, *, warnings: bool = True) -> str:
         n = self.normalization
         lines = [f"weights {self.source} [{self.container}/{self.wrapper}, layout {self.layout}"
                  + (f", stripped {' '.join(self.stripped_prefixes)}" if self.stripped_prefixes else "") + "]",
@@ -78,7 +78,7 @@ class LoadReport:
             if keys:
                 more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
                 lines.append(f"  {name} ({len(keys)}): " + ", ".join(keys[:limit]) + more)
-        if self.normalization_warning:
+        if self.normalization_warning and warnings:
             lines.append(f"  WARNING: {self.normalization_warning}")
         return "\n".join(lines)
 
@@ -187,7 +187,8 @@ def load_weights(model: nn.Module, source: str | os.PathLike, *, strict: bool = 
                                "to load what matches")
         raise WeightsMismatchError(
             f"{info.path} does not fit {type(model).__name__} (layout {mapped.layout.name}); only classifier-head "
-            f"differences are allowed unless strict=False (CLI: --no-strict).\n{report.summary(limit=6)}\n{last}",
+            f"differences are allowed unless strict=False (CLI: --no-strict).\n"
+            f"{report.summary(limit=6, warnings=False)}\n{last}",
             report)
     model.load_state_dict(to_load, strict=False)
     model.input_normalization = norm.normalization  # tasks read this to build their data preprocessor
@@ -195,12 +196,13 @@ def load_weights(model: nn.Module, source: str | os.PathLike, *, strict: bool = 
     return report
 
 
-def save_weights(model: nn.Module | dict[str, torch.Tensor], path: str | os.PathLike, *,
+def save_weights(model: nn.Module | dict[str, torch.Tensor], path: str | os.PathLike, /, *,
                  normalization: str | Normalization | dict[str, Any] = "imagenet", **meta: Any) -> Path:
     """Save in our own format (``{'rs_transfer': meta, 'state_dict': ...}``), atomically, with the input
     normalisation (name, mean and std) in the metadata so that reloading is exact.
 
-    ``.safetensors`` paths are written as safetensors with the metadata as strings.
+    ``.safetensors`` paths are written as safetensors with the metadata as strings. ``model`` and ``path`` are
+    positional-only, so ``model=<name>`` can be metadata (``weights convert`` records the model it built).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
