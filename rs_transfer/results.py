@@ -151,13 +151,14 @@ def read_results(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Every results.json under the given files/folders, sorted for stable reports."""
+    """Every results.json under the given files/folders, once each (absolute paths: ``DIR`` and ``DIR/x/results.json``
+    given together are the same file, not a duplicate run), sorted for stable reports."""
     found: set[Path] = set()
     for p in map(Path, paths):
         if p.is_file():
-            found.add(p)
+            found.add(p.resolve())
         elif p.is_dir():
-            found.update(p.rglob(RESULTS_NAME))
+            found.update(f.resolve() for f in p.rglob(RESULTS_NAME))
     return sorted(found)
 
 

@@ -118,7 +118,8 @@ def test_duplicates_and_unreadable_files_are_listed(results_dir: Path, tmp_path:
     data = json.loads((results_dir / "cifar100-resnet152.tv_in1k-paper-s0" / "results.json").read_text())
     write_json_atomic(copy, {**data, "value": 99.0})          # same row, task and seed; another value
     write_json_atomic(results_dir / "nokeys" / "results.json", {"metrics": {}})
-    rep = build_report([results_dir], tasks=["cifar100", "voc-seg"])
+    # the same file reached twice (a folder and a file inside it) is one run, not a duplicate
+    rep = build_report([results_dir, copy, results_dir / "copied" / ".." / "copied"], tasks=["cifar100", "voc-seg"])
     assert sorted(Path(u["path"]).parent.name for u in rep.unreadable) == ["broken", "nokeys"]
     assert "not valid JSON" in next(u["reason"] for u in rep.unreadable if "broken" in u["path"])
     (dup,) = rep.duplicates
