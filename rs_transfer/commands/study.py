@@ -33,6 +33,10 @@ def _table4_arguments(p: argparse.ArgumentParser) -> None:
                    help="extra ResNetRS arguments for every run")
     p.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE", default=[], help="config overrides, every run")
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"])
+    p.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="load --weights even if backbone keys differ (as `run --no-strict`)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow full unpickling of --weights files (only for files you trust)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,7 +70,8 @@ def _run_table4(args: argparse.Namespace) -> int:
     study = run_table4(backbone=args.backbone, weights=weights, out_dir=args.out, tasks=args.tasks,
                        protocols=args.protocols, seeds=args.seeds, preset=args.preset, baseline=args.baseline,
                        paper=paper, model_overrides=parse_cfg_options(args.backbone_options),
-                       cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher)
+                       cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
+                       trust=args.trust, strict=args.strict)
     from pathlib import Path
 
     print(Path(study["report"]["md"]).read_text())
