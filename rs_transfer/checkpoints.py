@@ -234,7 +234,8 @@ class AtomicCheckpointHook(CheckpointHook):
         from mmengine.dist import is_main_process
 
         if is_main_process():  # leftovers of a write that a kill interrupted
-            for stale in Path(self.out_dir).glob(".iter_*.pth.tmp-*"):
+            for stale in [*Path(self.out_dir).glob(".iter_*.pth.tmp-*"),
+                          *Path(runner.work_dir).glob(f".{LAST_NAME}.tmp-*")]:
                 stale.unlink(missing_ok=True)
         signum = _agreed_stop()
         if signum:
