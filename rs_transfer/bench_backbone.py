@@ -91,22 +91,41 @@ def _rates(name: str) -> tuple[float, float]:
     return float(kw.get("drop_rate", 0.0) or 0.0), float(kw.get("drop_path_rate", 0.0) or 0.0)
 
 
-def reference_model(name: str, *, drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> tuple[nn.Module, str]:
-    """The published implementation our model must match, and a label saying which: timm for ResNet-RS and for
-    ResNet-200 (torchvision has none; timm's ``resnet200`` has torchvision's layout), torchvision otherwise. timm
-    references get the given regularisation; torchvision has none (callers then build ours without it)."""
+def reference_name(name: str) -> tuple[str, str]:
+    """(library, model name) of the reference for a registered 2D model: timm ``resnetrs<depth>`` for ResNet-RS
+    (``resnetrs350_i320`` is timm's ``resnetrs350`` architecture), torchvision ``resnet<depth>`` where it exists,
+    else timm's (``resnet200``: torchvision has none; timm's has torchvision's layout and key names)."""
     import torchvision
 
-    if name.startswith("resnetrs") or not hasattr(torchvision.models, name):
+    from rs_transfer.backbones import get_spec
+
+    spec = get_spec(name)
+    depth = spec.kwargs.get("depth")
+    if spec.family not in ("resnet", "resnetrs") or not depth or spec.kwargs.get("layers"):
+        raise ValueError(f"{name}: no reference implementation to compare with (benchmark backbone takes the "
+                         "registered 2D ResNet / ResNet-RS depths)")
+    if spec.family == "resnetrs":
+        return "timm", f"resnetrs{depth}"
+    return ("torchvision", f"resnet{depth}") if hasattr(torchvision.models, f"resnet{depth}") else \
+        ("timm", f"resnet{depth}")
+
+
+def reference_model(name: str, *, drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> tuple[nn.Module, str]:
+    """The published implementation our model must match, and a label saying which (:func:`reference_name`).
+    timm references get the given regularisation; torchvision has none (callers then build ours without it)."""
+    lib, ref = reference_name(name)
+    if lib == "timm":
         import timm
 
-        if name not in timm.list_models(name):
-            raise ValueError(f"no reference implementation for {name!r} in timm or torchvision")
+        if ref not in timm.list_models(ref):
+            raise ValueError(f"{name}: timm {timm.__version__} has no {ref} to compare with")
         reg = f"drop_rate {drop_rate:g}, drop_path_rate {drop_path_rate:g}, as ours" if drop_rate or drop_path_rate \
             else "no dropout/drop-path, as ours"
-        return (timm.create_model(name, pretrained=False, drop_rate=drop_rate, drop_path_rate=drop_path_rate),
-                f"timm {name} ({reg})")
-    return getattr(torchvision.models, name)(), f"torchvision {name} (ours without dropout/drop-path, like it)"
+        return (timm.create_model(ref, pretrained=False, drop_rate=drop_rate, drop_path_rate=drop_path_rate),
+                f"timm {ref} ({reg})")
+    import torchvision
+
+    return getattr(torchvision.models, ref)(), f"torchvision {ref} (ours without dropout/drop-path, like it)"
 
 
 def build_pair(name: str) -> tuple[nn.Module, nn.Module, str]:
@@ -114,13 +133,11 @@ def build_pair(name: str) -> tuple[nn.Module, nn.Module, str]:
     import tempfile
     from pathlib import Path
 
-    import torchvision
-
     from rs_transfer.backbones import create_model
     from rs_transfer.weights import load_weights
 
     drop, drop_path = _rates(name)
-    if name.startswith("resnetrs") or not hasattr(torchvision.models, name):
+    if reference_name(name)[0] == "timm":
         ref, label = reference_model(name, drop_rate=drop, drop_path_rate=drop_path)
         ours = create_model(name, **({"drop_path_schedule": "linear"} if drop_path else {}))  # timm's rates
     else:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rs_transfer.bench_backbone import (BenchResult, benchmark, build_pair, format_results, peak_bf16_tflops,
-                                        reference_model, step_flops)
+                                        reference_model, reference_name, step_flops)
 from rs_transfer.cli import main
 
 
@@ -39,6 +39,10 @@ def test_resnet200_reference_is_timms_and_vanilla_refs_are_torchvision() -> None
     assert label.startswith("timm resnet200") and sum(len(getattr(ref, f"layer{i}")) for i in range(1, 5)) == 66
     _, label = reference_model("resnet50")
     assert label.startswith("torchvision resnet50")
+    assert reference_name("resnetrs350_i320") == ("timm", "resnetrs350")  # same architecture, other resolution
+    with pytest.raises(ValueError, match="no reference implementation"):
+        reference_name("resnetrs3d50")
+    assert main(["benchmark", "backbone", "resnet3d50", "--rounds", "1"]) == 2  # one line, no traceback
 
 
 def test_flops_follow_the_table2_convention_and_train_is_about_three_forwards() -> None:

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_backbone(args: argparse.Namespace) -> int:
     import torch
 
-    from rs_transfer.bench_backbone import benchmark, format_results
+    from rs_transfer.bench_backbone import benchmark, format_results, reference_name
 
     from rs_transfer.errors import UserError
 
@@ -65,12 +65,13 @@ def run_backbone(args: argparse.Namespace) -> int:
     if cuda and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: CUDA is not available here (use --device cpu)")
     variants = args.variants or (["bf16-cl"] if args.amp else ["fp32", "bf16-cl", "compile"] if cuda else ["fp32"])
-    try:
-        results = [benchmark(m, batch=args.batch, resolution=args.resolution, mode=mode, rounds=args.rounds,
-                             device=args.device, variant=v) for m in args.models for mode in args.mode
-                   for v in variants]
-    except ValueError as err:  # no reference implementation for a model
-        raise UserError(str(err)) from None
+    for m in args.models:  # every name has a reference before anything is timed
+        try:
+            reference_name(m)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    results = [benchmark(m, batch=args.batch, resolution=args.resolution, mode=mode, rounds=args.rounds,
+                         device=args.device, variant=v) for m in args.models for mode in args.mode for v in variants]
     name = torch.cuda.get_device_name(torch.device(args.device)) if cuda else f"cpu, {torch.get_num_threads()} threads"
     print(f"backbone benchmark on {args.device} ({name}), batch {args.batch}")
     print(format_results(results))
