@@ -175,6 +175,9 @@ def _apply_generic(cfg: Any, ctx: RunContext, resume: bool) -> dict[str, Any]:
         hooks.append(dict(type=lazy(EMAHook), momentum=float(switches["ema_momentum"]), update_buffers=True))
     facts["ema_momentum"] = switches.get("ema_momentum")
     hooks += [dict(type="RunStatsHook"), dict(type="RngStateHook")]
+    from rs_transfer.weights.runhook import NormalizationMetaHook  # checkpoints record their normalisation
+
+    hooks.append(dict(type=lazy(NormalizationMetaHook)))
     cfg.custom_hooks = hooks
 
     val_interval = int(cfg.train_cfg.get("val_interval", cfg.train_cfg.get("max_iters", 1)))

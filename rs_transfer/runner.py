@@ -34,27 +34,22 @@ LAUNCHERS = ("none", "pytorch", "slurm")
 
 
 # ---- weights ---------------------------------------------------------------------------------------------------
-def weights_info(source: str | None, *, trust: bool = False) -> dict[str, Any]:
+def weights_info(source: str | None, *, trust: bool = False, normalization: str | None = None) -> dict[str, Any]:
     """Path, checksum and input normalisation of a weight source, known BEFORE the model is built (the data
-    preprocessor needs the normalisation). Same rules as :func:`rs_transfer.load_weights`, which checks them again
-    when ``ResNetRS.init_weights`` loads the file."""
-    from rs_transfer.weights import IMAGENET, NORMALIZATIONS, UNIT, read_checkpoint, resolve
+    preprocessor needs the normalisation). Decided by the same function as in :func:`rs_transfer.load_weights`
+    (:func:`rs_transfer.weights.decide_normalization`), which decides again when ``ResNetRS.init_weights`` loads
+    the file. ``normalization`` is the explicit ``--normalization``; ``normalization.how`` says how it was decided
+    and ``normalization.warning`` is set when it is a default (results.json records both)."""
+    from rs_transfer.weights import decide_normalization, read_source
     from rs_transfer.weights.sources import sha256
 
     if not source:
-        return {"source": None, "path": None, "sha256": None,
-                "normalization": {"name": IMAGENET.name, "mean": list(IMAGENET.mean), "std": list(IMAGENET.std)}}
-    path, spec = resolve(source)
-    if spec is not None:
-        norm = spec.normalization
-    else:
-        raw = read_checkpoint(path, trust=trust)
-        if raw.meta.get("normalization") in NORMALIZATIONS:
-            norm = NORMALIZATIONS[raw.meta["normalization"]]
-        else:
-            norm = UNIT if raw.wrapper in ("simclrv1", "simclrv2") else IMAGENET
-    return {"source": str(source), "path": str(path), "sha256": sha256(path), "named": spec is not None,
-            "normalization": {"name": norm.name, "mean": list(norm.mean), "std": list(norm.std)}}
+        decision = decide_normalization(source=None, explicit=normalization)
+        return {"source": None, "path": None, "sha256": None, "named": False, "normalization": decision.to_dict()}
+    info = read_source(source, normalization=normalization, trust=trust)
+    return {"source": str(source), "path": str(info.path), "sha256": sha256(info.path),
+            "named": info.spec is not None, "layout": info.mapped.layout.name, "wrapper": info.raw.wrapper,
+            "normalization": info.decision.to_dict()}
 
 
 # ---- data --------------------------------------------------------------------------------------------------------
@@ -164,14 +159,15 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
                    config: str | None = None, cfg_options: dict | None = None,
                    model_overrides: dict | None = None, launcher: str = "none", resume: bool = False,
                    data_root: str | Path | None = None, trust: bool = False,
-                   strict: bool = True) -> dict[str, Any]:
+                   strict: bool = True, normalization: str | None = None) -> dict[str, Any]:
     """Run one (task, backbone, weights, protocol, seed) and write ``work_dir/results.json`` atomically.
 
     Returns the results dict. ``model_overrides`` are extra ResNetRS kwargs (``se_ratio=0``,
     ``drop_path_rate=0.1``). ``data_root`` defaults to ``$RS_TRANSFER_HOME/data/<task>`` (``--preset mini``: the
     generated mini dataset). ``resume=True`` continues from the newest complete checkpoint in ``work_dir``
     (``results.json`` records its iteration as ``resumed_from``; None when there was none). ``trust`` / ``strict``
-    are :func:`rs_transfer.load_weights`'s (CLI ``--trust`` / ``--no-strict``).
+    are :func:`rs_transfer.load_weights`'s (CLI ``--trust`` / ``--no-strict``), ``normalization`` its explicit
+    input normalisation (CLI ``--normalization imagenet|unit|MEAN,STD``).
     """
     from rs_transfer.checkpoints import export_final_weights, prepare_resume, remove_training_checkpoints
 
@@ -186,7 +182,9 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
     from rs_transfer.backbones import get_spec
 
     get_spec(backbone)  # validates the name before any heavy work
-    winfo = weights_info(weights, trust=trust)
+    winfo = weights_info(weights, trust=trust, normalization=normalization)
+    if weights and normalization is not None:  # ResNetRS.init_weights passes it to load_weights
+        model_overrides = {**(model_overrides or {}), "weights_normalization": str(normalization)}
     if weights and (trust or not strict):  # ResNetRS.init_weights passes them to load_weights
         model_overrides = {**(model_overrides or {}), **({"weights_trust": True} if trust else {}),
                            **({"weights_strict": False} if not strict else {})}

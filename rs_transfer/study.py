@@ -31,8 +31,9 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                preset: str = "paper", baseline: str | None = None, paper: bool = True,
                model_overrides: dict | None = None, cfg_options: dict | None = None, launcher: str = "none",
                data_roots: dict[str, str] | None = None, log=print, trust: bool = False,
-               strict: bool = True) -> dict[str, Any]:
-    """Run every (weights, task, protocol, seed) cell not done yet, then write the report. Returns study.json."""
+               strict: bool = True, normalization: str | dict[str | None, str] | None = None) -> dict[str, Any]:
+    """Run every (weights, task, protocol, seed) cell not done yet, then write the report. Returns study.json.
+    ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``."""
     from rs_transfer.runner import run_experiment
     from rs_transfer.tasks import TABLE4_TASKS, TaskNotAvailable, get_task
 
@@ -46,6 +47,7 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
     cells: list[dict[str, Any]] = []
     failures = 0
     for w in weights:
+        norm = normalization.get(w) if isinstance(normalization, dict) else normalization
         for task in tasks:
             for protocol in protocols:
                 for seed in range(seeds):
@@ -74,7 +76,8 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                         res = run_experiment(task, backbone, weights=w, preset=preset, protocol=protocol,
                                              work_dir=wd, seed=seed, cfg_options=cfg_options,
                                              model_overrides=model_overrides, launcher=launcher, resume=resume,
-                                             data_root=(data_roots or {}).get(task), trust=trust, strict=strict)
+                                             data_root=(data_roots or {}).get(task), trust=trust, strict=strict,
+                                             normalization=norm)
                         cell.update(state="done", value=res["value"], seconds=round(time.time() - t0, 1))
                     except UserError as err:  # missing data, weights not cached...: the rest of the grid goes on
                         failures += 1

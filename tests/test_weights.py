@@ -288,3 +288,37 @@ def test_download_is_resumable_checksummed_atomic(tmp_path, monkeypatch) -> None
         assert not (sources.weights_home() / bad.filename).exists()  # nothing half-verified left in place
     finally:
         server.shutdown()
+
+
+def test_run_with_explicit_normalisation_round_trips_through_the_export(tmp_path) -> None:
+    """`run --normalization unit` on a checkpoint that declares nothing: the data preprocessor AND the backbone's
+    load use it (the run's normalisation check passes), results.json says it was explicit, and the exported
+    weights.safetensors declares it, so reloading the run's work dir is exact."""
+    from rs_transfer.runner import run_experiment
+
+    tiny = {"layers": [1, 1, 1, 1], "width": 0.25}
+    torch.save({"state_dict": create_model("resnetrs50", **tiny).state_dict()}, tmp_path / "bare.pth")
+    res = run_experiment("cifar100", "resnetrs50", preset="mini", model_overrides=tiny,
+                         weights=str(tmp_path / "bare.pth"), work_dir=tmp_path / "wd", normalization="unit")
+    norm = res["weights"]["normalization"]
+    assert (norm["name"], norm["how"], norm["warning"]) == ("unit-range", "explicit", None)
+    assert res["config"]["model"]["data_preprocessor"]["std"] == [255.0] * 3
+    assert res["final_weights"] == str(tmp_path / "wd" / "weights.safetensors")
+    report = load_weights(create_model("resnetrs50", num_classes=100, **tiny), tmp_path / "wd")
+    assert (report.normalization, report.normalization_how) == (UNIT, "checkpoint-metadata")
+
+
+def test_checkpoints_written_by_a_run_record_the_normalisation() -> None:
+    """NormalizationMetaHook: what the data preprocessor really used goes into every mmengine checkpoint's meta."""
+    from types import SimpleNamespace
+
+    from mmengine.model import ImgDataPreprocessor
+
+    from rs_transfer.weights.runhook import NormalizationMetaHook
+
+    pre = ImgDataPreprocessor(mean=[0.0, 0.0, 0.0], std=[255.0, 255.0, 255.0])
+    runner = SimpleNamespace(model=SimpleNamespace(module=SimpleNamespace(data_preprocessor=pre)))
+    ckpt: dict = {"meta": {"iter": 3}}
+    NormalizationMetaHook().before_save_checkpoint(runner, ckpt)
+    assert ckpt["meta"]["normalization"] == UNIT.to_dict()
+    assert decide_normalization(source="iter_3.pth", metadata=ckpt["meta"]["normalization"]).normalization == UNIT

@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="task name (`rs-transfer list tasks`)")
     p.add_argument("--backbone", required=True, help="registered model (`rs-transfer list models`)")
     p.add_argument("--weights", help="named weight source or checkpoint file (default: random initialisation)")
+    p.add_argument("--normalization", metavar="NORM",
+                   help="input normalisation of --weights: imagenet, unit ([0, 1] inputs, SimCLR), swav, or "
+                        "MEAN,STD / M1,M2,M3,S1,S2,S3 (default: what the named source, the checkpoint's metadata "
+                        "or its layout declares; else ImageNet, with a warning)")
     p.add_argument("--protocol", default="finetune", help="finetune (default), or linear / knn where the task has "
                                                           "them")
     p.add_argument("--preset", default="paper", choices=["paper", "mini"],
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
                          protocol=args.protocol, work_dir=args.work_dir, seed=args.seed, config=args.config,
                          cfg_options=parse_cfg_options(args.cfg_options),
                          model_overrides=parse_cfg_options(args.backbone_options), launcher=args.launcher,
-                         resume=args.resume, data_root=args.data_root, trust=args.trust, strict=args.strict)
+                         resume=args.resume, data_root=args.data_root, trust=args.trust, strict=args.strict,
+                         normalization=args.normalization)
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:

@@ -20,6 +20,9 @@ def _table4_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", required=True, help="registered model, e.g. resnet152")
     p.add_argument("--weights", nargs="+", required=True,
                    help="weight sources (named or files); 'none' = random initialisation. The first is the baseline")
+    p.add_argument("--normalization", nargs="+", metavar="NORM",
+                   help="input normalisation: one value for every --weights (imagenet, unit, swav, MEAN,STD), or "
+                        "SRC=NORM pairs (default: what each source declares; else ImageNet, with a warning)")
     p.add_argument("--tasks", nargs="+", help="default: the five Table 4 tasks")
     p.add_argument("--protocols", nargs="+", default=["finetune"], help="e.g. finetune linear knn")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per cell (mean ± std in the report)")
@@ -66,17 +69,32 @@ def _run_table4(args: argparse.Namespace) -> int:
     from rs_transfer.study import run_table4
 
     weights = [None if w.lower() in ("none", "scratch") else w for w in args.weights]
+    norm = _normalization_arg(args.normalization)
     paper = args.paper if args.paper is not None else args.preset == "paper"
     study = run_table4(backbone=args.backbone, weights=weights, out_dir=args.out, tasks=args.tasks,
                        protocols=args.protocols, seeds=args.seeds, preset=args.preset, baseline=args.baseline,
                        paper=paper, model_overrides=parse_cfg_options(args.backbone_options),
                        cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
-                       trust=args.trust, strict=args.strict)
+                       trust=args.trust, strict=args.strict, normalization=norm)
     from pathlib import Path
 
     print(Path(study["report"]["md"]).read_text())
     print("report: " + ", ".join(study["report"].values()))
     return 1 if study["failures"] else 0
+
+
+def _normalization_arg(values: list[str] | None) -> str | dict[str, str] | None:
+    """``--normalization unit`` (every source) or ``--normalization ./a.pth=unit b=imagenet`` (per source)."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    from rs_transfer.errors import UserError
+
+    pairs = [v.rpartition("=") for v in values]
+    if any(not sep for _, sep, _ in pairs):
+        raise UserError("--normalization takes one value for every --weights, or SRC=NORM pairs, not a mix")
+    return {src: norm for src, _, norm in pairs}
 
 
 def run(args: argparse.Namespace) -> int:
