@@ -153,15 +153,20 @@ main() {
     key="$(env_key)"
     env="$cache/$key"
     mkdir -p "$cache"
-    if command -v flock >/dev/null; then  # two set-ups of the same key wait for each other instead of colliding
+    # Two set-ups of the same key wait for each other instead of colliding (a read-only cache needs no lock).
+    if command -v flock >/dev/null && [ -w "$cache" ]; then
         exec 9>"$cache/.$key.lock"
         flock 9
     fi
-    if [ ! -f "$env/.complete" ] && [ -n "$(legacy_env)" ]; then
-        old="$(legacy_env)"
+    old="$(legacy_env)"
+    if [ ! -f "$env/.complete" ] && [ -n "$old" ]; then
         say "the environment $cache/$old was built for this lock by the previous key scheme: reusing it as $key"
-        rm -rf "$env"
-        ln -sfn "$old" "$env"
+        if [ -w "$cache" ]; then
+            rm -rf "$env"
+            ln -sfn "$old" "$env"
+        else
+            env="$cache/$old"
+        fi
     fi
     if [ ! -f "$env/.complete" ]; then
         say "building environment $env (first time: ~20 min, most of it compiling mmcv ops; minutes when the mmcv"
