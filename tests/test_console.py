@@ -17,7 +17,7 @@ from rs_transfer.console import NOISE, ProgressHook, header_lines, route_logger
 
 from conftest import TINY_CLI
 
-HEAVY = ("torch", "mmengine", "mmcv", "mmdet", "mmseg", "numpy", "timm", "torchvision")
+HEAVY = ("torch", "torchvision", "mmengine", "mmcv", "mmdet", "mmseg", "timm", "matplotlib")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["list", "tasks"], ["run", "--help"], ["study", "table4", "--help"],
