@@ -20,7 +20,7 @@ data_root = "data/kinetics400"   # replaced by the task with --data-root / the d
 recipe = dict(
     epochs=350,            # RS config ~350 epochs; the Table 5 baseline uses 200 (video/recipes.py)
     warmup_epochs=5,
-    base_lr=0.8,           # cosine from 0.8 at batch 1024 (k400_resnet3drs_50_tpu); scaled by auto_scale_lr
+    base_lr=0.8,           # cosine from 0.8 at the global batch 1024 (k400_resnet3drs_50_tpu)
     weight_decay=4e-5,     # RS; vanilla 1e-4. Never on BN/bias (paramwise_cfg below)
     label_smoothing=0.1,
     ema=True,              # EMA of weights and BN statistics, decay 0.9999
@@ -39,7 +39,8 @@ model = dict(
 
 # 32 frames at temporal stride 2, 224 crops for training; 10 clips x 3 crops of 32x256x256 for evaluation.
 train_dataloader = dict(
-    batch_size=8, num_workers=8, persistent_workers=True, pin_memory=True,
+    batch_size=8,  # set by the runner: global_batch_size // (processes x accumulation)
+    num_workers=8, persistent_workers=True, pin_memory=True,
     sampler=dict(type=DefaultSampler, shuffle=True), collate_fn=dict(type=default_collate),
     dataset=dict(type=KineticsDataset, data_root=data_root, split="train", mode="train", num_frames=32,
                  frame_stride=2, crop_size=224, train_short_side=256, scale_jitter=True,
@@ -62,7 +63,11 @@ optim_wrapper = dict(
     optimizer=dict(type=SGD, lr=0.8, momentum=0.9, nesterov=True, weight_decay=4e-5),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
 param_scheduler = []      # linear warm-up + cosine, written from ``recipe`` by the task
-auto_scale_lr = dict(base_batch_size=1024, enable=True)
+# Protocol batch and length (rs_transfer/batching.py): the RS video config's global batch of 1024 clips per step,
+# for ``recipe.epochs`` epochs of the training videos, on any number of GPUs; a device holds 8 clips of 32x224x224,
+# so 8 GPUs accumulate 16 micro-batches per step and 128 GPUs none (1024 = 128 x 8).
+global_batch_size = 1024
+max_per_process_batch = 8
 custom_hooks = []
 
 # Runner switches (rs_transfer/runner.py): bf16 on GPUs (the paper trained in bfloat16 on TPUs; CPU runs stay fp32);

@@ -27,7 +27,12 @@ from rs_transfer.tasks._depth import EigenCropDepthMetric, FPNDepthHead
 
 crop_size = (416, 544)
 max_depth = 10.0
-max_iters = 4000
+# Protocol batch and length (rs_transfer/batching.py), chosen: a global batch of 16 (the 4 GPUs x 4 layout of the
+# other dense columns, mmseg's 4xb4; BTS trains at batch 4 for 50 epochs of its ~24k-frame list, mmseg's VPD NYU
+# config at 4 x 8 = 32 for 25k steps) for 4,000 steps = 64,000 crops = 80.5 epochs of the 795 Eigen training frames.
+global_batch_size = 16
+max_per_process_batch = 4    # 4 crops per GPU; fewer GPUs accumulate gradients
+max_iters = 4000             # optimizer steps at global_batch_size
 norm_cfg = dict(type=BatchNorm2d, requires_grad=True)
 sync_bn = "torch"
 meta_keys = ("img_path", "depth_map_path", "ori_shape", "img_shape", "pad_shape", "scale_factor", "flip",
@@ -62,7 +67,8 @@ test_pipeline = [
     dict(type=PackSegInputs, meta_keys=meta_keys),
 ]
 train_dataloader = dict(
-    batch_size=4, num_workers=4, persistent_workers=True,
+    batch_size=max_per_process_batch,  # set by the runner: global_batch_size // (processes x accumulation)
+    num_workers=4, persistent_workers=True,
     sampler=dict(type=InfiniteSampler, shuffle=True),
     dataset=dict(type=NYUDataset, data_root=data_root,
                  data_prefix=dict(img_path="images/train", depth_map_path="annotations/train"),
@@ -82,4 +88,3 @@ param_scheduler = [dict(type=PolyLR, eta_min=0.0, power=0.9, begin=0, end=max_it
 train_cfg = dict(type=IterBasedTrainLoop, max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type=ValLoop)
 test_cfg = dict(type=TestLoop)
-auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -10,10 +10,13 @@ strides 4..64; RoIAlign 7x7; two shared 1024-d FC layers; 20 classes). Backbone 
 stage 1 frozen (``frozen_stages=1``) and BatchNorm statistics frozen (``norm_eval=True``: 2 images per GPU are too
 few for batch statistics), so SyncBN is not needed here.
 
-Schedule: images resized to fit 1000x600 (aspect kept), horizontal flip; SGD lr 0.01 (batch 16 = 8 GPUs x 2),
-momentum 0.9, weight decay 1e-4. mmdet trains 4 epochs over the data repeated 3 times (= 12 epochs) with a x0.1 step
-after 9; here the same as iterations: 12 x 16,551 / 16 = 12,400 iterations, step at 9,300, plus mmdet's usual
-500-iteration linear warm-up (a safety margin for backbones other than torchvision R50). ``Task.configure``
+Schedule: images resized to fit 1000x600 (aspect kept), horizontal flip; SGD lr 0.01 at a global batch of 16 (mmdet:
+8 GPUs x 2), momentum 0.9, weight
+decay 1e-4. Length: mmdet trains ``max_epochs = 4`` over ``RepeatDataset(times=3)`` = 12 epochs of the 16,551 images
+with a x0.1 step (``milestones=[3]``) after 9; here the same in optimizer steps at the global batch 16 (see the
+numbers below), on any number of GPUs (rs_transfer/batching.py). Deviation: mmdet's VOC config has no warm-up (its
+``param_scheduler`` is the MultiStepLR alone); we keep mmdet's COCO-schedule 500-step linear warm-up (start factor
+0.001, 4% of the steps) as a safety margin for backbones and weights other than torchvision's R50. ``Task.configure``
 (tasks/voc_det.py) sets the data root and shrinks this for ``--preset mini``.
 """
 from mmcv.ops import RoIAlign
@@ -33,8 +36,14 @@ from rs_transfer.tasks._det_metric import VOCAP50Metric
 
 num_classes = 20
 scale = (1000, 600)
-max_iters = 12400
-step_iter = 9300
+# Protocol batch and length (rs_transfer/batching.py). 12 epochs x 16,551 images (VOC07 trainval 5,011 + VOC12
+# trainval 11,540) = 198,612 samples / 16 = 12,413.25 -> 12,414 steps; the step after 9 epochs: 9 x 16,551 / 16 =
+# 9,309.9 -> 9,310. (mmdet itself runs 4 x ceil(ceil(3 x 16,551 / 8 GPUs) / 2) = 4 x 3,104 = 12,416 iterations, the
+# extra 2 being its sampler's padding.)
+global_batch_size = 16
+max_per_process_batch = 2    # mmdet's 2 images per GPU; fewer GPUs accumulate gradients
+max_iters = 12414            # optimizer steps at global_batch_size
+step_iter = 9310
 sync_bn = "torch"
 default_scope = "mmdet"      # mmdet's internals build some defaults by name (e.g. MaxIoUAssigner's BboxOverlaps2D)
 
@@ -99,7 +108,8 @@ _voc_trainval = [
     for year in ("VOC2007", "VOC2012")
 ]
 train_dataloader = dict(
-    batch_size=2, num_workers=2, persistent_workers=True,
+    batch_size=max_per_process_batch,  # set by the runner: global_batch_size // (processes x accumulation)
+    num_workers=2, persistent_workers=True,
     sampler=dict(type=InfiniteSampler, shuffle=True),
     batch_sampler=dict(type=AspectRatioBatchSampler),
     # VOCDataset records its year in metainfo['dataset_type']; Concat would reject the mismatch.
@@ -121,4 +131,3 @@ param_scheduler = [
 train_cfg = dict(type=IterBasedTrainLoop, max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type=ValLoop)
 test_cfg = dict(type=TestLoop)
-auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -31,7 +31,11 @@ from rs_transfer.backbones import ResNetRS
 num_classes = 21
 crop_size = (512, 512)
 scale = (2048, 512)
-max_iters = 40000
+# Protocol batch and length (rs_transfer/batching.py): mmseg ``upernet_r50_4xb4-40k_voc12aug-512x512``, 40,000
+# steps at a global batch of 16 (4 GPUs x 4) = 640,000 crops = 60.5 epochs of the 10,582 trainaug images.
+global_batch_size = 16
+max_per_process_batch = 4    # mmseg's 4 crops per GPU; fewer GPUs accumulate gradients
+max_iters = 40000            # optimizer steps at global_batch_size
 norm_cfg = dict(type=BatchNorm2d, requires_grad=True)
 sync_bn = "torch"
 
@@ -70,7 +74,8 @@ test_pipeline = [
     dict(type=PackSegInputs),
 ]
 train_dataloader = dict(
-    batch_size=4, num_workers=4, persistent_workers=True,
+    batch_size=max_per_process_batch,  # set by the runner: global_batch_size // (processes x accumulation)
+    num_workers=4, persistent_workers=True,
     sampler=dict(type=InfiniteSampler, shuffle=True),
     dataset=dict(type=PascalVOCDataset, data_root=data_root, ann_file="ImageSets/Segmentation/trainaug.txt",
                  data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClassAug"),
@@ -91,4 +96,3 @@ param_scheduler = [dict(type=PolyLR, eta_min=1e-4, power=0.9, begin=0, end=max_i
 train_cfg = dict(type=IterBasedTrainLoop, max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type=ValLoop)
 test_cfg = dict(type=TestLoop)
-auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -4,8 +4,9 @@ mmpretrain is not part of the stack (it pins mmcv < 2.1 at import in the version
 two pieces a classification fine-tune needs from it are written here, small:
 
 - :class:`ImageClassifier`: ``backbone`` (a ResNetRS classifier, ``num_classes`` = the task's) + cross-entropy with
-  label smoothing; optionally resizes the batch to ``resolution`` on the device (CIFAR: 32 -> 224 px upsampling
-  costs nothing on the data-loading CPUs that way).
+  optional label smoothing; optionally resizes the batch to ``resolution`` on the device (a guard: the CIFAR
+  datasets already crop and resize), and sets every BatchNorm's ``momentum`` (``bn_momentum``: the fine-tuning
+  recipe's value, SimCLR B.8).
 - :class:`Accuracy`: top-1/top-5 in percent (Table 4 reports percentages).
 - :func:`linear_probe` / :func:`knn_classify`: the frozen-feature protocols (PROTOCOLS.md, CIFAR-100).
 """
@@ -31,10 +32,14 @@ class ImageClassifier(BaseModel):
     """
 
     def __init__(self, backbone: dict, *, label_smoothing: float = 0.0, resolution: int | None = None,
-                 topk: Sequence[int] = (1, 5), data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None) -> None:
+                 bn_momentum: float | None = None, topk: Sequence[int] = (1, 5),
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
+        if bn_momentum is not None:   # PyTorch convention: running = (1 - m) * running + m * batch statistic
+            for m in self.backbone.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.momentum = float(bn_momentum)
         self.label_smoothing = label_smoothing
         self.resolution = resolution
         self.maxk = max(topk)

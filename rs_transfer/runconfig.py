@@ -1,5 +1,6 @@
 """Building the resolved mmengine config of one run: the task's config file + backbone + weights' normalisation +
-task wiring + ``--cfg-options`` + the generic training wiring (hooks, AMP/EMA switches, LR scaling, distributed).
+task wiring + ``--cfg-options`` + global batch / accumulation / LR / length (:mod:`rs_transfer.batching`) + the
+generic training wiring (hooks, AMP/EMA switches, distributed).
 
 Split from :mod:`rs_transfer.runner` (which re-exports the public names) to keep each module readable. The order
 of the steps is the task contract (``tasks/base.py``).
@@ -10,11 +11,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from rs_transfer.batching import BATCH_KEYS
 from rs_transfer.errors import UserError
 from rs_transfer.tasks import RunContext, Task
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-RUNNER_SWITCHES = ("amp", "ema_momentum", "checkpoint_interval", "log_interval")
+RUNNER_SWITCHES = ("amp", "ema", "ema_momentum", "checkpoint_interval", "log_interval")
 
 
 def config_dir() -> Path:
@@ -67,7 +69,7 @@ def check_cfg_options(cfg: Any, options: dict[str, Any]) -> None:
     """
     from rs_transfer.cfgcheck import check_cfg_options as check
 
-    check(cfg, options, list(RUNNER_SWITCHES))
+    check(cfg, options, list(RUNNER_SWITCHES) + list(BATCH_KEYS))
 
 
 def merge_cfg_options(cfg: Any, options: dict[str, Any]) -> None:
@@ -82,7 +84,10 @@ def _iter_schedulers(cfg: Any) -> list[Any]:
     return [s for s in (scheds if isinstance(scheds, list) else [scheds]) if s.get("by_epoch", True) is False]
 
 
-def _rescale_schedule(cfg: Any, old: int, new: int) -> None:
+def _rescale_schedule(cfg: Any, old: int, new: int, *, checkpoints: bool = True) -> None:
+    """Move every iteration-based scheduler's begin/end, MultiStepLR ``milestones`` and cosine ``T_max`` from a
+    schedule of ``old`` iterations to ``new`` proportionally; with ``checkpoints``, also ``checkpoint_interval``
+    (at least one mid-run checkpoint, at most two: the rule for shortened runs)."""
     def move(v: int) -> int:
         # Boundaries inside the schedule keep >= 2 iterations: mmengine's LinearLR warm-up over ONE iteration never
         # reaches the base LR (it stays at start_factor and the chained cosine decays from there).
@@ -92,7 +97,13 @@ def _rescale_schedule(cfg: Any, old: int, new: int) -> None:
         s["begin"], s["end"] = move(int(s.get("begin", 0))), move(int(s.get("end", old)))
         if "T_max" in s:
             s["T_max"] = s["end"] - s["begin"]
-    if "checkpoint_interval" in cfg:  # at least one mid-run checkpoint, at most two (saving is slow on CPU)
+        if s.get("milestones"):  # counted from the scheduler's begin, which moved proportionally too
+            s["milestones"] = [max(1, round(int(m) * new / old)) for m in s["milestones"]]
+    scheds = cfg.get("param_scheduler")
+    if isinstance(scheds, list):  # a run too short for a phase (a 1-step run has no room for warm-up) drops it
+        cfg.param_scheduler = [s for s in scheds if s.get("by_epoch", True) is not False
+                               or int(s.get("end", new)) > int(s.get("begin", 0))]
+    if checkpoints and "checkpoint_interval" in cfg:  # at least one mid-run checkpoint, at most two (slow on CPU)
         cfg.checkpoint_interval = max(move(int(cfg.checkpoint_interval)), new // 2)
 
 
@@ -138,8 +149,11 @@ def _set_backbone(cfg: Any, backbone: str, model_overrides: dict[str, Any] | Non
     return merged
 
 
-def _apply_generic(cfg: Any, ctx: RunContext, resume: bool) -> dict[str, Any]:
-    """Work dir, seed, launcher, distributed backend, hooks, AMP/EMA switches, LR scaling. Returns facts for results."""
+def _apply_generic(cfg: Any, ctx: RunContext, resume: bool, batch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Work dir, seed, launcher, distributed backend, hooks, AMP/EMA switches. ``batch``: the facts of
+    :func:`rs_transfer.batching.apply_batch` (EMA momentum follows global batch and accumulation). Returns facts."""
+    from rs_transfer.batching import ema_momentum
+    from rs_transfer.normcheck import NormalizationCheckHook
     import torch
     from mmengine.hooks import EMAHook, IterTimerHook, LoggerHook, ParamSchedulerHook
     from mmengine.hooks import DistSamplerSeedHook
@@ -171,10 +185,18 @@ def _apply_generic(cfg: Any, ctx: RunContext, resume: bool) -> dict[str, Any]:
         cfg.optim_wrapper.dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(amp, amp)
     facts["amp"] = amp if (amp and cuda) else None
     hooks = list(cfg.get("custom_hooks") or [])
-    if switches.get("ema_momentum"):
-        hooks.append(dict(type=lazy(EMAHook), momentum=float(switches["ema_momentum"]), update_buffers=True))
-    facts["ema_momentum"] = switches.get("ema_momentum")
-    hooks += [dict(type="RunStatsHook"), dict(type="RngStateHook")]
+    batch = batch or {}
+    ema = ema_momentum(switches.get("ema"), switches.get("ema_momentum"), int(batch.get("global_batch_size", 1)),
+                       int(batch.get("accumulation", 1)))
+    if ema is not None:
+        hooks.append(dict(type=lazy(EMAHook), momentum=ema["momentum_per_iteration"], update_buffers=True))
+    facts["ema"] = ema
+    facts["ema_momentum"] = ema["momentum_per_step"] if ema else None
+    # Before the first step, after the weights load: the data preprocessor's mean/std = the weights' (issue 8 §4).
+    hooks += [dict(type=lazy(NormalizationCheckHook)), dict(type="RunStatsHook"), dict(type="RngStateHook")]
+    from rs_transfer.weights.runhook import NormalizationMetaHook  # checkpoints record their normalisation
+
+    hooks.append(dict(type=lazy(NormalizationMetaHook)))
     from rs_transfer.weights.runhook import NormalizationMetaHook  # checkpoints record their normalisation
 
     hooks.append(dict(type=lazy(NormalizationMetaHook)))
@@ -196,25 +218,13 @@ def _apply_generic(cfg: Any, ctx: RunContext, resume: bool) -> dict[str, Any]:
     return facts
 
 
-def _batch_facts(cfg: Any, world_size: int) -> dict[str, Any]:
-    """Effective batch and LR scale; rewrites ``auto_scale_lr.base_batch_size`` for gradient accumulation."""
-    accum = int(cfg.optim_wrapper.get("accumulative_counts", 1))
-    bs = int(cfg.train_dataloader.batch_size)
-    facts = dict(batch_size_per_process=bs, accumulative_counts=accum, effective_batch_size=bs * accum * world_size,
-                 lr_scale=1.0)
-    scale = cfg.get("auto_scale_lr")
-    if scale and scale.get("enable"):
-        base = float(scale["base_batch_size"])
-        # mmengine scales by (processes x batch) / base; dividing base by accum makes it (processes x batch x accum)
-        cfg.auto_scale_lr = dict(enable=True, base_batch_size=base / accum)
-        facts["lr_scale"] = bs * accum * world_size / base
-    return facts
-
-
 def build_config(task: Task, ctx: RunContext, *, config: str | None = None, cfg_options: dict | None = None,
                  model_overrides: dict | None = None, resume: bool = False) -> tuple[Any, Path, dict[str, Any]]:
     """The fully resolved mmengine Config for one run (what results.json records), plus facts for results."""
+    from rs_transfer.batching import apply_batch
+
     cfg, path = load_config(task, ctx.protocol, config)
+    reference_batch = cfg.get("global_batch_size")   # the batch the file's LR and length were written for
     if cfg_options:
         check_cfg_options(cfg, cfg_options)
         merge_cfg_options(cfg, cfg_options)
@@ -222,12 +232,16 @@ def build_config(task: Task, ctx: RunContext, *, config: str | None = None, cfg_
     if isinstance(cfg.model.get("data_preprocessor"), dict):
         cfg.model.data_preprocessor.mean = list(ctx.normalization["mean"])
         cfg.model.data_preprocessor.std = list(ctx.normalization["std"])
+    before = cfg.get("global_batch_size")
     task.configure(cfg, ctx)
+    if cfg.get("global_batch_size") != before:   # the task (a mini preset) chose its own batch and LR
+        reference_batch = cfg.get("global_batch_size")
     if cfg_options:  # the user has the last word, also over the task's mini shrinking
         merge_cfg_options(cfg, cfg_options)
         _fit_schedule(cfg)
     facts: dict[str, Any] = {}
     if "train_cfg" in cfg:  # generic training wiring last: it reads the switches the task may have changed
-        facts = _apply_generic(cfg, ctx, resume)
-        facts.update(_batch_facts(cfg, ctx.world_size))
+        batch = apply_batch(cfg, ctx.world_size, reference_batch, cfg_options)
+        facts = _apply_generic(cfg, ctx, resume, batch)
+        facts.update(batch)
     return cfg, path, facts

@@ -8,12 +8,17 @@ mmengine objects):
 
 - ``amp = "bf16" | "fp16" | None``: mixed precision through ``AmpOptimWrapper``, only when CUDA is available
   (recorded in results.json as ``amp``; CPU runs are fp32).
-- ``ema_momentum = float | None``: ``EMAHook`` (momentum 1e-4 per step = decay 0.9999, the RS recipe), with BN
-  statistics averaged too (``update_buffers=True``; PROTOCOLS.md "EMA of weights ... also of BN statistics").
-- ``checkpoint_interval`` (iterations, default: every validation) and ``log_interval`` (default 50).
-- ``auto_scale_lr = dict(enable=True, base_batch_size=B)``: LR x (processes x batch x accumulation) / B, so results do
-  not depend on GPU count; mmengine counts processes x batch only, so ``base_batch_size`` is divided by
-  ``optim_wrapper.accumulative_counts`` there.
+- ``ema = dict(decay=0.9999, reference_batch=4096) | None``: ``EMAHook`` with BN statistics averaged too
+  (``update_buffers=True``; PROTOCOLS.md "EMA of weights ... also of BN statistics"); ``decay`` is per optimizer
+  step at ``reference_batch``, converted to the run's global batch and accumulation (rs_transfer/batching.py).
+  The legacy ``ema_momentum = float`` (mmengine momentum per optimizer step) still works.
+- ``checkpoint_interval`` (optimizer steps, default: every validation) and ``log_interval`` (default 50).
+- ``global_batch_size``, ``max_per_process_batch``, ``accumulation``: the protocol's batch, independent of the
+  number of processes (rs_transfer/batching.py): per-process batch, gradient accumulation, LR and iteration counts
+  are derived from them; ``auto_scale_lr`` is ignored when ``global_batch_size`` is declared.
+
+The input normalisation of the data preprocessor and of the loaded weights (mean and std) is checked after the
+weights load, before the first step (rs_transfer/normcheck.py).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from rs_transfer.errors import UserError
 from rs_transfer.results import RESULTS_NAME, config_hash, git_revision, to_jsonable, write_json_atomic
 from rs_transfer.runconfig import (  # noqa: F401  (re-exported: tasks and tests import them from here)
     RUNNER_SWITCHES, build_config, config_dir, lazy, parse_cfg_options, set_iterations)
+from rs_transfer.normcheck import check_normalization  # noqa: F401  (re-exported: tasks call it before features)
 from rs_transfer.tasks import PRESETS, RunContext, Task, get_task
 
 LAUNCHERS = ("none", "pytorch", "slurm")
@@ -107,21 +113,29 @@ def _device() -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-def check_normalization(model: Any, expected: dict[str, Any]) -> None:
-    """The preprocessor's mean/std were chosen before the model existed; ``load_weights`` sets the authoritative
-    ``input_normalization`` on the backbone when it loads. They must agree, or every number would be off."""
-    for m in model.modules():
-        norm = getattr(m, "input_normalization", None)
-        if norm is not None and [round(float(v), 4) for v in norm.mean] != [round(float(v), 4)
-                                                                          for v in expected["mean"]]:
-            raise RuntimeError(f"input normalisation mismatch: data preprocessor uses {expected['name']} "
-                               f"{expected['mean']}, the loaded weights declare {norm.name} {list(norm.mean)}")
+def _used(runner: Any, cfg: Any) -> dict[str, Any]:
+    """Facts read back from the built runner: the optimizer's base LR (after any scaling) and, for epoch-based
+    loops, the samples consumed (epochs x the sampler's per-process length x processes, padding included)."""
+    out: dict[str, Any] = {}
+    try:
+        out["lr"] = float(runner.optim_wrapper.optimizer.defaults["lr"])
+    except (AttributeError, KeyError, TypeError):
+        pass
+    if "max_epochs" in cfg.train_cfg and "max_iters" not in cfg.train_cfg:
+        try:
+            per_epoch = len(runner.train_dataloader.sampler) * runner.world_size
+            out["train_samples"] = int(cfg.train_cfg.max_epochs) * per_epoch
+            out["optimizer_steps"] = -(-runner.train_loop.max_iters // int(cfg.optim_wrapper.get(
+                "accumulative_counts", 1)))
+        except (AttributeError, TypeError):
+            pass
+    return out
 
 
-def _train(cfg: Any, normalization: dict[str, Any],
-           header: list[str] | None = None) -> tuple[dict[str, float], float | None, int]:
-    """Train + evaluate. The console shows ``header``, a progress bar and warnings; mmengine's full log goes to the
-    work dir (rs_transfer/console.py; ``--verbose`` shows it)."""
+def _train(cfg: Any, header: list[str] | None = None) -> tuple[dict[str, float], float | None, int, dict[str, Any]]:
+    """Train + evaluate; metrics, throughput, rank, and what the built runner actually used (LR, samples).
+    The console shows ``header``, a progress bar and warnings; mmengine's full log goes to the work dir
+    (rs_transfer/console.py; ``--verbose`` shows it)."""
     import torch
 
     from rs_transfer.checkpoints import preemption_guard
@@ -137,9 +151,8 @@ def _train(cfg: Any, normalization: dict[str, Any],
     stats = next(h for h in runner.hooks if isinstance(h, RunStatsHook))
     if not stats.metrics and cfg.get("resume") and runner.iter >= runner.max_iters and runner.val_loop is not None:
         runner.val_loop.run()  # resumed from the final checkpoint (killed during the last validation): evaluate it
-    check_normalization(runner.model, normalization)
     thr = stats.throughput(int(cfg.train_dataloader.batch_size), runner.world_size)
-    return stats.metrics, thr, runner.rank
+    return stats.metrics, thr, runner.rank, _used(runner, cfg)
 
 
 def _portable(resolved: dict[str, Any], ctx: RunContext) -> Any:
@@ -218,7 +231,8 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
         print_header(header_lines(ctx, facts) + start_log(work_dir))
         metrics = the_task.run_protocol(cfg, ctx)
     else:
-        metrics, throughput, rank = _train(cfg, ctx.normalization, header_lines(ctx, facts))
+        metrics, throughput, rank, used = _train(cfg, header_lines(ctx, facts))
+        facts.update(used)
         trained = True
     if the_task.metric not in metrics:
         if not metrics:

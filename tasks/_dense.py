@@ -49,7 +49,11 @@ def set_data_root(cfg: Any, root: Path) -> None:
 
 
 def small_loaders(cfg: Any, train_batch: int, val_batch: int = 1) -> None:
-    """In-process loading (2 shared CPU cores: worker processes only cost start-up time)."""
+    """In-process loading (2 shared CPU cores: worker processes only cost start-up time). ``train_batch`` is the
+    mini preset's GLOBAL batch (the runner splits it over the processes, without accumulation; the mini LR the
+    task sets goes with it: rs_transfer/batching.py)."""
+    cfg.global_batch_size = train_batch
+    cfg.max_per_process_batch = None
     for key, batch in (("train_dataloader", train_batch), ("val_dataloader", val_batch),
                        ("test_dataloader", val_batch)):
         if cfg.get(key) is None:

@@ -25,7 +25,8 @@ NUM_CLASSES = 100
 SPLIT_SIZES = {"train": 50000, "test": 10000}
 LAYOUT = ("cifar-100-python/{train,test,meta}: pickles with data (N x 3072 uint8), fine_labels, coarse_labels, "
           "filenames; meta with fine_label_names (100)")
-SOURCE = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (unpack; point --data-root at cifar-100-python)"
+SOURCE = ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (unpack; point --data-root at cifar-100-python "
+          "or at its parent, torchvision's CIFAR100 root)")
 # Mini set: 10 of the 100 classes (chance 10%), 32 train + 10 test images per class.
 MINI_CLASSES, MINI_TRAIN, MINI_TEST = 10, 32, 10
 
@@ -41,34 +42,87 @@ def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return data, np.asarray(_get(entry, "fine_labels"), dtype=np.int64)
 
 
+def resolve_root(root: Path | str) -> Path:
+    """The ``cifar-100-python`` folder itself, or torchvision's root, its parent (``CIFAR100(root=R, download=True)``
+    unpacks the archive into ``R/cifar-100-python``): both are accepted wherever a CIFAR data root is."""
+    root = Path(root)
+    if not (root / "train").is_file() and (root / "cifar-100-python").is_dir():
+        return root / "cifar-100-python"
+    return root
+
+
+def inception_crop(height: int, width: int, area: tuple[float, float] = (0.08, 1.0),
+                   aspect: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 100) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random crop with ``area`` of the image's area and aspect ratio (w/h) log-uniform in
+    ``aspect`` -- TF's ``sample_distorted_bounding_box`` as SimCLR's ``crop_and_resize`` calls it (area 0.08-1,
+    aspect 3/4-4/3, 100 attempts, else the whole image); torchvision's ``RandomResizedCrop`` has the same ranges.
+    Drawn from numpy's global RNG (see :class:`Cifar100Dataset`)."""
+    for _ in range(attempts):
+        target = height * width * np.random.uniform(*area)
+        ratio = float(np.exp(np.random.uniform(np.log(aspect[0]), np.log(aspect[1]))))
+        w, h = int(round(np.sqrt(target * ratio))), int(round(np.sqrt(target / ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(np.random.randint(0, height - h + 1)), int(np.random.randint(0, width - w + 1)), h, w
+    return 0, 0, height, width
+
+
+def center_crop(height: int, width: int, fraction: float) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of the central ``fraction`` of each side (SimCLR's eval ``center_crop``, 0.875 = the 224
+    centre of an image resized to 256)."""
+    h, w = max(1, int(round(height * fraction))), max(1, int(round(width * fraction)))
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def crop_resize(img: np.ndarray, box: tuple[int, int, int, int], size: int | None) -> torch.Tensor:
+    """Crop ``box`` of a CHW uint8 image and resize it to ``size`` x ``size`` (bicubic, as SimCLR's data_util;
+    anti-aliased when shrinking), back to uint8 (0-255, rounded)."""
+    import torch.nn.functional as F
+
+    top, left, h, w = box
+    crop = torch.from_numpy(np.ascontiguousarray(img[:, top:top + h, left:left + w]))
+    if size is None or (h, w) == (size, size):
+        return crop
+    out = F.interpolate(crop[None].float(), size=(size, size), mode="bicubic", align_corners=False,
+                        antialias=size < max(h, w))[0]
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
 class Cifar100Dataset(Dataset):
     """One split; items are ``{"inputs": uint8 CHW tensor, "data_samples": label}``.
 
-    ``augment``: the standard CIFAR augmentation at native resolution (4-pixel zero padding, random 32x32 crop,
-    horizontal flip), drawn from numpy's global RNG (mmengine seeds it per worker), so that mmengine's data-loader
-    replay on resume reproduces it.
+    ``augment`` (training): SimCLR B.8 / Kornblith et al.'s fine-tuning augmentation, "random crops with resize and
+    flips": an inception crop (:func:`inception_crop`) of the 32 px image resized to ``size`` (224 for the paper
+    protocol: the crop is taken at native resolution and upsampled once), then a horizontal flip with p = 0.5.
+    Without ``augment`` (evaluation): the central ``eval_crop`` of each side resized to ``size`` (SimCLR: 0.875;
+    1.0 = the whole image). ``size=None`` keeps 32 px (the frozen-feature protocols resize on the device).
+    Random numbers come from numpy's global RNG (mmengine seeds it per worker), which the model never draws from,
+    so mmengine's data-loader replay on resume reproduces them.
     """
 
-    def __init__(self, data_root: str, split: str = "train", augment: bool = False, pad: int = 4) -> None:
-        self.images, self.labels = read_split(Path(data_root), split)
-        self.augment, self.pad = augment, pad
+    def __init__(self, data_root: str, split: str = "train", augment: bool = False, size: int | None = None,
+                 eval_crop: float = 1.0, crop_area: tuple[float, float] = (0.08, 1.0),
+                 crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)) -> None:
+        self.images, self.labels = read_split(resolve_root(data_root), split)
+        self.augment, self.size, self.eval_crop = augment, size, float(eval_crop)
+        self.crop_area, self.crop_aspect = tuple(crop_area), tuple(crop_aspect)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         img = self.images[i]
+        _, h, w = img.shape
         if self.augment:
-            p = self.pad
-            padded = np.pad(img, ((0, 0), (p, p), (p, p)))
-            y, x = np.random.randint(0, 2 * p + 1, size=2)
-            img = padded[:, y:y + 32, x:x + 32]
+            out = crop_resize(img, inception_crop(h, w, self.crop_area, self.crop_aspect), self.size)
             if np.random.rand() < 0.5:
-                img = img[:, :, ::-1]
-        return {"inputs": torch.from_numpy(np.ascontiguousarray(img)), "data_samples": int(self.labels[i])}
+                out = out.flip(-1)
+        else:
+            out = crop_resize(img, center_crop(h, w, self.eval_crop), self.size)
+        return {"inputs": out.contiguous(), "data_samples": int(self.labels[i])}
 
 
 def check_data(root: Path) -> DataReport:
+    root = resolve_root(root)
     report = DataReport("cifar100", Path(root), LAYOUT, SOURCE)
     if not Path(root).is_dir():
         report.problems.append(f"folder {root} does not exist")
@@ -131,32 +185,48 @@ def _dataloaders(cfg: Any) -> list[Any]:
             if k in cfg and cfg[k] is not None]
 
 
+def simclr_bn_momentum(train_size: int, global_batch: int) -> float:
+    """SimCLR B.8 / Kornblith et al.: BN statistics decay max(1 - 10/s, 0.9) with s steps per epoch (TF convention,
+    running = decay x running + (1 - decay) x batch), i.e. a horizon of a tenth of an epoch; as PyTorch's momentum
+    (1 - decay): min(10 / s, 0.1). CIFAR-100 at 256: s = 50,000 / 256 = 195.3 -> 0.0512 (PyTorch's default: 0.1)."""
+    return min(10.0 * global_batch / train_size, 0.1)
+
+
 def configure(cfg: Any, ctx: RunContext) -> None:
-    """Point every dataset at ``ctx.data_root``; for the mini preset, 32 px (no upsampling), small batches, no
-    worker processes, a few dozen iterations."""
+    """Point every dataset at ``ctx.data_root`` (or torchvision's root above it); the BN momentum for the run's
+    global batch; for the mini preset, 16 px, a global batch of 16, no worker processes, a few dozen steps."""
     from rs_transfer.runner import set_iterations
 
     for loader in _dataloaders(cfg):
         if "dataset" in loader:
             loader.dataset.data_root = str(ctx.data_root)
-    if not ctx.mini:
+    if ctx.mini:
+        # 16 px (the crops are resized to it, as the paper preset resizes them to 224): a quarter of the 32 px
+        # compute; the mini classes differ by colour and stripes, which survive it.
+        cfg.resolution = 16
+        for loader in _dataloaders(cfg):
+            loader.num_workers = 0
+            loader.persistent_workers = False
+            if "size" in loader.get("dataset", {}):
+                loader.dataset.size = 16
+            if loader is not cfg.get("train_dataloader"):
+                loader.batch_size = min(int(loader.batch_size), 64)
+        if "probe" in cfg:
+            cfg.probe.l2_grid = [1e-1, 1e-2, 1e-3, 1e-4]
+            cfg.probe.max_iter = 300
+            cfg.probe.knn_k = 5
+    if "train_cfg" not in cfg:
         return
-    # 16 px (the batch is downsampled on the device, like the 224 px upsampling of the paper preset): a quarter of
-    # the 32 px compute; the mini classes differ by colour and stripes, which survive it.
-    cfg.model.resolution = 16
-    cfg.resolution = 16
-    for loader in _dataloaders(cfg):
-        loader.num_workers = 0
-        loader.persistent_workers = False
-        loader.batch_size = min(int(loader.batch_size), 16 if loader is cfg.get("train_dataloader") else 64)
-    if "train_cfg" in cfg:
-        # 320 mini images / 16 per batch = 20 iterations per epoch; 30 iterations = 1.5 epochs.
+    if ctx.mini:
+        # A global batch of 16 (the runner splits it over the processes) and its LR by the linear rule from the
+        # paper's 0.05 at 256; 320 mini images / 16 = 20 steps per epoch, 30 steps = 1.5 epochs.
+        cfg.global_batch_size = 16
+        cfg.optim_wrapper.optimizer.lr = 0.05 * 16 / 256
         set_iterations(cfg, 30)
         cfg.log_interval = 10
-    if "probe" in cfg:
-        cfg.probe.l2_grid = [1e-1, 1e-2, 1e-3, 1e-4]
-        cfg.probe.max_iter = 300
-        cfg.probe.knn_k = 5
+    if cfg.model.get("bn_momentum") is not None and cfg.get("global_batch_size"):
+        n_train = MINI_CLASSES * MINI_TRAIN if ctx.mini else SPLIT_SIZES["train"]
+        cfg.model.bn_momentum = simclr_bn_momentum(n_train, int(cfg.global_batch_size))
 
 
 def run_protocol(cfg: Any, ctx: RunContext) -> dict[str, float]:

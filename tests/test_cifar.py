@@ -49,7 +49,8 @@ def test_mini_finetune_through_cli_learns(tmp_path: Path, capsys: pytest.Capture
     assert res["preset"] == "mini" and "MINI" in res["note"]
     assert res["metric"] == "top1" and res["value"] == res["metrics"]["top1"]
     assert res["value"] > 40.0, res["metrics"]
-    assert res["backbone_kwargs"]["depth"] == 50 and res["config"]["model"]["resolution"] == 16
+    assert res["backbone_kwargs"]["depth"] == 50 and res["config"]["train_dataloader"]["dataset"]["size"] == 16
+    assert res["global_batch_size"] == 16 and res["train_samples"] == 16 * 30
     assert len(res["config_hash"]) == 64 and res["world_size"] == 1 and res["throughput_samples_per_s"] > 0
     assert res["config"]["train_cfg"]["max_iters"] == 30
     assert list(wd.rglob("events.out.tfevents*")), "TensorBoard logs missing"

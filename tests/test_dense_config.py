@@ -17,7 +17,7 @@ from rs_transfer.tasks import RunContext, get_task
 
 UNIT = {"name": "unit-range", "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
 PAPER = {  # task -> (max_iters, a protocol fact from the config docstring)
-    "voc-det": (12400, lambda c: c.train_dataloader.dataset.datasets[0].pipeline[2]["scale"] == (1000, 600)),
+    "voc-det": (12414, lambda c: c.train_dataloader.dataset.datasets[0].pipeline[2]["scale"] == (1000, 600)),
     "voc-seg": (40000, lambda c: c.crop_size == (512, 512) and c.model.decode_head.num_classes == 21),
     "ade20k": (160000, lambda c: c.crop_size == (512, 512) and c.model.decode_head.num_classes == 150),
     "nyu-depth": (4000, lambda c: c.crop_size == (416, 544) and c.val_evaluator.max_depth_eval == 10.0),
@@ -65,9 +65,11 @@ def test_backbone_options_and_normalisation_reach_the_model(name: str, tmp_path:
 def test_paper_preset_keeps_the_protocol(name: str, tmp_path: Path) -> None:
     cfg = _config(name, tmp_path, "paper")
     iters, fact = PAPER[name]
-    assert cfg.train_cfg.max_iters == iters and cfg.train_cfg.val_interval == iters
+    accum = cfg.optim_wrapper.accumulative_counts   # 1 process: the global batch 16 by gradient accumulation
+    assert cfg.train_cfg.max_iters == iters * accum and cfg.train_cfg.val_interval == iters * accum
     assert fact(cfg)
-    assert cfg.train_dataloader.batch_size in (2, 4) and cfg.auto_scale_lr.base_batch_size == 16
+    assert cfg.train_dataloader.batch_size in (2, 4) and cfg.global_batch_size == 16
+    assert cfg.train_dataloader.batch_size * accum == 16 and "auto_scale_lr" not in cfg
     for key in ("train_dataloader", "val_dataloader"):
         ds = cfg[key].dataset
         roots = [d.data_root for d in ds.datasets] if "datasets" in ds else [ds.data_root]

@@ -55,8 +55,9 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
-def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
-    """torchrun, 2 processes, gloo: same global batch semantics (LR scaled x2 vs. 1 process)."""
+def test_one_and_two_processes_run_the_same_protocol(tmp_path: Path) -> None:
+    """Issue 8 §2: 1 process and 2 gloo processes (torchrun) record the same global batch, samples and LR."""
+    one = run_experiment("cifar100", "resnetrs50", preset="mini", model_overrides=TINY, work_dir=tmp_path / "one")
     wd = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
@@ -64,24 +65,82 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
            "--backbone-options", "layers=[1,1,1,1]", "width=0.25", "--launcher", "pytorch", "--work-dir", str(wd)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((wd / "results.json").read_text())
-    assert res["world_size"] == 2 and res["launcher"] == "pytorch"
-    assert res["effective_batch_size"] == 2 * res["batch_size_per_process"]
-    assert res["lr_scale"] == pytest.approx(2 * res["batch_size_per_process"] / 256)
-    assert res["config"]["env_cfg"]["dist_cfg"]["backend"] == "gloo"
-    assert res["value"] > 10.0  # above chance (10%) after 30 iterations at a global batch of 32
+    two = json.loads((wd / "results.json").read_text())
+    assert (one["world_size"], two["world_size"], two["launcher"]) == (1, 2, "pytorch")
+    for key in ("global_batch_size", "train_samples", "lr", "optimizer_steps", "accumulation"):
+        assert one[key] == two[key], key
+    assert one["global_batch_size"] == 16 and one["train_samples"] == 16 * 30
+    assert (one["per_process_batch_size"], two["per_process_batch_size"]) == (16, 8)
+    assert two["config"]["train_dataloader"]["batch_size"] == 8 and two["lr"] == pytest.approx(0.05 * 16 / 256)
+    assert two["config"]["env_cfg"]["dist_cfg"]["backend"] == "gloo"
+    assert two["value"] > 10.0  # above chance (10%) after 30 steps at a global batch of 16
 
 
-def test_lr_scaling_counts_accumulation() -> None:
-    from rs_transfer.runconfig import _batch_facts
+def test_global_batch_accumulation_and_schedule() -> None:
+    """Per-process batch, accumulation and every iteration count follow global batch and world size."""
     from mmengine.config import Config
 
-    cfg = Config(dict(optim_wrapper=dict(accumulative_counts=4), train_dataloader=dict(batch_size=16),
-                      auto_scale_lr=dict(enable=True, base_batch_size=256)))
-    facts = _batch_facts(cfg, world_size=2)
-    # 2 processes x 16 x 4 accumulation = 128 = half of 256; mmengine will compute 2*16 / (256/4) = 0.5 too.
-    assert facts["effective_batch_size"] == 128 and facts["lr_scale"] == 0.5
-    assert cfg.auto_scale_lr.base_batch_size == 64
+    from rs_transfer.batching import apply_batch, derive_accumulation
+
+    def cfg(**top):
+        return Config({**dict(
+            global_batch_size=256, max_per_process_batch=32, train_dataloader=dict(batch_size=32),
+            optim_wrapper=dict(optimizer=dict(lr=0.1)), checkpoint_interval=100,
+            train_cfg=dict(max_iters=1000, val_interval=500),
+            param_scheduler=[dict(type="LinearLR", by_epoch=False, begin=0, end=50),
+                             dict(type="MultiStepLR", by_epoch=False, begin=0, end=1000, milestones=[750, 900])]),
+            **top})
+
+    assert [derive_accumulation(256, w, 32, None) for w in (1, 2, 4, 8, 16)] == [8, 4, 2, 1, 1]
+    assert derive_accumulation(12, 1, 5, None) == 3          # the smallest divisor whose batch fits
+    with pytest.raises(UserError, match="not divisible by 3 processes"):
+        derive_accumulation(256, 3, 32, None)
+    with pytest.raises(UserError, match="accumulation 3"):
+        derive_accumulation(256, 2, None, 3)
+    c = cfg()
+    facts = apply_batch(c, world_size=2, reference_batch=256)
+    assert (c.train_dataloader.batch_size, c.optim_wrapper.accumulative_counts) == (32, 4)
+    assert (c.train_cfg.max_iters, c.train_cfg.val_interval, c.checkpoint_interval) == (4000, 2000, 400)
+    warm, step = c.param_scheduler
+    assert (warm.end, step.end, step.milestones) == (200, 4000, [3000, 3600])   # milestones move too
+    assert facts["train_samples"] == 256 * 1000 and facts["optimizer_steps"] == 1000 and facts["lr"] == 0.1
+    # A user who doubles the global batch: linear LR scaling, same number of samples (half the steps).
+    c = cfg(global_batch_size=512)
+    facts = apply_batch(c, world_size=1, reference_batch=256)
+    assert facts["lr"] == pytest.approx(0.2) and facts["lr_scale"] == 2.0 and facts["optimizer_steps"] == 500
+    assert facts["train_samples"] == 256 * 1000 and c.param_scheduler[1].milestones == [375 * 16, 450 * 16]
+    # ... unless they set the LR or the length themselves.
+    c = cfg(global_batch_size=512)
+    facts = apply_batch(c, 1, 256, {"optim_wrapper.optimizer.lr": 0.1, "train_cfg.max_iters": 1000})
+    assert facts["lr"] == 0.1 and facts["optimizer_steps"] == 1000
+
+
+def test_set_iterations_moves_multistep_milestones() -> None:
+    from mmengine.config import Config
+
+    from rs_transfer.runconfig import set_iterations
+
+    c = Config(dict(train_cfg=dict(max_iters=12416), param_scheduler=[
+        dict(type="LinearLR", by_epoch=False, begin=0, end=500),
+        dict(type="MultiStepLR", by_epoch=False, begin=0, end=12416, milestones=[9312])]))
+    set_iterations(c, 80)
+    assert c.param_scheduler[1].milestones == [60] and c.param_scheduler[1].end == 80
+
+
+def test_ema_decay_follows_global_batch_and_accumulation() -> None:
+    from rs_transfer.batching import ema_momentum
+
+    rs = ema_momentum(dict(decay=0.9999, reference_batch=4096), None, 4096, 1)
+    assert rs["momentum_per_iteration"] == pytest.approx(1e-4)
+    k400 = ema_momentum(dict(decay=0.9999, reference_batch=1024), None, 256, 4)
+    per_step = 1 - 0.9999 ** (256 / 1024)
+    assert k400["momentum_per_step"] == pytest.approx(per_step)
+    # 4 micro-iteration updates of the same weights = one update per step
+    assert 1 - (1 - k400["momentum_per_iteration"]) ** 4 == pytest.approx(per_step)
+    assert ema_momentum(None, 0.01, 16, 1)["momentum_per_iteration"] == pytest.approx(0.01)
+    assert ema_momentum(None, None, 16, 1) is None
+    with pytest.raises(UserError, match="not both"):
+        ema_momentum(dict(decay=0.9999), 0.01, 16, 1)
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
@@ -125,12 +184,14 @@ def test_paper_preset_config_resolves_the_protocol(tmp_path: Path) -> None:
     task = get_task("cifar100")
     ctx = RunContext(task="cifar100", backbone="resnetrs152", backbone_kwargs={}, weights=None,
                      normalization={"name": "unit-range", "mean": [0, 0, 0], "std": [255, 255, 255]},
-                     preset="paper", protocol="finetune", data_root=tmp_path, work_dir=tmp_path / "wd", seed=5)
+                     preset="paper", protocol="finetune", data_root=tmp_path, work_dir=tmp_path / "wd", seed=5,
+                     world_size=8)   # the reference layout: 8 processes x 32, no accumulation
     cfg, _, facts = build_config(task, ctx, cfg_options={"ema_momentum": 1e-4}, model_overrides={"se_ratio": 0})
     bb = cfg.model.backbone
     assert (bb.depth, bb.se_ratio, bb.num_classes, bb.drop_rate) == (152, 0, 100, 0.25)
     assert cfg.model.data_preprocessor.mean == [0, 0, 0] and cfg.model.data_preprocessor.std == [255] * 3
-    assert cfg.model.resolution == 224 and cfg.train_cfg.max_iters == 20000
+    assert cfg.train_dataloader.dataset.size == 224 and cfg.val_dataloader.dataset.eval_crop == 0.875
+    assert cfg.model.bn_momentum == pytest.approx(10 * 256 / 50000) and cfg.train_cfg.max_iters == 20000
     warm, cos = cfg.param_scheduler
     assert (warm.end, cos.begin, cos.end, cos.T_max) == (500, 500, 20000, 19500)
     assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0 and cfg.optim_wrapper.optimizer.nesterov
@@ -140,7 +201,15 @@ def test_paper_preset_config_resolves_the_protocol(tmp_path: Path) -> None:
     assert "TensorboardVisBackend" in str(cfg.visualizer)
     if not torch.cuda.is_available():  # AMP only where it exists
         assert cfg.optim_wrapper.type is OptimWrapper and facts["amp"] is None
-    assert facts["lr_scale"] == 32 / 256 and facts["effective_batch_size"] == 32
+    assert (facts["global_batch_size"], facts["per_process_batch_size"], facts["accumulation"]) == (256, 32, 1)
+    assert facts["lr"] == 0.05 and facts["train_samples"] == 20000 * 256 and "auto_scale_lr" not in cfg
+    # One process: same protocol through 8x gradient accumulation, every iteration count in micro-iterations.
+    ctx.world_size = 1
+    cfg, _, facts = build_config(task, ctx)
+    assert (cfg.train_dataloader.batch_size, cfg.optim_wrapper.accumulative_counts) == (32, 8)
+    assert cfg.train_cfg.max_iters == 8 * 20000 and cfg.param_scheduler[0].end == 8 * 500
+    assert cfg.default_hooks.checkpoint.interval == 8 * 2000
+    assert facts["lr"] == 0.05 and facts["train_samples"] == 20000 * 256
 
 
 def test_ema_run_keeps_averaged_weights(tmp_path: Path) -> None:
@@ -150,6 +219,16 @@ def test_ema_run_keeps_averaged_weights(tmp_path: Path) -> None:
                        cfg_options={"ema_momentum": 0.01, "custom_hooks": [dict(type="InterruptAt", at=16)]})
     ckpt = torch.load(tmp_path / "iter_15.pth", map_location="cpu", weights_only=False)
     assert "ema_state_dict" in ckpt and "EMAHook" in ckpt["meta"]["cfg"]
+
+
+def test_ema_run_uses_the_converted_decay(tmp_path: Path) -> None:
+    """``ema = dict(decay, reference_batch)``: mmengine's EMAHook runs with momentum 1 - decay ** (G / ref)."""
+    res = run_experiment("cifar100", "resnetrs50", preset="mini", model_overrides=TINY, work_dir=tmp_path,
+                         cfg_options={"ema": dict(decay=0.99, reference_batch=8)})
+    expected = 1 - 0.99 ** (16 / 8)   # mini global batch 16, no accumulation
+    hooks = [h for h in res["config"]["custom_hooks"] if "EMAHook" in str(h["type"])]
+    assert len(hooks) == 1 and hooks[0]["momentum"] == pytest.approx(expected) and hooks[0]["update_buffers"]
+    assert res["ema"]["momentum_per_step"] == pytest.approx(expected) and res["ema"]["decay"] == 0.99
 
 
 def test_finetune_from_checkpoint_uses_its_normalisation(tmp_path: Path) -> None:
@@ -165,8 +244,13 @@ def test_finetune_from_checkpoint_uses_its_normalisation(tmp_path: Path) -> None
     assert res["backbone_kwargs"]["weights"] == str(ckpt.resolve())
     model = create_model("resnetrs50", **TINY)
     model.input_normalization = IMAGENET
-    with pytest.raises(RuntimeError, match="mismatch"):
+    with pytest.raises(UserError, match=r"mismatch.*mean \[0, 0, 0\] std \[255, 255, 255\].*imagenet"):
         check_normalization(model, res["weights"]["normalization"])
+    # Same mean, other std: caught too, before the first step (no checkpoint was written).
+    with pytest.raises(UserError, match=r"std \[1, 1, 1\].*std \[255, 255, 255\]"):
+        run_experiment("cifar100", "resnetrs50", preset="mini", model_overrides=TINY, weights=str(ckpt),
+                       work_dir=tmp_path / "bad", cfg_options={"model.data_preprocessor.std": [1.0, 1.0, 1.0]})
+    assert not list((tmp_path / "bad").glob("iter_*.pth"))
 
 
 def test_config_hash_ignores_local_folders(tmp_path: Path) -> None:

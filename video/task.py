@@ -160,6 +160,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
                 ds.update(test_size=MINI["test_size"], num_clips=MINI["num_clips"], num_crops=MINI["num_crops"])
                 loader.batch_size = 4
         cfg.model.view_batch = 64
+        cfg.global_batch_size = MINI["batch_size"]   # the mini run's GLOBAL batch (rs_transfer/batching.py)
     apply_recipe(cfg, mini=ctx.mini)
     views = f"{cfg.val_dataloader.dataset.num_clips}x{cfg.val_dataloader.dataset.num_crops}"
     ctx.extra.update(views=views, view_average=cfg.model.view_average, skip_log=skip_log,
