@@ -10,9 +10,12 @@ Keys written by :func:`rs_transfer.runner.run_experiment` (schema 1):
 mini runs), ``weights`` (``source``, ``path``, ``sha256``, ``named``, ``normalization``), ``seed``, ``metrics`` (all
 evaluator keys), ``config_file``, ``config`` (resolved, JSON-friendly), ``config_hash`` (sha256 with local folders
 replaced by placeholders), ``git`` (``commit``, ``dirty``), ``wall_time_s``, ``device``, ``world_size``,
-``launcher``, ``throughput_samples_per_s`` (training, global), ``batch_size_per_process``, ``accumulative_counts``,
-``effective_batch_size``, ``lr_scale``, ``amp``, ``ema_momentum``, ``resumed_from`` (the checkpoint iteration a
-resumed run started from; null for a run from scratch), ``final_weights`` (``WORK_DIR/weights.safetensors``),
+``launcher``, ``throughput_samples_per_s`` (training, global), the protocol's batch and length
+(rs_transfer/batching.py: ``global_batch_size``, ``per_process_batch_size``, ``accumulation``,
+``reference_batch_size``, ``optimizer_steps``, ``train_samples`` = samples consumed, ``lr`` = the optimizer's base LR
+as built, ``lr_scale`` = its factor from the reference batch, ``bn_momentum`` where a config sets one), ``amp``,
+``ema`` (decay, reference batch, momentum per step and per iteration) and ``ema_momentum``, ``resumed_from`` (the
+checkpoint iteration a resumed run started from; null for a run from scratch), ``final_weights`` (``WORK_DIR/weights.safetensors``),
 ``data_root``, ``work_dir``,
 ``extra`` (task notes, e.g. the linear probe's penalty sweep).
 """
