@@ -16,14 +16,16 @@ better:
    :func:`rs_transfer.load_weights`) and sets ``cfg.model.data_preprocessor.mean/std`` (when that dict exists) from
    the weight source's normalisation; ``--cfg-options`` are applied before and again after step 5;
 5. ``Task.configure(cfg, ctx)`` does the task-specific wiring: ``ctx.data_root`` into the datasets, evaluator
-   settings, and shrinking for ``ctx.preset == "mini"`` (resolution, batch size, no workers, and
-   ``rs_transfer.runner.set_iterations(cfg, n)`` which rescales ``param_scheduler`` and ``checkpoint_interval``);
-   it may set the runner switches ``amp``, ``ema_momentum``, ``log_interval``, ``checkpoint_interval`` (top-level
+   settings, and shrinking for ``ctx.preset == "mini"`` (resolution, its own GLOBAL batch ``cfg.global_batch_size``
+   with the LR that goes with it, no workers, and ``rs_transfer.runner.set_iterations(cfg, n)`` which rescales
+   ``param_scheduler`` incl. milestones and ``checkpoint_interval``); it may set the runner switches ``amp``,
+   ``ema``, ``ema_momentum``, ``log_interval``, ``checkpoint_interval``, ``global_batch_size`` (top-level
    config keys, see ``rs_transfer/runner.py``) but should NOT build ``default_hooks``/``visualizer``/``env_cfg``;
    then the runner, generically (only when the config has ``train_cfg``): ``work_dir``, ``randomness.seed``,
    ``launcher``, ``env_cfg`` (gloo on CPU), default hooks (checkpoint, logger with ETA, param scheduler, sampler
-   seed) unless the config defines them, TensorBoard visualizer, AMP/EMA from the switches, ``auto_scale_lr``
-   adjusted for gradient accumulation, and its own hooks (metrics/throughput capture, RNG state for resume);
+   seed) unless the config defines them, TensorBoard visualizer, AMP/EMA from the switches, the per-process batch,
+   gradient accumulation, LR and micro-iteration counts from ``global_batch_size`` (rs_transfer/batching.py), and
+   its own hooks (input-normalisation check before the first step, metrics/throughput capture, RNG state);
 6. protocol ``"finetune"`` (and any protocol without a ``run_protocol`` hook) -> mmengine ``Runner``: train, then
    the metrics of the last validation (the ``val_evaluator`` must produce ``Task.metric``);
    other protocols (``linear``/``knn``) -> ``Task.run_protocol(cfg, ctx) -> dict`` of metrics.
