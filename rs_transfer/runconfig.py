@@ -197,9 +197,6 @@ def _apply_generic(cfg: Any, ctx: RunContext, resume: bool, batch: dict[str, Any
     from rs_transfer.weights.runhook import NormalizationMetaHook  # checkpoints record their normalisation
 
     hooks.append(dict(type=lazy(NormalizationMetaHook)))
-    from rs_transfer.weights.runhook import NormalizationMetaHook  # checkpoints record their normalisation
-
-    hooks.append(dict(type=lazy(NormalizationMetaHook)))
     cfg.custom_hooks = hooks
 
     val_interval = int(cfg.train_cfg.get("val_interval", cfg.train_cfg.get("max_iters", 1)))
