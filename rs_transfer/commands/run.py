@@ -45,6 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                        "see `rs-transfer data --help`)")
     p.add_argument("--work-dir", help="output folder (default: work_dirs/<task>-<backbone>-<weights>-...)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recipe", help="pre-training tasks (imagenet, kinetics400): a named training recipe that sets "
+                                    "every toggle of the paper's table, architecture included (imagenet: vanilla, "
+                                    "rs, rs-transfer; kinetics400: vanilla, rs); --cfg-options and "
+                                    "--backbone-options still win")
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"],
                    help="distributed launcher (pytorch = torchrun); CPU runs use the gloo backend")
     p.add_argument("--resume", action="store_true",
@@ -59,10 +63,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rs_transfer.runner import parse_cfg_options, run_experiment
 
+    cfg_options, model_overrides = parse_cfg_options(args.cfg_options), parse_cfg_options(args.backbone_options)
+    if args.recipe:  # the recipe's toggles first, the user's own options on top
+        from rs_transfer.recipes import recipe_for_task
+
+        r_cfg, r_model = recipe_for_task(args.task, args.recipe, args.backbone, model_overrides)
+        cfg_options, model_overrides = {**r_cfg, **cfg_options}, {**r_model, **model_overrides}
     res = run_experiment(args.task, args.backbone, weights=args.weights, preset=args.preset,
                          protocol=args.protocol, work_dir=args.work_dir, seed=args.seed, config=args.config,
-                         cfg_options=parse_cfg_options(args.cfg_options),
-                         model_overrides=parse_cfg_options(args.backbone_options), launcher=args.launcher,
+                         cfg_options=cfg_options, model_overrides=model_overrides, launcher=args.launcher,
                          resume=args.resume, data_root=args.data_root, trust=args.trust, strict=args.strict,
                          normalization=args.normalization)
     import torch.distributed as dist
