@@ -322,3 +322,27 @@ def test_checkpoints_written_by_a_run_record_the_normalisation() -> None:
     NormalizationMetaHook().before_save_checkpoint(runner, ckpt)
     assert ckpt["meta"]["normalization"] == UNIT.to_dict()
     assert decide_normalization(source="iter_3.pth", metadata=ckpt["meta"]["normalization"]).normalization == UNIT
+
+
+def test_list_weights_shows_the_zoo_with_checksums_and_options(capsys) -> None:
+    from rs_transfer.cli import main
+
+    assert main(["list", "weights"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line and not line.startswith(" ")}
+    for name in ("mocov2-r50-800ep", "mocov3-r50-1000ep", "swav-r50-800ep", "dino-r50", "barlowtwins-r50",
+                 "vicreg-r50", "simsiam-r50-100ep", "byol-r50", "simclrv2-r152-3x-sk1", "simclrv1-r50-4x"):
+        assert name in rows, name
+    assert "md5:a04e12f8" in rows["mocov2-r50-800ep"] and "unknown (size)" in rows["dino-r50"]
+    assert " swav " in rows["swav-r50-800ep"] and "unit-range" in rows["simclrv2-r152-3x-sk1"]
+    assert "width=3" in out and "sk_ratio=0.0625" in out and "padding=tf-same" in out
+
+
+def test_a_bad_normalisation_is_a_one_line_error_before_any_work(tmp_path) -> None:
+    from rs_transfer.runner import run_experiment
+
+    path = save_weights(create_model("resnetrs50", layers=(1, 1, 1, 1), width=0.25), tmp_path / "w.pth")
+    with pytest.raises(UserError, match="--normalization 'imagnet'"):
+        run_experiment("cifar100", "resnetrs50", preset="mini", weights=str(path), normalization="imagnet",
+                       work_dir=tmp_path / "wd")
+    assert not (tmp_path / "wd").exists()
