@@ -210,6 +210,12 @@ def test_paper_preset_config_resolves_the_protocol(tmp_path: Path) -> None:
     assert cfg.train_cfg.max_iters == 8 * 20000 and cfg.param_scheduler[0].end == 8 * 500
     assert cfg.default_hooks.checkpoint.interval == 8 * 2000
     assert facts["lr"] == 0.05 and facts["train_samples"] == 20000 * 256
+    # The accumulation is an option: --cfg-options accumulation=2 (or max_per_process_batch=128) on one device.
+    for opts in ({"accumulation": 2}, {"max_per_process_batch": 128}):
+        cfg, _, facts = build_config(task, ctx, cfg_options=opts)
+        assert (cfg.train_dataloader.batch_size, facts["accumulation"], cfg.train_cfg.max_iters) == (128, 2, 40000)
+    with pytest.raises(UserError, match="accumulation 3"):
+        build_config(task, ctx, cfg_options={"accumulation": 3})
 
 
 def test_ema_run_keeps_averaged_weights(tmp_path: Path) -> None:
