@@ -291,3 +291,19 @@ def test_byol_conversion_with_its_tf_same_padding(tmp_path, monkeypatch, randomi
     load_weights(plain, "byol-r50")
     with torch.no_grad():  # PyTorch's symmetric padding is a different network for these weights
         assert not torch.allclose(plain(x), ref(x), atol=1e-3)
+
+
+def test_lightning_checkpoint_is_unwrapped_not_guessed(tmp_path, randomize) -> None:
+    """A Lightning checkpoint ({'epoch', 'global_step', 'pytorch-lightning_version', 'state_dict': {'model.*'}, ...})
+    loads; like any wrapper it says nothing about the normalisation (ImageNet default, with the warning)."""
+    ref = randomize(_resnet()).eval()
+    ckpt = {"epoch": 3, "global_step": 300, "pytorch-lightning_version": "2.4.0",
+            "state_dict": {f"model.{k}": v for k, v in ref.state_dict().items()},
+            "optimizer_states": [], "lr_schedulers": [], "hyper_parameters": {"lr": 0.1}}
+    with pytest.warns(UserWarning, match="nothing declares"):
+        ours, report = _ours(tmp_path, ckpt, "epoch=3-step=300.ckpt")
+    assert (report.wrapper, report.layout, report.ok, report.stripped_prefixes) == (
+        "lightning", "torchvision-resnet", True, ["model."])
+    assert report.normalization_how == "default"
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(ours(x), _features(ref, x), atol=1e-4)
