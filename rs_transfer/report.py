@@ -85,7 +85,8 @@ class Report:
         """One line per file that is not counted, with the reason (Markdown list items and console lines)."""
         out = [f"{u['path']}: unreadable, {u['reason']}" for u in self.unreadable]
         for d in self.duplicates:
-            same = "same value" if d["value"] == d["kept_value"] else f"value {d['value']} differs from {d['kept_value']}"
+            same = ("same value" if d["value"] == d["kept_value"]
+                    else f"value {d['value']} differs from {d['kept_value']}")
             out.append(f"{d['path']}: duplicate of {d['kept']} ({d['row']}, {d['task']}, seed {d['seed']}; {same})")
         return out
 
@@ -134,7 +135,8 @@ def build_report(paths: Iterable[str | Path], *, tasks: Sequence[str] | None = N
         except UnreadableResults as err:
             unreadable.append({"path": str(f), "reason": str(err)})
     if not runs and not tasks:
-        bad = f" ({len(unreadable)} unreadable: {unreadable[0]['path']}: {unreadable[0]['reason']})" if unreadable else ""
+        bad = (f" ({len(unreadable)} unreadable: {unreadable[0]['path']}: {unreadable[0]['reason']})"
+               if unreadable else "")
         raise UserError(f"no usable results.json found under {', '.join(map(str, paths))}{bad}; run `rs-transfer "
                         "run` or `rs-transfer study table4` first")
     found = {r["task"] for _, r in runs}
@@ -226,8 +228,8 @@ def to_csv(rep: Report) -> str:
 
 def chart(rep: Report) -> Any:
     """The report's matplotlib Figure (Agg): grouped bars (one group per task, one colour per row), error bars
-    only where there is a spread, an x for a missing cell. The legend is built from the same style list the bars use and sits outside the axes, so it
-    can neither disagree with the bars nor cover the tick labels."""
+    only where there is a spread, an x for a missing cell. The legend is built from the same style list the bars
+    use and sits outside the axes, so it can neither disagree with the bars nor cover the tick labels."""
     import matplotlib
 
     matplotlib.use("Agg")
