@@ -220,6 +220,9 @@ def test_a_checkpoint_of_another_model_says_which_one_last(tmp_path, capsys) -> 
     with pytest.raises(WeightsMismatchError) as err:  # nothing registered fits: say so, still last
         load_weights(create_model("resnetrs50"), tmp_path / "odd.pth")
     assert str(err.value).splitlines()[-1].startswith("no registered model fits")
+    with pytest.raises(WeightsMismatchError) as err:  # a video model is never told to use a 2D backbone
+        load_weights(create_model("resnet3d50", num_classes=10), tmp_path / "tv.pth")
+    assert "--backbone resnet50" not in str(err.value).splitlines()[-1]
 
 
 def test_registry_and_named_sources_agree() -> None:

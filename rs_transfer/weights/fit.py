@@ -15,9 +15,13 @@ import torch
 HEAD = ("fc.", "head.")
 
 
-def _signature(sd: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in sd.items()
-            if not k.startswith(HEAD) and not k.endswith("num_batches_tracked")}
+def _signature(sd: dict[str, Any], video: bool = False) -> dict[str, tuple[int, ...]]:
+    """Backbone keys and shapes; for video models the temporal kernel size is left out (2D kernels inflate)."""
+    def shape(v: Any) -> tuple[int, ...]:
+        s = tuple(v.shape)
+        return s[:2] + s[3:] if video and len(s) == 5 else s
+
+    return {k: shape(v) for k, v in sd.items() if not k.startswith(HEAD) and not k.endswith("num_batches_tracked")}
 
 
 def _blocks(sd: dict[str, Any]) -> tuple[int, ...]:
@@ -29,9 +33,9 @@ def _blocks(sd: dict[str, Any]) -> tuple[int, ...]:
     return tuple(found.get(s, 0) for s in range(1, 5))
 
 
-def _candidates(blocks: tuple[int, ...]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, arch, options) with ``blocks`` blocks per stage: registered 2D models, then the named sources'
-    model variants."""
+def _candidates(blocks: tuple[int, ...], video: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, arch, options) with ``blocks`` blocks per stage: registered models of the same kind (2D, or 3D for a
+    video model: a 2D checkpoint is inflated), then the named sources' model variants (2D)."""
     from rs_transfer.backbones import get_spec, list_models
     from rs_transfer.backbones.resnet import BLOCKS_PER_DEPTH
     from rs_transfer.weights.sources import SOURCES
@@ -40,28 +44,29 @@ def _candidates(blocks: tuple[int, ...]) -> list[tuple[str, str, dict[str, Any]]
         kw = {**get_spec(arch).kwargs, **options}
         return tuple(kw.get("layers") or BLOCKS_PER_DEPTH.get(kw.get("depth", 0), ()))
 
-    out = [(name, name, {}) for name in list_models() if get_spec(name).family in ("resnet", "resnetrs")]
+    families = ("resnet3d", "resnetrs3d") if video else ("resnet", "resnetrs")
+    out = [(name, name, {}) for name in list_models() if get_spec(name).family in families]
     seen: set[str] = set()
-    for s in SOURCES.values():
+    for s in (() if video else SOURCES.values()):
         if s.model_options and (key := s.model_hint()) not in seen:
             seen.add(key)
             out.append((s.name, s.arch, dict(s.model_options)))
     return [c for c in out if layers(c[1], c[2]) == blocks]
 
 
-def fitting_models(sd: dict[str, torch.Tensor], layout: str) -> str | None:
-    """A one-line hint naming the model(s) ``sd`` fits, or None."""
+def fitting_models(sd: dict[str, torch.Tensor], layout: str, *, video: bool = False) -> str | None:
+    """A one-line hint naming the model(s) ``sd`` fits, or None. ``video``: the model being loaded is 3D."""
     from rs_transfer.backbones import create_model
 
-    want = _signature(sd)
+    want = _signature(sd, video)
     fits: list[str] = []
-    for label, arch, options in _candidates(_blocks(sd)):
+    for label, arch, options in _candidates(_blocks(sd), video):
         try:
             with torch.device("meta"):
                 model = create_model(arch, **options)
         except Exception:  # noqa: BLE001  (a variant that cannot be built here is simply not a candidate)
             continue
-        if _signature(model.state_dict()) == want and not any(f.startswith(f"--backbone {arch} ") or
+        if _signature(model.state_dict(), video) == want and not any(f.startswith(f"--backbone {arch} ") or
                                                               f == f"--backbone {arch}" for f in fits):
             # the same shapes under the same name with other options (e.g. padding) is not another answer
             opts = " ".join(f"{k}={v}" for k, v in options.items())

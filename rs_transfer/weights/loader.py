@@ -182,7 +182,7 @@ def load_weights(model: nn.Module, source: str | os.PathLike, *, strict: bool = 
     if strict and not report.ok:
         from .fit import fitting_models
 
-        report.hint = fitting_models(sd, mapped.layout.description)
+        report.hint = fitting_models(sd, mapped.layout.description, video=getattr(model, "dims", 2) == 3)
         last = report.hint or ("no registered model fits these keys either; pass strict=False (CLI: --no-strict) "
                                "to load what matches")
         raise WeightsMismatchError(
