@@ -20,9 +20,10 @@ with those peers). Followed:
 
 Deviations, and why:
 
-- LR and weight decay are one chosen point (LR 0.05 at batch 256, weight decay 1e-4), not the paper's 7 x 7 grid
-  (LR 1e-4..0.1, WD 1e-6..1e-3) selected per model on a validation split: a sweep is 49 fine-tunes per model.
-  Models whose best point differs are at a disadvantage; the report says which point was used.
+- By default LR and weight decay are one chosen point (LR 0.05 at batch 256, weight decay 1e-4), not the paper's
+  7 x 7 grid (LR 1e-4..0.1, WD 1e-6..1e-3) selected per model on a validation split: a sweep is 49 fine-tunes per
+  model, and models whose best point differs are at a disadvantage. ``rs-transfer run --sweep`` runs the grid on a
+  held-out 20% of the training set and refits the best point (rs_transfer/sweep.py).
 - A 500-step linear warm-up (2.5% of the steps; the recipe has none): the freshly initialised classifier otherwise
   sends large gradients into the pre-trained backbone in the first steps at the full LR.
 - No weight decay on BN parameters and biases (SimCLR exempts BN only): the usual PyTorch practice; biases are a

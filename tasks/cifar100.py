@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rs_transfer.errors import UserError
 from rs_transfer.safe_pickle import UnsafePickleError, load_data
 
 from .base import DataReport, RunContext, Task
@@ -95,14 +96,25 @@ class Cifar100Dataset(Dataset):
     protocol: the crop is taken at native resolution and upsampled once), then a horizontal flip with p = 0.5.
     Without ``augment`` (evaluation): the central ``eval_crop`` of each side resized to ``size`` (SimCLR: 0.875;
     1.0 = the whole image). ``size=None`` keeps 32 px (the frozen-feature protocols resize on the device).
-    Random numbers come from numpy's global RNG (mmengine seeds it per worker), which the model never draws from,
+    ``subset`` ("fit" / "holdout", of the ``train`` split): the training images minus / only a held-out
+    ``holdout`` fraction (:func:`rs_transfer.classification.holdout_split`, the linear probe's split rule), for the
+    fine-tuning hyper-parameter sweep. Random numbers come from numpy's global RNG (mmengine seeds it per worker), which the model never draws from,
     so mmengine's data-loader replay on resume reproduces them.
     """
 
     def __init__(self, data_root: str, split: str = "train", augment: bool = False, size: int | None = None,
                  eval_crop: float = 1.0, crop_area: tuple[float, float] = (0.08, 1.0),
-                 crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)) -> None:
+                 crop_aspect: tuple[float, float] = (3 / 4, 4 / 3), subset: str | None = None,
+                 holdout: float = 0.2, holdout_seed: int = 0) -> None:
         self.images, self.labels = read_split(resolve_root(data_root), split)
+        if subset is not None:  # the hyper-parameter sweep's split of the training set (rs_transfer/sweep.py)
+            from rs_transfer.classification import holdout_split
+
+            if subset not in ("fit", "holdout"):
+                raise UserError(f"Cifar100Dataset subset must be 'fit', 'holdout' or None, got {subset!r}")
+            fit, held = holdout_split(len(self.labels), holdout, holdout_seed)
+            keep = np.sort(fit if subset == "fit" else held)
+            self.images, self.labels = self.images[keep], self.labels[keep]
         self.augment, self.size, self.eval_crop = augment, size, float(eval_crop)
         self.crop_area, self.crop_aspect = tuple(crop_area), tuple(crop_aspect)
 

@@ -114,3 +114,42 @@ def test_paper_config_trains_one_step_and_evaluates_at_224(tmp_path: Path) -> No
     assert res["lr"] == pytest.approx(0.05 * 4 / 256)                   # linear rule from the reference 256
     assert res["config"]["model"]["bn_momentum"] == pytest.approx(10 * 4 / 50000)
     assert 0.0 <= res["metrics"]["top1"] <= 100.0 and res["metrics"]["top5"] >= res["metrics"]["top1"]
+
+
+def test_holdout_subsets_partition_the_training_set(tmp_path: Path) -> None:
+    from rs_transfer.tasks.cifar100 import Cifar100Dataset
+
+    x = np.arange(10 * 3072, dtype=np.int64).reshape(10, 3, 32, 32) % 251
+    _write_cifar(tmp_path, x.astype(np.uint8), x[:2].astype(np.uint8), (list(range(10)), [0, 1]))
+    fit, held = (Cifar100Dataset(str(tmp_path), "train", subset=s, holdout=0.2, holdout_seed=3)
+                 for s in ("fit", "holdout"))
+    assert (len(fit), len(held)) == (8, 2)
+    assert sorted(fit.labels.tolist() + held.labels.tolist()) == list(range(10))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_mini_sweep_selects_on_the_holdout_and_refits(tmp_path: Path) -> None:
+    """``run --sweep``: every grid point is scored on the held-out 20 % of the training set, the best one is
+    refit on all of it and scored on the test set (mini: a 2 x 2 grid)."""
+    import json
+
+    from rs_transfer.cli import main
+
+    wd = tmp_path / "sweep"
+    assert main(["run", "--task", "cifar100", "--backbone", "resnetrs50", "--preset", "mini", "--sweep",
+                 "--backbone-options", "layers=[1,1,1,1]", "width=0.25", "--work-dir", str(wd)]) == 0
+    res = json.loads((wd / "results.json").read_text())
+    grid = res["sweep"]["grid"]
+    assert len(grid) == 4 and {(c["lr"], c["weight_decay"]) for c in grid} == {
+        (1e-3, 1e-6), (1e-3, 1e-4), (1e-2, 1e-6), (1e-2, 1e-4)}
+    best = max(grid, key=lambda c: c["holdout_top1"])
+    assert res["sweep"]["best"] == best
+    opt = res["config"]["optim_wrapper"]["optimizer"]
+    assert (opt["lr"], opt["weight_decay"]) == (best["lr"], best["weight_decay"])
+    assert res["config"]["val_dataloader"]["dataset"]["split"] == "test"            # the final run: test set
+    cell = json.loads((Path(grid[0]["work_dir"]) / "results.json").read_text())
+    assert cell["config"]["val_dataloader"]["dataset"]["subset"] == "holdout"       # the grid: held-out train
+    assert cell["config"]["train_dataloader"]["dataset"]["subset"] == "fit"
+    hits = cell["value"] * 64 / 100                                                 # 64 of the 320 images
+    assert hits == pytest.approx(round(hits))

@@ -58,6 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="load --weights even if backbone keys differ (the log lists them)")
     p.add_argument("--trust", action="store_true",
                    help="allow full unpickling of --weights (only for files you trust)")
+    p.add_argument("--sweep", action="store_true",
+                   help="cifar100: choose LR and weight decay on a 7 x 7 grid (Kornblith et al. 2019) scored on a "
+                        "held-out 20%% of the training set, then fine-tune the best on all of it and score the "
+                        "test set once (49 + 1 runs; WORK_DIR/sweep/ keeps each point, reused when run again)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
         r_cfg, r_model = recipe_for_task(args.task, args.recipe, args.backbone, model_overrides)
         cfg_options, model_overrides = {**r_cfg, **cfg_options}, {**r_model, **model_overrides}
+    if args.sweep:
+        from rs_transfer.sweep import run_sweep as run_experiment  # noqa: F811  (same arguments)
     res = run_experiment(args.task, args.backbone, weights=args.weights, preset=args.preset,
                          protocol=args.protocol, work_dir=args.work_dir, seed=args.seed, config=args.config,
                          cfg_options=cfg_options, model_overrides=model_overrides, launcher=args.launcher,

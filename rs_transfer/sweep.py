@@ -1,0 +1,79 @@
+"""``rs-transfer run --task cifar100 --sweep``: the fine-tuning hyper-parameter selection of Kornblith, Shlens & Le
+2019 (as SimCLR appendix B.8 also uses it) instead of the config's single LR / weight-decay point.
+
+Grid: 7 learning rates log-spaced over 1e-4..0.1 x 7 weight decays log-spaced over 1e-6..1e-3 (``LR_GRID``,
+``WD_GRID``; ``--preset mini``: the 2 x 2 corners ``MINI_GRID`` of a smaller range, a smoke test). Each point
+fine-tunes on the training set minus a held-out 20% (``holdout``; the split rule of the linear probe,
+:func:`rs_transfer.classification.holdout_split`, seeded by ``--seed``) and is scored on that held-out 20% with the
+test transform; the best point (ties: the first in grid order, smaller LR and weight decay first) is then fine-tuned
+on all training images and scored on the test set, which nothing else ever saw. The final run's ``results.json``
+records the whole grid under ``sweep``. Each grid point is a run of its own under ``WORK_DIR/sweep/``; a point
+whose ``results.json`` exists is reused, so an interrupted sweep continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rs_transfer.errors import UserError
+
+SWEEP_TASKS = ("cifar100",)
+LR_GRID = tuple(round(10 ** (-4 + 3 * i / 6), 10) for i in range(7))   # 1e-4, 3.16e-4, ..., 0.1
+WD_GRID = tuple(round(10 ** (-6 + 3 * i / 6), 12) for i in range(7))   # 1e-6, 3.16e-6, ..., 1e-3
+MINI_GRID = ((1e-3, 1e-2), (1e-6, 1e-4))
+
+
+def _cell_options(lr: float, wd: float, holdout: float, seed: int) -> dict[str, Any]:
+    return {"optim_wrapper.optimizer.lr": lr, "optim_wrapper.optimizer.weight_decay": wd,
+            "train_dataloader.dataset.subset": "fit", "train_dataloader.dataset.holdout": holdout,
+            "train_dataloader.dataset.holdout_seed": seed,
+            "val_dataloader.dataset.split": "train", "val_dataloader.dataset.subset": "holdout",
+            "val_dataloader.dataset.holdout": holdout, "val_dataloader.dataset.holdout_seed": seed}
+
+
+def run_sweep(task: str, backbone: str, *, work_dir: str | Path | None = None, preset: str = "paper",
+              seed: int = 0, cfg_options: dict[str, Any] | None = None, holdout: float = 0.2,
+              grid: tuple[tuple[float, ...], tuple[float, ...]] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Grid on the held-out split, then the best point on train -> test. ``kwargs`` go to every
+    :func:`rs_transfer.runner.run_experiment` call (weights, model_overrides, launcher, data_root, ...)."""
+    from rs_transfer.results import write_json_atomic
+    from rs_transfer.runner import run_experiment
+
+    if task not in SWEEP_TASKS:
+        raise UserError(f"--sweep is implemented for {', '.join(SWEEP_TASKS)} (Kornblith et al.'s fine-tuning "
+                        f"protocol), not {task!r}")
+    if kwargs.get("protocol", "finetune") != "finetune" or kwargs.get("resume"):
+        raise UserError("--sweep runs the finetune protocol from scratch (a stopped sweep reuses finished points "
+                        "when run again); drop --protocol / --resume")
+    lrs, wds = grid or (MINI_GRID if preset == "mini" else (LR_GRID, WD_GRID))
+    user = dict(cfg_options or {})
+    clash = sorted(k for k in user if k in _cell_options(0, 0, 0, 0))
+    if clash:
+        raise UserError(f"--sweep sets {', '.join(clash)} itself; drop them from --cfg-options")
+    root = Path(work_dir or Path("work_dirs") / f"{task}-{backbone}-sweep-{preset}-seed{seed}").resolve()
+    cells = []
+    for lr in lrs:
+        for wd in wds:
+            cell_dir = root / "sweep" / f"lr{lr:g}_wd{wd:g}"
+            done = cell_dir / "results.json"
+            if done.is_file():
+                res = json.loads(done.read_text())
+            else:
+                res = run_experiment(task, backbone, preset=preset, seed=seed, work_dir=cell_dir,
+                                     cfg_options={**user, **_cell_options(lr, wd, holdout, seed)}, **kwargs)
+            cells.append({"lr": lr, "weight_decay": wd, "holdout_" + res["metric"]: res["value"],
+                          "work_dir": str(cell_dir)})
+    key = next(k for k in cells[0] if k.startswith("holdout_"))
+    best = max(cells, key=lambda c: c[key])   # max returns the first of equal maxima: grid order breaks ties
+    final = run_experiment(task, backbone, preset=preset, seed=seed, work_dir=root, cfg_options={
+        **user, "optim_wrapper.optimizer.lr": best["lr"], "optim_wrapper.optimizer.weight_decay":
+            best["weight_decay"]}, **kwargs)
+    final["sweep"] = {"holdout_fraction": holdout, "holdout_seed": seed, "selected_on": key, "best": best,
+                      "grid": cells, "protocol": "Kornblith et al. 2019: grid on a held-out split of the training "
+                                                  "set, best point refit on all training images, test scored once"}
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        write_json_atomic(root / "results.json", final)
+    return final
