@@ -8,23 +8,24 @@ Why UPerNet: the standard ADE20K head for non-dilated (output-stride-32) backbon
 head as configs/voc_seg.py so the two segmentation columns differ only in data and schedule.
 
 Schedule: 512x512 random crops from images rescaled to a (2048, 512) base with ratio 0.5-2.0 (``cat_max_ratio``
-0.75), flip, photometric distortion; SGD lr 0.01, momentum 0.9, weight decay 5e-4, poly decay (power 0.9, floor
+0.75), flip, photometric distortion (image only; the geometric steps are mmseg's, which move every map in
+``seg_fields``); SGD lr 0.01, momentum 0.9, weight decay 5e-4, poly decay (power 0.9, floor
 1e-4), batch 16 (4 GPUs x 4), 160k iterations; auxiliary FCN head on stage 3 (weight 0.4). BatchNorm everywhere,
 ``sync_bn='torch'`` turns it into SyncBN under DDP. ``Task.configure`` (tasks/ade20k.py) sets the data root and
 shrinks this for ``--preset mini``.
 """
-from mmcv.transforms import LoadImageFromFile, RandomFlip, RandomResize, Resize
+from mmcv.transforms import LoadImageFromFile, RandomResize
 from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.optim import OptimWrapper, PolyLR
 from mmengine.runner import IterBasedTrainLoop, TestLoop, ValLoop
-from mmseg.datasets import ADE20KDataset
-from mmseg.datasets.transforms import LoadAnnotations, PackSegInputs, PhotoMetricDistortion, RandomCrop
-from mmseg.evaluation import IoUMetric
+from mmseg.datasets.transforms import (LoadAnnotations, PackSegInputs, PhotoMetricDistortion, RandomCrop, RandomFlip,
+                                      Resize)
 from mmseg.models import CrossEntropyLoss, EncoderDecoder, FCNHead, SegDataPreProcessor, UPerHead
 from torch.nn import BatchNorm2d
 from torch.optim import SGD
 
 from rs_transfer.backbones import ResNetRS
+from rs_transfer.tasks._datasets import ADE20KSegDataset, CountedIoUMetric
 
 num_classes = 150
 crop_size = (512, 512)
@@ -59,7 +60,7 @@ data_root = "data/ADEChallengeData2016"
 train_pipeline = [
     dict(type=LoadImageFromFile),
     dict(type=LoadAnnotations, reduce_zero_label=True),
-    dict(type=RandomResize, scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type=RandomResize, scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True, resize_type=Resize),
     dict(type=RandomCrop, crop_size=crop_size, cat_max_ratio=0.75),
     dict(type=RandomFlip, prob=0.5),
     dict(type=PhotoMetricDistortion),
@@ -75,17 +76,17 @@ train_dataloader = dict(
     batch_size=max_per_process_batch,  # set by the runner: global_batch_size // (processes x accumulation)
     num_workers=4, persistent_workers=True,
     sampler=dict(type=InfiniteSampler, shuffle=True),
-    dataset=dict(type=ADE20KDataset, data_root=data_root, reduce_zero_label=True,
+    dataset=dict(type=ADE20KSegDataset, data_root=data_root, reduce_zero_label=True,
                  data_prefix=dict(img_path="images/training", seg_map_path="annotations/training"),
                  pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=1, num_workers=4, persistent_workers=True,
     sampler=dict(type=DefaultSampler, shuffle=False),
-    dataset=dict(type=ADE20KDataset, data_root=data_root, reduce_zero_label=True,
+    dataset=dict(type=ADE20KSegDataset, data_root=data_root, reduce_zero_label=True, test_mode=True,
                  data_prefix=dict(img_path="images/validation", seg_map_path="annotations/validation"),
                  pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type=IoUMetric, iou_metrics=["mIoU"])
+val_evaluator = dict(type=CountedIoUMetric, iou_metrics=["mIoU"], max_skipped_fraction=0.01)
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(type=OptimWrapper, optimizer=dict(type=SGD, lr=0.01, momentum=0.9, weight_decay=0.0005),

@@ -10,8 +10,8 @@ strides 4..64; RoIAlign 7x7; two shared 1024-d FC layers; 20 classes). Backbone 
 stage 1 frozen (``frozen_stages=1``) and BatchNorm statistics frozen (``norm_eval=True``: 2 images per GPU are too
 few for batch statistics), so SyncBN is not needed here.
 
-Schedule: images resized to fit 1000x600 (aspect kept), horizontal flip; SGD lr 0.01 at a global batch of 16 (mmdet:
-8 GPUs x 2), momentum 0.9, weight
+Schedule: images resized to fit 1000x600 (aspect kept), horizontal flip (mmdet's ``Resize``/``RandomFlip``: image
+and boxes, clipped to the image); SGD lr 0.01 at a global batch of 16 (mmdet: 8 GPUs x 2), momentum 0.9, weight
 decay 1e-4. Length: mmdet trains ``max_epochs = 4`` over ``RepeatDataset(times=3)`` = 12 epochs of the 16,551 images
 with a x0.1 step (``milestones=[3]``) after 9; here the same in optimizer steps at the global batch 16 (see the
 numbers below), on any number of GPUs (rs_transfer/batching.py). Deviation: mmdet's VOC config has no warm-up (its
@@ -21,7 +21,7 @@ numbers below), on any number of GPUs (rs_transfer/batching.py). Deviation: mmde
 """
 from mmcv.ops import RoIAlign
 from mmcv.transforms import LoadImageFromFile
-from mmdet.datasets import AspectRatioBatchSampler, VOCDataset
+from mmdet.datasets import AspectRatioBatchSampler
 from mmdet.datasets.transforms import LoadAnnotations, PackDetInputs, RandomFlip, Resize
 from mmdet.models import (FPN, CrossEntropyLoss, DetDataPreprocessor, FasterRCNN, L1Loss, RPNHead,
                           Shared2FCBBoxHead, SingleRoIExtractor, StandardRoIHead)
@@ -32,6 +32,7 @@ from mmengine.runner import IterBasedTrainLoop, TestLoop, ValLoop
 from torch.optim import SGD
 
 from rs_transfer.backbones import ResNetRS
+from rs_transfer.tasks._datasets import VOCDetDataset
 from rs_transfer.tasks._det_metric import VOCAP50Metric
 
 num_classes = 20
@@ -102,7 +103,7 @@ test_pipeline = [
     dict(type=PackDetInputs, meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
 ]
 _voc_trainval = [
-    dict(type=VOCDataset, data_root=data_root, ann_file=f"{year}/ImageSets/Main/trainval.txt",
+    dict(type=VOCDetDataset, data_root=data_root, ann_file=f"{year}/ImageSets/Main/trainval.txt",
          data_prefix=dict(sub_data_root=f"{year}/"), pipeline=train_pipeline,
          filter_cfg=dict(filter_empty_gt=True, min_size=32, bbox_min_size=32))
     for year in ("VOC2007", "VOC2012")
@@ -117,10 +118,11 @@ train_dataloader = dict(
 val_dataloader = dict(
     batch_size=1, num_workers=2, persistent_workers=True, drop_last=False,
     sampler=dict(type=DefaultSampler, shuffle=False),
-    dataset=dict(type=VOCDataset, data_root=data_root, ann_file="VOC2007/ImageSets/Main/test.txt",
+    dataset=dict(type=VOCDetDataset, data_root=data_root, ann_file="VOC2007/ImageSets/Main/test.txt",
                  data_prefix=dict(sub_data_root="VOC2007/"), test_mode=True, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = [dict(type=VOCAP50Metric, eval_mode="11points"), dict(type=VOCAP50Metric, eval_mode="area")]
+val_evaluator = [dict(type=VOCAP50Metric, eval_mode="11points", max_skipped_fraction=0.01),
+                 dict(type=VOCAP50Metric, eval_mode="area", report_counts=False)]
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(type=OptimWrapper, optimizer=dict(type=SGD, lr=0.01, momentum=0.9, weight_decay=0.0001))

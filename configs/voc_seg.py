@@ -1,8 +1,13 @@
 """Pascal VOC 2012 semantic segmentation (Table 4 "Pascal seg"): UPerNet on a ResNet/ResNet-RS backbone.
 
-Protocol (PROTOCOLS.md, chosen): train on VOC2012 train + SBD ("trainaug", 10,582 images, masks in
-``SegmentationClassAug``), evaluate on VOC2012 val (1,449 images, official ``SegmentationClass`` masks), metric mIoU
-over the 21 classes (background included, 255 = ignore), single scale, whole-image inference.
+Protocol (PROTOCOLS.md, chosen): train on VOC2012 train + SBD ("trainaug", 10,582 images), evaluate on VOC2012 val
+(1,449 images, official ``SegmentationClass`` masks), metric mIoU over the 21 classes (background included, 255 =
+ignore), single scale, whole-image inference. Training data as mmseg's ``pascal_voc12_aug`` config reads what its
+``tools/dataset_converters/voc_aug.py`` writes: ``train.txt`` (1,464) with the official ``SegmentationClass`` masks
+concatenated with ``aug.txt`` (9,118 SBD-only images) with ``SegmentationClassAug`` masks. A DeepLab-style bundle
+(``trainaug.txt`` listing all 10,582, every mask in ``SegmentationClassAug``) is read when there is no ``aug.txt``
+(``Task.configure`` switches; ``data check`` says which it found). Reference recipe number: mmseg's
+PSPNet R-50-D8 512x512 40k voc12aug, 77.29 mIoU (R-101-D8: 78.52), the same data, crops and schedule.
 
 Why UPerNet and not DeepLabV3+: ``ResNetRS`` has no dilated-convolution option (output stride 32, as it was trained),
 and DeepLab's ASPP relies on an output-stride-8/16 dilated backbone. UPerNet (PPM on stride 32 + FPN fusion of
@@ -10,23 +15,24 @@ strides 4..32) is the standard head for non-dilated backbones and mmseg's ADE20K
 share one head and differ only in data and schedule. A stride-32 backbone keeps CPU mini runs cheap, too.
 
 Schedule: mmseg's voc12aug 40k recipe -- 512x512 random crops from images rescaled to a (2048, 512) base with ratio
-0.5-2.0 (``cat_max_ratio`` 0.75), flip, photometric distortion; SGD lr 0.01, momentum 0.9, weight decay 5e-4, poly
+0.5-2.0 (``cat_max_ratio`` 0.75), flip, photometric distortion (image only; the geometric steps are mmseg's,
+which move every map in ``seg_fields``); SGD lr 0.01, momentum 0.9, weight decay 5e-4, poly
 decay (power 0.9, floor 1e-4), batch 16 (4 GPUs x 4), 40k iterations; auxiliary FCN head on stage 3 (weight 0.4).
 Test: resize to the (2048, 512) base keeping the aspect ratio. BatchNorm everywhere; ``sync_bn='torch'`` turns it
 into SyncBN under DDP. ``Task.configure`` (tasks/voc_seg.py) sets the data root and shrinks this for ``--preset mini``.
 """
-from mmcv.transforms import LoadImageFromFile, RandomFlip, RandomResize, Resize
-from mmengine.dataset import DefaultSampler, InfiniteSampler
+from mmcv.transforms import LoadImageFromFile, RandomResize
+from mmengine.dataset import ConcatDataset, DefaultSampler, InfiniteSampler
 from mmengine.optim import OptimWrapper, PolyLR
 from mmengine.runner import IterBasedTrainLoop, TestLoop, ValLoop
-from mmseg.datasets import PascalVOCDataset
-from mmseg.datasets.transforms import LoadAnnotations, PackSegInputs, PhotoMetricDistortion, RandomCrop
-from mmseg.evaluation import IoUMetric
+from mmseg.datasets.transforms import (LoadAnnotations, PackSegInputs, PhotoMetricDistortion, RandomCrop, RandomFlip,
+                                      Resize)
 from mmseg.models import CrossEntropyLoss, EncoderDecoder, FCNHead, SegDataPreProcessor, UPerHead
 from torch.nn import BatchNorm2d
 from torch.optim import SGD
 
 from rs_transfer.backbones import ResNetRS
+from rs_transfer.tasks._datasets import CountedIoUMetric, VOCSegDataset
 
 num_classes = 21
 crop_size = (512, 512)
@@ -61,7 +67,7 @@ data_root = "data/VOCdevkit/VOC2012"
 train_pipeline = [
     dict(type=LoadImageFromFile),
     dict(type=LoadAnnotations),
-    dict(type=RandomResize, scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type=RandomResize, scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True, resize_type=Resize),
     dict(type=RandomCrop, crop_size=crop_size, cat_max_ratio=0.75),
     dict(type=RandomFlip, prob=0.5),
     dict(type=PhotoMetricDistortion),
@@ -77,17 +83,18 @@ train_dataloader = dict(
     batch_size=max_per_process_batch,  # set by the runner: global_batch_size // (processes x accumulation)
     num_workers=4, persistent_workers=True,
     sampler=dict(type=InfiniteSampler, shuffle=True),
-    dataset=dict(type=PascalVOCDataset, data_root=data_root, ann_file="ImageSets/Segmentation/trainaug.txt",
-                 data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClassAug"),
-                 pipeline=train_pipeline))
+    dataset=dict(type=ConcatDataset, datasets=[
+        dict(type=VOCSegDataset, data_root=data_root, ann_file=f"ImageSets/Segmentation/{split}.txt",
+             data_prefix=dict(img_path="JPEGImages", seg_map_path=masks), pipeline=train_pipeline)
+        for split, masks in (("train", "SegmentationClass"), ("aug", "SegmentationClassAug"))]))
 val_dataloader = dict(
     batch_size=1, num_workers=4, persistent_workers=True,
     sampler=dict(type=DefaultSampler, shuffle=False),
-    dataset=dict(type=PascalVOCDataset, data_root=data_root, ann_file="ImageSets/Segmentation/val.txt",
+    dataset=dict(type=VOCSegDataset, data_root=data_root, ann_file="ImageSets/Segmentation/val.txt", test_mode=True,
                  data_prefix=dict(img_path="JPEGImages", seg_map_path="SegmentationClass"),
                  pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type=IoUMetric, iou_metrics=["mIoU"])
+val_evaluator = dict(type=CountedIoUMetric, iou_metrics=["mIoU"], max_skipped_fraction=0.01)
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(type=OptimWrapper, optimizer=dict(type=SGD, lr=0.01, momentum=0.9, weight_decay=0.0005),

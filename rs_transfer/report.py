@@ -43,6 +43,7 @@ def weights_label(weights: dict[str, Any] | str | None) -> str:
 class Cell:
     values: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+    skipped_files: int = 0        # unreadable data files the runs skipped (results.json "skipped_files")
 
     @property
     def n(self) -> int:
@@ -65,7 +66,8 @@ class Cell:
         s = f"{self.mean:.2f}"
         if self.std is not None:
             s += f" ± {self.std:.2f}"
-        return s + (f" (n={self.n})" if self.n > 1 else "")
+        s += f" (n={self.n})" if self.n > 1 else ""
+        return s + (f" [{self.skipped_files} unreadable files skipped]" if self.skipped_files else "")
 
 
 @dataclass
@@ -160,6 +162,8 @@ def build_report(paths: Iterable[str | Path], *, tasks: Sequence[str] | None = N
         cell = rows[label].setdefault(r["task"], Cell())
         cell.values.append(float(r["value"]))
         cell.seeds.append(int(r.get("seed", 0)))
+        skipped = r.get("skipped_files") or {}
+        cell.skipped_files += int(skipped.get("train", 0)) + int(skipped.get("eval", 0))
         metrics[r["task"]] = r["metric"]
         if not r.get("higher_is_better", True):
             lower.add(r["task"])

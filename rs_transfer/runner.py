@@ -35,6 +35,7 @@ from rs_transfer.runconfig import (  # noqa: F401  (re-exported: tasks and tests
     RUNNER_SWITCHES, build_config, config_dir, lazy, parse_cfg_options, set_iterations)
 from rs_transfer.normcheck import check_normalization  # noqa: F401  (re-exported: tasks call it before features)
 from rs_transfer.tasks import PRESETS, RunContext, Task, get_task
+from rs_transfer.tasks._corrupt import summary as skipped_files_summary
 
 LAUNCHERS = ("none", "pytorch", "slurm")
 
@@ -250,6 +251,8 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
         "world_size": world_size, "launcher": launcher, "throughput_samples_per_s": throughput,
         "resumed_from": point.iteration if point else None, "final_weights": None, "data_root": str(root),
         "work_dir": str(work_dir), "extra": ctx.extra, **facts,
+        # Unreadable images/annotations the datasets skipped (tasks/_corrupt.py): counts per phase, a few names.
+        "skipped_files": skipped_files_summary(work_dir),
     }
     if preset == "mini":
         results["note"] = "MINI preset: tiny generated data, a few iterations; a smoke test, not a benchmark number"

@@ -48,6 +48,15 @@ def set_data_root(cfg: Any, root: Path) -> None:
             ds["data_root"] = str(root)
 
 
+def set_skip_log(cfg: Any, path: Path) -> None:
+    """Every dataset of the run logs unreadable files to ``path`` (``tasks/_corrupt.py``; the runner reads it)."""
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if cfg.get(key) is None:
+            continue
+        for ds in iter_datasets(cfg[key]):
+            ds["skip_log"] = str(path)
+
+
 def small_loaders(cfg: Any, train_batch: int, val_batch: int = 1) -> None:
     """In-process loading (2 shared CPU cores: worker processes only cost start-up time). ``train_batch`` is the
     mini preset's GLOBAL batch (the runner splits it over the processes, without accumulation; the mini LR the
@@ -116,8 +125,8 @@ def mini_segmentation(cfg: Any, *, crop: tuple[int, int], scale: tuple[int, int]
 
     ``crop`` is (h, w) as mmseg's RandomCrop takes it; ``scale`` is (w, h) as mmcv's Resize takes it.
     """
-    from mmcv.transforms import RandomResize, Resize
-    from mmseg.datasets.transforms import PhotoMetricDistortion, RandomCrop
+    from mmcv.transforms import RandomResize
+    from mmseg.datasets.transforms import PhotoMetricDistortion, RandomCrop, Resize
 
     from rs_transfer.runner import set_iterations
 
@@ -157,6 +166,7 @@ def check_split_pairs(report: Any, split: str, img_dir: Path, ann_dir: Path, *, 
     elif expected is not None and len(images) != expected:
         report.problems.append(f"{split}: {img_dir} holds {len(images)} images, {split_name} has {expected}")
     for img in images:
-        report.problems.extend(check_pair(img, ann_dir / f"{img.stem}.png"))
+        for problem in check_pair(img, ann_dir / f"{img.stem}.png"):
+            report.add(problem)                 # unreadable files are skipped by runs, not problems
     stray = {p.stem for p in ann_dir.glob("*.png")} - {p.stem for p in images}
     report.problems.extend(f"{ann_noun} {ann_dir / s}.png has no image {img_dir / s}.jpg" for s in sorted(stray))

@@ -9,7 +9,10 @@ bounded-output convention of BTS/AdaBins/VPD, 10 m for NYU), trained with the sc
 Why our own metric: mmseg's ``DepthMetric`` hard-codes the Eigen crop as pixel rows 45:471, cols 41:601 of a 480x640
 map; ``EigenCropDepthMetric`` uses the same crop as fractions of the map, so it is identical at 480x640 and still
 meaningful on the mini set's small images. It also reports the delta accuracies as percentages (Table 4 prints
-81.2, not 0.812). Everything else (per-image averaging, the formulas) is mmseg's.
+81.2, not 0.812), and ``silog`` as BTS/AdaBins report it, ``100 * sqrt(E[d^2] - E[d]^2)`` with
+``d = log(pred) - log(gt)`` (mmseg's is ``sqrt(E[d^2] - 0.5 E[d]^2)``, the training loss's variance focus, not
+x100); predictions are clipped to the evaluation range first, as BTS does. Per-image averaging and the other
+formulas are mmseg's (= BTS's). Unreadable test frames are left out and counted (``tasks/_corrupt.py``).
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from mmseg.evaluation.metrics import DepthMetric
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import METRICS, MODELS
 from torch import Tensor, nn
+
+from ._corrupt import SkipCountingMetric
 
 # Eigen et al. 2014 crop of the 480x640 NYU frame, as fractions: rows 45..471, cols 41..601.
 EIGEN_CROP = (45 / 480, 471 / 480, 41 / 640, 601 / 640)
@@ -80,18 +85,21 @@ class FPNDepthHead(BaseDecodeHead):
 
 
 @METRICS.register_module(force=True)
-class EigenCropDepthMetric(DepthMetric):
-    """mmseg's ``DepthMetric`` with the Eigen crop scaled to the map size and d1..d3 in percent.
+class EigenCropDepthMetric(SkipCountingMetric, DepthMetric):
+    """mmseg's ``DepthMetric`` with the Eigen crop scaled to the map size, d1..d3 in percent, BTS's ``silog``, and
+    ``eval_images`` / ``eval_skipped`` counts.
 
     ``crop_type='eigen'`` applies the crop; ``None`` evaluates every valid pixel. Valid = ``min_depth_eval < gt <
-    max_depth_eval`` (NYU: 1e-3 m and 10 m, the usual cap).
+    max_depth_eval`` (NYU: 1e-3 m and 10 m, the usual cap); ground truth 0 (no raw depth measured) is never valid.
     """
 
-    def __init__(self, crop_type: str | None = "eigen", **kwargs: Any) -> None:
+    def __init__(self, crop_type: str | None = "eigen", max_skipped_fraction: float = 0.01,
+                 report_counts: bool = True, **kwargs: Any) -> None:
         if crop_type not in (None, "eigen"):
             raise ValueError(f"crop_type must be 'eigen' or None, got {crop_type!r}")
         super().__init__(crop_type=None, **kwargs)
         self.eigen = crop_type == "eigen"
+        self._init_counts(max_skipped_fraction, report_counts)
 
     def _get_eval_mask(self, gt_depth: Tensor) -> Tensor:
         valid = (gt_depth > self.min_depth_eval) & (gt_depth < self.max_depth_eval)
@@ -103,6 +111,24 @@ class EigenCropDepthMetric(DepthMetric):
             valid &= crop
         return valid
 
+    def process(self, data_batch: Any, data_samples: Any) -> None:
+        super().process(data_batch, self._split(data_samples))
+
+    def _calc_all_metrics(self, gt_depth: Tensor, pred_depth: Tensor) -> dict[str, float]:
+        # BTS (bts_main.py / eval_with_pngs.py): predictions clipped to [min_depth_eval, max_depth_eval] first.
+        pred_depth = pred_depth.clamp(self.min_depth_eval, self.max_depth_eval)
+        out = DepthMetric._calc_all_metrics(gt_depth, pred_depth)
+        out["silog"] = silog(gt_depth, pred_depth)
+        return out
+
     def compute_metrics(self, results: list) -> dict[str, float]:
-        metrics = super().compute_metrics(results)
-        return {k: (v * 100.0 if k in PERCENT_KEYS else v) for k, v in metrics.items()}
+        kept, counts = self._counted(results)
+        metrics = super().compute_metrics(kept)
+        return {**{k: (v * 100.0 if k in PERCENT_KEYS else v) for k, v in metrics.items()}, **counts}
+
+
+def silog(gt: Tensor, pred: Tensor) -> float:
+    """Scale-invariant log error of one image as BTS and AdaBins report it: ``100 * sqrt(E[d^2] - E[d]^2)``,
+    ``d = log(pred) - log(gt)`` over the valid pixels (computed in float64: the difference of two close means)."""
+    d = torch.log(pred.double()) - torch.log(gt.double())
+    return float(torch.sqrt((d.pow(2).mean() - d.mean().pow(2)).clamp(min=0.0)) * 100.0)

@@ -4,32 +4,68 @@ Why a subclass of mmdet's ``VOCMetric`` (which stays the reference computation, 
 +1-pixel coordinates and "difficult" objects ignored): mmdet rounds AP50 to three decimals and reports a fraction,
 and two instances of it (11-point and area) would both write ``pascal_voc/AP50``. This one reports the unrounded
 value in percent (Table 4 prints 80.0) under its own key: ``AP50`` (11-point, the headline, as the VOC2007 devkit)
-or ``AP50_area``.
+or ``AP50_area``. Unreadable test images are left out and counted (``eval_images`` / ``eval_skipped``, reported by
+the metric with ``report_counts=True`` only, so that two instances on one loader do not clash; ``tasks/_corrupt.py``).
+
+mmdet's ``eval_map`` computes per-image TP/FP in a forked ``multiprocessing.Pool``; forked from a process that
+already runs threads (torch's, TensorBoard's writer) a worker can deadlock on an inherited lock -- seen here as a
+10-minute stall at the end of a run. The same function runs in this process instead (``_SerialPool``): identical
+numbers, seconds for the 4,952 VOC07 test images.
 """
 from __future__ import annotations
 
+import itertools
 import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mmdet.evaluation import VOCMetric
 from mmdet.registry import METRICS
 
+from ._corrupt import SkipCountingMetric
+
 
 @METRICS.register_module(force=True)
-class VOCAP50Metric(VOCMetric):
+class VOCAP50Metric(SkipCountingMetric, VOCMetric):
     """mmdet's VOC mAP at IoU 0.5, unrounded and in percent, keyed ``AP50`` (11points) or ``AP50_area``."""
 
     default_prefix = None
 
-    def __init__(self, eval_mode: str = "11points", **kwargs: Any) -> None:
+    def __init__(self, eval_mode: str = "11points", max_skipped_fraction: float = 0.01, report_counts: bool = True,
+                 **kwargs: Any) -> None:
         kwargs.pop("iou_thrs", None)
         kwargs.pop("metric", None)
         super().__init__(iou_thrs=0.5, metric="mAP", eval_mode=eval_mode, **kwargs)
         self.key = "AP50" if eval_mode == "11points" else "AP50_area"
+        self._init_counts(max_skipped_fraction, report_counts)
+
+    def process(self, data_batch: Any, data_samples: Any) -> None:
+        super().process(data_batch, self._split(data_samples))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         # With one IoU threshold mmdet's unrounded 'mAP' is exactly the AP50 it rounds. Both VOC versions are
         # reported on purpose, so mmdet's "VOC2007 uses 11points" warning is noise here.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Pascal VOC20")
-            return {self.key: float(super().compute_metrics(results)["mAP"]) * 100.0}
+            kept, counts = self._counted(results)
+            from mmdet.evaluation.functional import mean_ap
+
+            pool, mean_ap.Pool = mean_ap.Pool, _SerialPool
+            try:
+                value = float(super().compute_metrics(kept)["mAP"]) * 100.0
+            finally:
+                mean_ap.Pool = pool
+            return {self.key: value, **counts}
+
+
+class _SerialPool:
+    """The part of ``multiprocessing.Pool`` that ``eval_map`` uses, run in the calling process."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def starmap(self, fn: Callable, iterable: Iterable) -> list:
+        return list(itertools.starmap(fn, iterable))
+
+    def close(self) -> None:
+        pass

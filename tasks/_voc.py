@@ -71,7 +71,7 @@ def check_annotation(path: Path) -> str | None:
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as err:
-        return f"{path}: malformed XML ({err})"
+        return f"{path}: unreadable annotation, malformed XML ({err})"
     except OSError as err:
         return f"{path}: cannot read ({err.strerror})"
     size = root.find("size")

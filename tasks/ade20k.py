@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _dense, _synthetic, _voc
+from . import _corrupt, _dense, _synthetic, _voc
 from .base import DataReport, RunContext, Task
 
 LAYOUT = ("ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png} (annotations: 8-bit, "
@@ -85,6 +85,7 @@ def data_files(root: Path) -> list[Path]:
 def configure(cfg: Any, ctx: RunContext) -> None:
     """Data root, head widths for the chosen backbone, and the CPU mini shrink."""
     _dense.set_data_root(cfg, dataset_dir(ctx.data_root))
+    _dense.set_skip_log(cfg, Path(ctx.work_dir) / _corrupt.SKIP_LOG)
     _dense.fit_seg_heads(cfg, ctx.backbone_kwargs)
     if ctx.mini:
         h, w = MINI_SIZE

@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # heavy imports only for type checkers: ``rs-transfer --help`
     from mmengine.config import Config
 
 PROTOCOLS = ("finetune", "linear", "knn")
+UNREADABLE = ": unreadable "          # marks a file-check message about a file that does not decode
 PRESETS = ("paper", "mini")
 
 
@@ -56,8 +57,10 @@ def home() -> Path:
 
 @dataclass
 class DataReport:
-    """What ``check_data`` found: ``counts`` per split (e.g. ``{"train": 50000, "test": 10000}``) and ``problems``,
-    each naming exactly what is missing or malformed (a path, a key, a count)."""
+    """What ``check_data`` found: ``counts`` per split (e.g. ``{"train": 50000, "test": 10000}``), ``problems``,
+    each naming exactly what is missing or malformed (a path, a key, a count), which ``preparation`` of the data it
+    recognised (when a task accepts several), and ``warnings``: usable data that differs from the standard
+    protocol (e.g. other split sizes), each saying what a run will use. Warnings never stop a run."""
 
     task: str
     root: Path
@@ -65,12 +68,38 @@ class DataReport:
     source: str                       # where to get the data (Task.data_source)
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    preparation: str = ""
+    warnings: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)   # files that do not decode: runs skip and count them
+
+    def add(self, problem: str | None) -> None:
+        """Record a file check's outcome: an unreadable (corrupt) file is not a problem -- runs skip and count it
+        (``tasks/_corrupt.py``) -- everything else (missing files, wrong formats, bad boxes) is."""
+        if problem is None:
+            return
+        (self.unreadable if UNREADABLE in problem else self.problems).append(problem)
+
+    def all_warnings(self) -> list[str]:
+        """``warnings`` plus one summary line for the unreadable files."""
+        out = list(self.warnings)
+        if self.unreadable:
+            shown = "; ".join(self.unreadable[:3]) + (" ..." if len(self.unreadable) > 3 else "")
+            out.append(f"{len(self.unreadable)} unreadable file(s), which runs skip and count (too many in an "
+                       f"evaluation split stop the evaluation): {shown}")
+        return out
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def raise_if_bad(self) -> "DataReport":
+        """``UserError`` (one line) when there are problems; otherwise each warning is emitted (``warnings.warn``,
+        shown once per run) and the report returned."""
+        if not self.problems:
+            import warnings
+
+            for w in self.all_warnings():
+                warnings.warn(f"{self.task} data at {self.root}: {w}", UserWarning, stacklevel=2)
         if self.problems:
             shown = "; ".join(self.problems[:5]) + (f" (and {len(self.problems) - 5} more)"
                                                     if len(self.problems) > 5 else "")
@@ -79,9 +108,15 @@ class DataReport:
                             f"generated set; --data-root points elsewhere).")
         return self
 
+    def details(self) -> str:
+        """Lines ``rs-transfer data check`` prints under its OK line: the preparation found and the warnings."""
+        lines = [f"preparation: {self.preparation}"] if self.preparation else []
+        return "\n".join(lines + [f"WARNING: {w}" for w in self.all_warnings()])
+
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "root": str(self.root), "ok": self.ok, "counts": dict(self.counts),
-                "problems": list(self.problems)}
+                "problems": list(self.problems), "preparation": self.preparation, "warnings": list(self.warnings),
+                "unreadable": list(self.unreadable)}
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _dense, _synthetic, _voc
+from . import _corrupt, _dense, _synthetic, _voc
 from .base import DataReport, RunContext, Task
 
 LAYOUT = ("VOCdevkit/VOC2007/{Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/{trainval,test}.txt} and "
@@ -69,8 +69,7 @@ def check_data(root: Path) -> DataReport:
         for img_id in ids:
             problem = (_voc.check_jpeg(dk / year / "JPEGImages" / f"{img_id}.jpg")
                        or _voc.check_annotation(dk / year / "Annotations" / f"{img_id}.xml"))
-            if problem:
-                report.problems.append(problem)
+            report.add(problem)
     return report
 
 
@@ -93,6 +92,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
     from rs_transfer.runner import set_iterations
 
     _dense.set_data_root(cfg, _voc.devkit(ctx.data_root))
+    _dense.set_skip_log(cfg, Path(ctx.work_dir) / _corrupt.SKIP_LOG)
     cfg.model.neck["in_channels"] = _dense.stage_channels(ctx.backbone_kwargs)
     if ctx.mini:
         h, w = MINI_SIZE

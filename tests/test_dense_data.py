@@ -15,7 +15,7 @@ from rs_transfer.tasks import _voc, get_task
 
 MINI_COUNTS = {
     "voc-det": {"VOC2007/trainval": 16, "VOC2007/test": 8, "VOC2012/trainval": 16},
-    "voc-seg": {"trainaug": 24, "val": 8},
+    "voc-seg": {"train": 20, "aug": 4, "val": 8},
     "ade20k": {"training": 24, "validation": 8},
     "nyu-depth": {"train": 24, "test": 8},
 }
@@ -87,8 +87,10 @@ def test_malformed_xml_and_missing_image_are_named(tmp_path: Path) -> None:
     bad.write_text("<annotation><size><width>10</width>")        # truncated
     gone = sorted((root / "VOCdevkit" / "VOC2007" / "JPEGImages").glob("*.jpg"))[-1]
     gone.unlink()
-    msg = _problems("voc-det", root)
-    assert f"{bad}: malformed XML" in msg and f"missing image {gone}" in msg
+    report = get_task("voc-det").check(root)
+    assert [u for u in report.unreadable if u.startswith(f"{bad}: unreadable annotation, malformed XML")]
+    msg = _problems("voc-det", root)            # the missing image is the problem; the broken XML is counted
+    assert f"missing image {gone}" in msg and "malformed XML" not in msg
 
 
 def test_bad_box_and_unknown_class_are_named(tmp_path: Path) -> None:
@@ -110,6 +112,10 @@ def test_segmentation_missing_mask_and_split_counts(tmp_path: Path) -> None:
     # Without the mini marker the standard split sizes are enforced, naming the file and the expected count.
     (root / "RS_TRANSFER_MINI").unlink()
     msg = _problems("voc-seg", root)
+    assert "aug.txt lists 4 images, the standard split has 9118" in msg
+    # Without aug.txt it is the DeepLab bundle: trainaug.txt, every mask in SegmentationClassAug.
+    (voc / "ImageSets" / "Segmentation" / "aug.txt").unlink()
+    msg = _problems("voc-seg", root)
     assert "trainaug.txt lists 24 images, the standard split has 10582" in msg
 
 
@@ -117,7 +123,8 @@ def test_ade_and_nyu_problems_are_named(tmp_path: Path) -> None:
     ade_root = get_task("ade20k").make_mini(tmp_path / "ade")
     ann = sorted((ade_root / "ADEChallengeData2016" / "annotations" / "validation").glob("*.png"))[0]
     ann.write_bytes(b"not a png")
-    assert f"{ann}: unreadable image" in _problems("ade20k", ade_root)
+    report = get_task("ade20k").check(ade_root)
+    assert report.ok and report.unreadable == [f"{ann}: unreadable image (UnidentifiedImageError)"]
 
     nyu_root = get_task("nyu-depth").make_mini(tmp_path / "nyu")
     png = sorted((nyu_root / "annotations" / "train").glob("*.png"))[0]
@@ -137,3 +144,169 @@ def test_missing_root_and_cli_data_check(tmp_path: Path, capsys: pytest.CaptureF
     (root / "images" / "train").rename(root / "images" / "training")
     assert main(["data", "check", "--task", "nyu-depth", "--data-root", str(root)]) != 0
     assert f"missing folder {root / 'images' / 'train'}" in capsys.readouterr().err
+
+
+# ---- NYU: the three preparations ----------------------------------------------------------------------------------
+def _bts_from_mini(mini: Path, root: Path) -> Path:
+    """BTS's folders from the mini frames: sync/<scene>_<id>/ for training, official_splits/test/<scene>/."""
+    import shutil
+
+    for split, dest in (("train", "sync"), ("test", "official_splits/test")):
+        for i, img in enumerate(sorted((mini / "images" / split).glob("*.jpg"))):
+            scene = img.stem.rsplit("_", 1)[0]
+            folder = root / dest / (f"{scene}_{i // 4:04d}b" if split == "train" else scene)
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(img, folder / f"rgb_{i:05d}.jpg")
+            shutil.copy(mini / "annotations" / split / f"{img.stem}.png", folder / f"sync_depth_{i:05d}.png")
+    return root
+
+
+def test_nyu_preparations_are_recognised(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from rs_transfer.tasks import nyu_depth
+
+    mini = get_task("nyu-depth").make_mini(tmp_path / "mini")
+    bts = _bts_from_mini(mini, tmp_path / "bts")
+    report = get_task("nyu-depth").check(bts)
+    assert report.ok, report.problems
+    assert "BTS" in report.preparation and report.counts == {"train": 24, "test": 8}
+    # Not the Eigen sizes: a warning that says what the run uses, never a dead end.
+    assert any("train: 24 frames, the Eigen split has 795" in w and "trains on all of them" in w
+               for w in report.warnings), report.warnings
+    assert any("test: 8 frames" in w and "NOT comparable" in w for w in report.warnings)
+    assert main(["data", "check", "--task", "nyu-depth", "--data-root", str(bts)]) == 0
+    out = capsys.readouterr().out
+    assert "preparation: BTS folders" in out and "WARNING: train: 24 frames" in out
+    # BTS's own file list, if present, decides what is read (here: a subset, with BTS's leading slashes).
+    lines = [f"/{p.parent.name}/{p.name} /{p.parent.name}/sync_depth_{p.stem[4:]}.png 518.8579"
+             for p in sorted((bts / "sync").rglob("rgb_*.jpg"))[:5]]
+    (bts / nyu_depth.BTS_LISTS["train"]).write_text("\n".join(lines) + "\n")
+    assert get_task("nyu-depth").check(bts).counts["train"] == 5
+
+    (mini / "RS_TRANSFER_MINI").unlink()          # the mmseg layout, as real data: counts warn, still OK
+    report = get_task("nyu-depth").check(mini)
+    assert report.ok and "images|annotations" in report.preparation and len(report.warnings) == 2
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "nyu_depth_v2_labeled.mat").write_bytes(b"")
+    msg = _problems("nyu-depth", raw)
+    assert "convert it first with `python -m rs_transfer.tasks.nyu_depth" in msg
+
+
+def test_nyu_bts_layout_reaches_the_dataset(tmp_path: Path) -> None:
+    from mmengine.registry import DATASETS, init_default_scope
+
+    from conftest import TINY
+    from rs_transfer.runner import build_config
+    from rs_transfer.tasks import RunContext
+
+    bts = _bts_from_mini(get_task("nyu-depth").make_mini(tmp_path / "mini"), tmp_path / "bts")
+    ctx = RunContext(task="nyu-depth", backbone="resnet50", backbone_kwargs={}, weights=None,
+                     normalization={"name": "x", "mean": [0.0] * 3, "std": [1.0] * 3}, preset="mini",
+                     protocol="finetune", data_root=bts, work_dir=tmp_path / "wd")
+    cfg, _, _ = build_config(get_task("nyu-depth"), ctx, model_overrides=TINY)
+    assert ctx.extra["data_preparation"] == "bts"
+    init_default_scope("mmseg")
+    train, test = DATASETS.build(cfg.train_dataloader.dataset), DATASETS.build(cfg.val_dataloader.dataset)
+    assert len(train) == 24 and len(test) == 8
+    info = test.get_data_info(0)
+    assert Path(info["img_path"]).name.startswith("rgb_") and Path(info["depth_map_path"]).name.startswith("sync_")
+    scene = Path(info["img_path"]).parent.name
+    assert info["category_id"] == test.metainfo["classes"].index(scene)          # from the scene folder
+    sample = test[0]
+    assert sample["data_samples"].gt_depth_map.data.shape[-2:] == (64, 80)
+
+
+# ---- unreadable files: skipped and counted, never fatal; a transform bug still raises -----------------------------
+def _mini_copy(name: str, tmp_path: Path) -> Path:
+    import shutil
+
+    from rs_transfer.runner import ensure_mini
+
+    src = ensure_mini(get_task(name))
+    dst = tmp_path / name
+    shutil.copytree(src.parent if name == "ade20k" else src, dst)
+    return dst
+
+
+def _datasets(name: str, root: Path, work: Path):
+    from mmengine.registry import DATASETS, init_default_scope
+
+    from conftest import TINY
+    from rs_transfer.runner import build_config
+    from rs_transfer.tasks import RunContext
+
+    ctx = RunContext(task=name, backbone="resnet50", backbone_kwargs={}, weights=None,
+                     normalization={"name": "x", "mean": [0.0] * 3, "std": [1.0] * 3}, preset="mini",
+                     protocol="finetune", data_root=root, work_dir=work)
+    cfg, _, _ = build_config(get_task(name), ctx, model_overrides=TINY)
+    init_default_scope(cfg.get("default_scope") or "mmseg")
+    return DATASETS.build(cfg.train_dataloader.dataset), DATASETS.build(cfg.val_dataloader.dataset)
+
+
+def test_unreadable_segmentation_files_are_skipped_and_counted(tmp_path: Path) -> None:
+    from rs_transfer.tasks import _corrupt
+
+    root = _mini_copy("voc-seg", tmp_path)
+    voc = root / "VOCdevkit" / "VOC2012"
+    train_id = (voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
+    val_id = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[1]
+    (voc / "JPEGImages" / f"{train_id}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (voc / "SegmentationClass" / f"{val_id}.png").write_bytes(b"\x89PNG truncated")
+    report = get_task("voc-seg").check(root)
+    assert report.ok and len(report.unreadable) == 2, report.problems      # not a dead end: runs skip them
+    assert any("2 unreadable file(s)" in w for w in report.all_warnings())
+
+    train, val = _datasets("voc-seg", root, tmp_path / "wd")
+    bad = next(i for i in range(len(train)) if train.get_data_info(i)["img_path"].endswith(f"{train_id}.jpg"))
+    np.random.seed(0)
+    got = train[bad]                                       # training draws another sample
+    assert not got["data_samples"].img_path.endswith(f"{train_id}.jpg")
+    j = next(i for i in range(len(val)) if val.get_data_info(i)["img_path"].endswith(f"{val_id}.jpg"))
+    placeholder = val[j]                                   # evaluation: a flagged placeholder the metric counts
+    assert "cannot decode" in placeholder["data_samples"].metainfo[_corrupt.META_KEY]
+    assert _corrupt.META_KEY not in val[(j + 1) % len(val)]["data_samples"].metainfo
+    s = _corrupt.summary(tmp_path / "wd")
+    assert (s["train"], s["eval"]) == (1, 1) and any(train_id in e for e in s["examples"])
+
+    # A bug in a transform is not a corrupt file: with readable files it must raise, not be skipped.
+    def broken(results: dict) -> dict:
+        raise KeyError("gt_seg_map")
+
+    val.pipeline.transforms.insert(2, broken)
+    with pytest.raises(KeyError):
+        val[(j + 1) % len(val)]
+
+
+def test_malformed_voc_xml_is_skipped_and_counted(tmp_path: Path) -> None:
+    from rs_transfer.tasks import _corrupt
+
+    root = _mini_copy("voc-det", tmp_path)
+    dk = root / "VOCdevkit"
+    bad_train = sorted((dk / "VOC2007" / "Annotations").glob("2007tr*.xml"))[0]
+    bad_test = sorted((dk / "VOC2007" / "Annotations").glob("2007te*.xml"))[0]
+    for xml in (bad_train, bad_test):
+        xml.write_text("<annotation><size><width>10</width>")
+    report = get_task("voc-det").check(root)
+    assert report.ok and len(report.unreadable) == 2 and "malformed XML" in report.unreadable[0]
+    train, test = _datasets("voc-det", root, tmp_path / "wd")
+    assert len(train) == 16 + 16 - 1                        # dropped from training, and logged
+    j = next(i for i in range(len(test)) if test.get_data_info(i)["xml_path"] == str(bad_test))
+    assert "malformed XML" in test[j]["data_samples"].metainfo[_corrupt.META_KEY]
+    s = _corrupt.summary(tmp_path / "wd")
+    assert (s["train"], s["eval"]) == (1, 1)
+
+
+def test_report_shows_skipped_files(tmp_path: Path) -> None:
+    """results.json ``skipped_files`` (the runner's, from the run's skip log) reaches the report cell."""
+    from rs_transfer.report import build_report, to_markdown
+    from rs_transfer.results import write_json_atomic
+
+    for seed, skipped in ((0, {"train": 2, "eval": 1}), (1, {"train": 0, "eval": 0})):
+        write_json_atomic(tmp_path / f"s{seed}" / "results.json", {
+            "schema": 1, "task": "voc-seg", "metric": "mIoU", "value": 70.0 + seed, "higher_is_better": True,
+            "backbone": "resnet152", "protocol": "finetune", "preset": "paper", "seed": seed,
+            "weights": {"source": "w", "sha256": "0" * 64}, "metrics": {"mIoU": 70.0 + seed},
+            "skipped_files": {**skipped, "log": None, "examples": []}})
+    md = to_markdown(build_report([tmp_path], tasks=["voc-seg"]))
+    assert "70.50 ± 0.71 (n=2) [3 unreadable files skipped]" in md

@@ -12,8 +12,12 @@ import pytest
 import torch
 from mmseg.evaluation import IoUMetric
 
+from rs_transfer.errors import UserError
+
 from rs_transfer.tasks import _voc
-from rs_transfer.tasks._depth import EIGEN_CROP, EigenCropDepthMetric
+from rs_transfer.tasks._corrupt import META_KEY
+from rs_transfer.tasks._datasets import CountedIoUMetric
+from rs_transfer.tasks._depth import EIGEN_CROP, EigenCropDepthMetric, silog
 from rs_transfer.tasks._det_metric import VOCAP50Metric
 
 
@@ -136,7 +140,7 @@ def test_ap50_matches_voc_devkit(eval_mode: str, key: str, use_07: bool) -> None
     metric.process({}, samples)
     got = metric.evaluate(len(samples))
     expected = _devkit_ap50(images, len(_voc.CLASSES), use_07)
-    assert set(got) == {key}
+    assert set(got) == {key, "eval_images", "eval_skipped"} and (got["eval_images"], got["eval_skipped"]) == (3, 0)
     assert got[key] == pytest.approx(expected, abs=1e-4)
     assert 0 < expected < 100      # the hand-made case has both misses and false positives
 
@@ -150,14 +154,14 @@ def _depth_by_hand(gts: list[np.ndarray], preds: list[np.ndarray]) -> dict[str, 
         crop = np.zeros_like(g, bool)
         crop[round(t * h):round(b * h), round(l * w):round(r * w)] = True
         m = crop & (g > 1e-3) & (g < 10.0)
-        g, p = g[m].astype(np.float64), p[m].astype(np.float64)
+        g, p = g[m].astype(np.float64), np.clip(p[m].astype(np.float64), 1e-3, 10.0)   # BTS clips predictions
         ratio = np.maximum(g / p, p / g)
         d = np.log(p) - np.log(g)
         vals = {"d1": (ratio < 1.25).mean() * 100, "d2": (ratio < 1.25 ** 2).mean() * 100,
                 "d3": (ratio < 1.25 ** 3).mean() * 100, "abs_rel": np.mean(np.abs(p - g) / g),
                 "sq_rel": np.mean((p - g) ** 2 / g), "rmse": np.sqrt(np.mean((p - g) ** 2)),
                 "rmse_log": np.sqrt(np.mean(d ** 2)), "log10": np.mean(np.abs(np.log10(p) - np.log10(g))),
-                "silog": np.sqrt(np.mean(d ** 2) - 0.5 * np.mean(d) ** 2)}
+                "silog": 100.0 * np.sqrt(np.mean(d ** 2) - np.mean(d) ** 2)}          # BTS/AdaBins
         for k, v in vals.items():
             per.setdefault(k, []).append(float(v))
     return {k: float(np.mean(v)) for k, v in per.items()}
@@ -177,7 +181,7 @@ def test_depth_metrics_match_numpy() -> None:
     metric.process({}, samples)
     got = metric.evaluate(len(samples))
     expected = _depth_by_hand(gts, preds)
-    assert set(got) == set(expected)
+    assert set(got) == set(expected) | {"eval_images", "eval_skipped"} and got["eval_images"] == 3
     for k, v in expected.items():
         assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
     assert 0 < got["d1"] < 100
@@ -191,3 +195,49 @@ def test_eigen_crop_equals_mmseg_at_full_resolution() -> None:
     ours = EigenCropDepthMetric(crop_type="eigen", max_depth_eval=10.0)._get_eval_mask(g)
     ref = DepthMetric(crop_type="nyu_crop", max_depth_eval=10.0)._get_eval_mask(g)
     assert torch.equal(ours, ref)
+
+
+def test_silog_is_the_bts_definition() -> None:
+    """BTS bts_main.py compute_errors: 100 * sqrt(mean(d^2) - mean(d)^2), d = log(pred) - log(gt); scale invariant."""
+    rng = np.random.default_rng(1)
+    g = rng.uniform(0.5, 9.0, size=1000)
+    p = g * np.exp(rng.normal(0.0, 0.1, size=g.shape))
+    d = np.log(p) - np.log(g)
+    want = 100.0 * np.sqrt(np.mean(d ** 2) - np.mean(d) ** 2)
+    assert silog(torch.from_numpy(g).float(), torch.from_numpy(p).float()) == pytest.approx(want, rel=1e-4)
+    assert silog(torch.from_numpy(g), torch.from_numpy(3.0 * p)) == pytest.approx(want, rel=1e-6)   # x3: unchanged
+    mmseg_style = np.sqrt(np.mean(d ** 2) - 0.5 * np.mean(d) ** 2)
+    assert abs(want - mmseg_style) > 1.0                                # the two definitions really differ
+
+
+# ---- unreadable evaluation files: left out, counted, and an error when too many -----------------------------------
+def _seg_samples(n_ok: int, n_bad: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n_ok + n_bad):
+        g = torch.from_numpy(rng.integers(0, 3, size=(8, 8))).long()[None]
+        s = {"pred_sem_seg": {"data": g.clone()}, "gt_sem_seg": {"data": g}, "img_path": f"img{i}.jpg"}
+        if i >= n_ok:   # an evaluation placeholder: no ground truth, flagged by the dataset
+            s = {"pred_sem_seg": {"data": torch.zeros(1, 8, 8, dtype=torch.long)}, META_KEY: "cannot decode",
+                 "img_path": f"bad{i}.jpg"}
+        out.append(s)
+    return out
+
+
+def test_unreadable_evaluation_samples_are_left_out_and_counted() -> None:
+    metric = CountedIoUMetric(iou_metrics=["mIoU"], max_skipped_fraction=0.2)
+    metric.dataset_meta = {"classes": ("background",) + _voc.CLASSES}
+    metric.process({}, _seg_samples(9, 1))
+    got = metric.evaluate(10)
+    assert got["eval_images"] == 9 and got["eval_skipped"] == 1
+    assert got["mIoU"] == pytest.approx(100.0)             # the placeholder's all-zero prediction is not scored
+
+
+@pytest.mark.parametrize("n_ok,n_bad", [(9, 3), (0, 2)])
+def test_too_many_unreadable_evaluation_files_is_an_error(n_ok: int, n_bad: int) -> None:
+    metric = CountedIoUMetric(iou_metrics=["mIoU"], max_skipped_fraction=0.2)
+    metric.dataset_meta = {"classes": ("background",) + _voc.CLASSES}
+    metric.process({}, _seg_samples(n_ok, n_bad))
+    with pytest.raises(UserError, match=f"{n_bad} of {n_ok + n_bad} evaluation images are unreadable") as err:
+        metric.evaluate(n_ok + n_bad)
+    assert "\n" not in str(err.value) and "bad" in str(err.value)

@@ -20,7 +20,8 @@ def test_mini_run_learns(tmp_path: Path) -> None:
                  "--work-dir", str(wd)]) == 0
     res = json.loads((wd / "results.json").read_text())
     m = res["metrics"]
-    assert res["metric"] == "AP50" and set(m) == {"AP50", "AP50_area"}
+    assert res["metric"] == "AP50" and set(m) == {"AP50", "AP50_area", "eval_images", "eval_skipped"}
+    assert m["eval_images"] == 8 and m["eval_skipped"] == 0           # the denominator: all 8 test images
     assert res["backbone_kwargs"]["frozen_stages"] == 2 and res["backbone_kwargs"]["norm_eval"] is True
     assert res["config"]["model"]["neck"]["in_channels"] == [64, 128, 256, 512]
     assert len(res["config"]["train_dataloader"]["dataset"]["datasets"]) == 2       # VOC2007 + VOC2012
