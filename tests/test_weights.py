@@ -339,6 +339,14 @@ def test_list_weights_shows_the_zoo_with_checksums_and_options(capsys) -> None:
     assert "md5:a04e12f8" in rows["mocov2-r50-800ep"] and "unknown (size)" in rows["dino-r50"]
     assert " swav " in rows["swav-r50-800ep"] and "unit-range" in rows["simclrv2-r152-3x-sk1"]
     assert "width=3" in out and "sk_ratio=0.0625" in out and "padding=tf-same" in out
+    # listing is start-up only: the table is read without importing torch (checked on sys.modules, not timed)
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom rs_transfer.cli import main\nmain(['list', 'weights'])\n"
+            "print('HEAVY=' + ','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'mmengine'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "HEAVY=", proc.stdout[-300:] + proc.stderr
 
 
 def test_a_bad_normalisation_is_a_one_line_error_before_any_work(tmp_path) -> None:

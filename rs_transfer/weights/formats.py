@@ -24,15 +24,11 @@ from typing import Any
 
 import torch
 
-from rs_transfer.errors import UserError
+from .errors import CheckpointError  # noqa: F401  (re-exported: defined where importing it costs nothing)
 
 SAFETENSORS_MAGIC_MAX = 100_000_000  # a safetensors header length above this is not a safetensors file
 # torch.save(..., _use_new_zipfile_serialization=False) starts with pickle protocol 2 + its magic number (a long).
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be read or mapped; the message says which file and what to do."""
 
 
 @dataclass

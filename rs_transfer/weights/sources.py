@@ -16,7 +16,7 @@ import os
 import urllib.request
 from pathlib import Path
 
-from .formats import CheckpointError
+from .errors import CheckpointError
 from .catalog import SOURCES, WeightSource  # noqa: F401  (re-exported)
 from .normalization import IMAGENET, NORMALIZATIONS, UNIT, Normalization  # noqa: F401  (re-exported)
 
