@@ -13,7 +13,9 @@ check`` says so and the run trains on what is there), and BTS's ``sync/`` + ``of
 Model: mmseg ``DepthEstimator`` with ``FPNDepthHead`` (tasks/_depth.py: FPN fusion of strides 4..32, sigmoid x 10 m
 output, scale-invariant log loss, as BTS/AdaBins/VPD). Training (chosen, BTS-style): random 416x544 crops of the
 480x640 frames, horizontal flip (mmseg's ``RandomFlip``: image AND depth map; mmcv's flips ``gt_seg_map`` only),
-photometric distortion (image only); AdamW lr 1e-4, weight decay 1e-2, poly decay (power 0.9),
+photometric distortion (image only; deviation: BTS also rotates by up to 2.5 degrees and first cuts the frame to its
+427x565 centre, rows 45..472 x cols 43..608, to drop the registration border); AdamW lr 1e-4, weight decay 1e-2,
+poly decay (power 0.9),
 batch 16 (4 GPUs x 4), 4,000 iterations (~80 epochs of 795 images). Test: the full 480x640 frame, no resizing.
 BatchNorm everywhere, ``sync_bn='torch'`` turns it into SyncBN under DDP. ``Task.configure`` (tasks/nyu_depth.py)
 sets the data root and shrinks this for ``--preset mini``.
