@@ -10,10 +10,11 @@ from mmengine.dataset import DefaultSampler, default_collate
 from mmengine.optim import OptimWrapper
 from torch.optim import SGD
 
-from rs_transfer.backbones.resnet import ResNetRS
 from rs_transfer.video.kinetics import KineticsDataset
 from rs_transfer.video.metrics import VideoAccuracy
 from rs_transfer.video.recognizer import VideoDataPreprocessor, VideoRecognizer
+from rs_transfer.video.resnet3d import ResNet3D
+from rs_transfer.video.sampler import ResumableSampler
 
 data_root = "data/kinetics400"   # replaced by the task with --data-root / the default data folder
 
@@ -23,14 +24,17 @@ recipe = dict(
     base_lr=0.8,           # cosine from 0.8 at the global batch 1024 (k400_resnet3drs_50_tpu)
     weight_decay=4e-5,     # RS; vanilla 1e-4. Never on BN/bias (paramwise_cfg below)
     label_smoothing=0.1,
-    ema=True,              # EMA of weights and BN statistics, decay 0.9999
-    ema_decay=0.9999,
+    ema=True,              # EMA of weights and BN statistics, decay 0.9999 per step at global batch 1024:
+    ema_decay=0.9999,      # a run at global batch B uses 0.9999 ** (B / 1024) (video/recipes.py ema_momentum)
+    ema_reference_batch=1024,
     scale_jitter=True,     # random-resized crop area 0.08-1, aspect 0.5-2; off = random 224 crop of short side 256
 )
 
 model = dict(
     type=VideoRecognizer,
-    backbone=dict(type=ResNetRS, num_classes=400),
+    # The registered 3D model decides the architecture (TF layout; --backbone-options layout=2d to inflate 2D
+    # checkpoints key for key). inflate: how 2D weights become 3D, "center" or "mean" (--backbone-options inflate=).
+    backbone=dict(type=ResNet3D, num_classes=400, inflate="center"),
     label_smoothing=0.1,
     view_average="prob",
     view_batch=6,
@@ -41,7 +45,8 @@ model = dict(
 train_dataloader = dict(
     batch_size=8,  # set by the runner: global_batch_size // (processes x accumulation)
     num_workers=8, persistent_workers=True, pin_memory=True,
-    sampler=dict(type=DefaultSampler, shuffle=True), collate_fn=dict(type=default_collate),
+    # ResumableSampler: DefaultSampler's order plus a seed per sample, so a resumed run is exact (video/sampler.py)
+    sampler=dict(type=ResumableSampler, shuffle=True), collate_fn=dict(type=default_collate),
     dataset=dict(type=KineticsDataset, data_root=data_root, split="train", mode="train", num_frames=32,
                  frame_stride=2, crop_size=224, train_short_side=256, scale_jitter=True,
                  area_range=(0.08, 1.0), aspect_range=(0.5, 2.0), flip=True, backend="auto", skip_log=None))
@@ -51,7 +56,8 @@ val_dataloader = dict(
     dataset=dict(type=KineticsDataset, data_root=data_root, split="val", mode="test", num_frames=32,
                  frame_stride=2, test_size=256, num_clips=10, num_crops=3, backend="auto", skip_log=None))
 test_dataloader = val_dataloader
-val_evaluator = dict(type=VideoAccuracy, topk=(1, 5), skip_log=None)
+# max_unreadable: more than this fraction of val unreadable stops the run (no top-1 is written); video/metrics.py
+val_evaluator = dict(type=VideoAccuracy, topk=(1, 5), skip_log=None, max_unreadable=0.05)
 test_evaluator = val_evaluator
 
 train_cfg = dict(by_epoch=True, max_epochs=350, val_interval=350)

@@ -2,7 +2,9 @@
 
 A study directory holds one folder per run (``<task>/<backbone>-<weights>-<protocol>-seed<k>``), ``study.json``
 (the grid and the state of every cell) and the report. Re-running the same command skips runs whose results.json
-exists and resumes a run that left a checkpoint, so an interrupted study continues where it stopped. Tasks whose
+exists AND recorded the configuration the cell would run now (:func:`expected_hash`; another ``--cfg-options``,
+seed or code default runs again), and resumes a run that left a checkpoint, so an interrupted study continues
+where it stopped. Tasks whose
 module does not exist yet are recorded as missing (shown as "—" in the report), never filled in.
 """
 from __future__ import annotations
@@ -17,8 +19,98 @@ from rs_transfer.report import build_report, weights_label, write_report
 from rs_transfer.results import read_results, write_json_atomic
 
 
+# Keys of a resolved config that differ between runs of the same configuration: a fresh name per run, where a
+# resumed run starts from, and how the processes were launched (the world size itself shows in the batch keys).
+VOLATILE_KEYS = ("experiment_name", "resume", "load_from", "launcher")
+
+
+def portable_hash(resolved: dict[str, Any], work_dir: str | Path, data_root: str | Path) -> str:
+    """Hash of a resolved config with this machine's folders replaced by placeholders and the per-run keys
+    (:data:`VOLATILE_KEYS`) left out: equal for two runs of the same configuration, wherever and however (fresh
+    or resumed) they ran."""
+    import json
+
+    from rs_transfer.results import config_hash
+
+    text = json.dumps(resolved).replace(str(work_dir), "<work_dir>").replace(str(data_root), "<data_root>")
+    out = json.loads(text)
+    for key in VOLATILE_KEYS:
+        out.pop(key, None)
+    return config_hash(out)
+
+
+def recorded_hash(res: dict[str, Any]) -> str | None:
+    """:func:`portable_hash` of the config a results.json recorded (None for results without a config)."""
+    if not isinstance(res.get("config"), dict):
+        return None
+    return portable_hash(res["config"], res.get("work_dir", ""), res.get("data_root", ""))
+
+
+def expected_config(task: str, backbone: str, *, weights: str | None = None, preset: str = "paper",
+                    protocol: str = "finetune", work_dir: str | Path, seed: int = 0, config: str | None = None,
+                    cfg_options: dict | None = None, model_overrides: dict | None = None,
+                    data_root: str | Path | None = None, world_size: int = 1,
+                    normalization: str | None = None, trust: bool = False,
+                    strict: bool = True) -> tuple[dict[str, Any], Path, Path]:
+    """``(resolved config, work_dir, data_root)`` as ``run_experiment`` would resolve them for these arguments,
+    without running: the same steps (weights' normalisation, data folder and its check, task wiring,
+    --cfg-options, batch and hooks)."""
+    from rs_transfer import runner as R
+    from rs_transfer.results import to_jsonable
+    from rs_transfer.tasks import RunContext, get_task
+
+    the_task = get_task(task)
+    winfo = R.weights_info(weights, normalization=normalization, trust=trust)
+    if weights and (trust or not strict):  # as run_experiment
+        model_overrides = {**(model_overrides or {}), **({"weights_trust": True} if trust else {}),
+                           **({"weights_strict": False} if not strict else {})}
+    if weights and normalization is not None:  # as run_experiment: the backbone's load gets the explicit choice
+        model_overrides = {**(model_overrides or {}), "weights_normalization": str(normalization)}
+    if data_root is None:
+        root = R.ensure_mini(the_task) if preset == "mini" else the_task.default_data_root()
+    else:
+        root = Path(data_root).expanduser()
+    the_task.check(root)   # as the runner does first (Kinetics: the probe cache the task configuration reads)
+    wd = Path(work_dir).resolve()
+    ctx = RunContext(task=task, backbone=backbone, backbone_kwargs={},
+                     weights=winfo["source"] if winfo.get("named") else winfo["path"],
+                     normalization=winfo["normalization"], preset=preset, protocol=protocol, data_root=Path(root),
+                     work_dir=wd, seed=seed, launcher="none", world_size=world_size)
+    cfg, _, _ = R.build_config(the_task, ctx, config=config, cfg_options=cfg_options,
+                               model_overrides=model_overrides, resume=False)
+    return to_jsonable(cfg.to_dict()), wd, Path(root)
+
+
+def expected_hash(task: str, backbone: str, **kwargs: Any) -> str:
+    """:func:`portable_hash` of :func:`expected_config`. A study reuses a row only when this equals the row's
+    :func:`recorded_hash`."""
+    resolved, wd, root = expected_config(task, backbone, **kwargs)
+    return portable_hash(resolved, wd, root)
+
+
+def launched_world_size(launcher: str) -> int:
+    """The world size a run under ``launcher`` gets (torchrun / slurm set it in the environment)."""
+    import os
+
+    if launcher == "none":
+        return 1
+    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+
+
+def reusable(res: dict[str, Any] | None, expected: str) -> bool:
+    """A finished row may be reused only if it ran exactly the expected configuration."""
+    return res is not None and recorded_hash(res) == expected
+
+
 def run_dir(out: Path, task: str, backbone: str, weights: str | None, protocol: str, seed: int) -> Path:
     return out / task / f"{backbone}-{weights_label(weights)}-{protocol}-seed{seed}"
+
+
+def _denominators(res: dict[str, Any]) -> dict[str, Any]:
+    """The counts behind a cell's number, where its task reports them (Kinetics: eval_videos, missing, corrupt)."""
+    m = res.get("metrics") or {}
+    keys = {"eval_videos": "eval_videos", "missing": "eval_missing", "corrupt": "eval_corrupt"}
+    return {k: m[v] for k, v in keys.items() if v in m}
 
 
 def _matches(res: dict[str, Any], task: str, backbone: str, weights: str | None, preset: str) -> bool:
@@ -30,8 +122,9 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                tasks: Sequence[str] | None = None, protocols: Sequence[str] = ("finetune",), seeds: int = 1,
                preset: str = "paper", baseline: str | None = None, paper: bool = True,
                model_overrides: dict | None = None, cfg_options: dict | None = None, launcher: str = "none",
-               data_roots: dict[str, str] | None = None, log=print, trust: bool = False,
-               strict: bool = True, normalization: str | dict[str | None, str] | None = None) -> dict[str, Any]:
+               data_roots: dict[str, str] | None = None, log=print,
+               normalization: str | dict[str | None, str] | None = None, trust: bool = False,
+               strict: bool = True) -> dict[str, Any]:
     """Run every (weights, task, protocol, seed) cell not done yet, then write the report. Returns study.json.
     ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``."""
     from rs_transfer.runner import run_experiment
@@ -56,9 +149,21 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                     cells.append(cell)
                     done = read_results(wd)
                     if done is not None and _matches(done, task, backbone, w, preset):
-                        cell.update(state="done", value=done["value"], skipped=True)
-                        log(f"[skip] {wd} (results.json exists)")
-                        continue
+                        try:
+                            expected: str | None = expected_hash(
+                                task, backbone, weights=w, preset=preset, protocol=protocol, work_dir=wd, seed=seed,
+                                cfg_options=cfg_options, model_overrides=model_overrides,
+                                data_root=(data_roots or {}).get(task), world_size=launched_world_size(launcher),
+                                normalization=norm, trust=trust, strict=strict)
+                        except UserError:   # e.g. its weights file is gone: the run itself says so
+                            expected = None
+                        if expected is not None and reusable(done, expected):
+                            cell.update(state="done", value=done["value"], skipped=True,
+                                        **_denominators(done))
+                            log(f"[skip] {wd} (results.json exists with the same config hash)")
+                            continue
+                        log(f"[stale] {wd}: results.json ran another configuration (config hash differs); "
+                            "running it again")
                     try:
                         the_task = get_task(task)
                         if protocol not in the_task.protocols:
@@ -76,9 +181,10 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                         res = run_experiment(task, backbone, weights=w, preset=preset, protocol=protocol,
                                              work_dir=wd, seed=seed, cfg_options=cfg_options,
                                              model_overrides=model_overrides, launcher=launcher, resume=resume,
-                                             data_root=(data_roots or {}).get(task), trust=trust, strict=strict,
-                                             normalization=norm)
-                        cell.update(state="done", value=res["value"], seconds=round(time.time() - t0, 1))
+                                             data_root=(data_roots or {}).get(task), normalization=norm,
+                                             trust=trust, strict=strict)
+                        cell.update(state="done", value=res["value"], seconds=round(time.time() - t0, 1),
+                                    **_denominators(res))
                     except UserError as err:  # missing data, weights not cached...: the rest of the grid goes on
                         failures += 1
                         cell.update(state="failed", reason=str(err))

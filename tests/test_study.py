@@ -27,16 +27,25 @@ class FakeRunner:
         if self.stop_at is not None and len(self.calls) == self.stop_at:
             raise KeyboardInterrupt  # the study process is killed mid-grid
         value = 50.0 + 10 * (weights is not None) + seed
+        # the resolved config the real runner would record (a study reuses a cell only when its hash matches)
+        from rs_transfer.study import expected_config
+
+        config, wd, root = expected_config(task, backbone, weights=weights, preset=preset, protocol=protocol,
+                                           work_dir=work_dir, seed=seed, cfg_options=kw.get("cfg_options"),
+                                           model_overrides=kw.get("model_overrides"), data_root=kw.get("data_root"))
         res = {"task": task, "metric": "top1", "value": value, "backbone": backbone, "preset": preset,
                "protocol": protocol, "seed": seed, "weights": {"source": weights}, "metrics": {"top1": value},
-               "higher_is_better": True}
+               "higher_is_better": True, "config": config, "work_dir": str(wd), "data_root": str(root)}
         write_json_atomic(Path(work_dir) / "results.json", res)
         return res
 
 
 def test_interrupted_study_resumes_and_reports_missing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(tasks_mod.TASK_MODULES, "future-task", "rs_transfer.tasks.future_task_not_written")
-    kw = dict(backbone="resnet152", weights=[None, "w.pth"], out_dir=tmp_path, tasks=["cifar100", "future-task"],
+    from rs_transfer import create_model, save_weights
+
+    wfile = str(save_weights(create_model("resnet50", num_classes=10, **TINY), tmp_path / "w.pth"))
+    kw = dict(backbone="resnet152", weights=[None, wfile], out_dir=tmp_path, tasks=["cifar100", "future-task"],
               seeds=2, preset="mini", paper=False, log=lambda *_: None)
     first = FakeRunner(stop_at=3)
     monkeypatch.setattr(runner_mod, "run_experiment", first)
@@ -52,7 +61,7 @@ def test_interrupted_study_resumes_and_reports_missing(tmp_path: Path, monkeypat
     monkeypatch.setattr(runner_mod, "run_experiment", second)
     study = run_table4(**kw)
     # 4 cifar100 cells in all; 2 finished before the interruption, so 2 run now; the future task never runs.
-    assert [(c[0], c[1], c[2]) for c in second.calls] == [("cifar100", "w.pth", 0), ("cifar100", "w.pth", 1)]
+    assert [(c[0], c[1], c[2]) for c in second.calls] == [("cifar100", wfile, 0), ("cifar100", wfile, 1)]
     assert second.calls[0][3] is True and second.calls[1][3] is False
     states = {(c["task"], c["weights"], c["seed"]): c["state"] for c in study["cells"]}
     assert states[("future-task", None, 0)] == "missing" and states[("cifar100", None, 1)] == "done"
@@ -65,7 +74,13 @@ def test_interrupted_study_resumes_and_reports_missing(tmp_path: Path, monkeypat
     third = FakeRunner()
     monkeypatch.setattr(runner_mod, "run_experiment", third)
     run_table4(**kw)
-    assert third.calls == []  # everything done: nothing re-runs
+    assert third.calls == []  # everything done with the same configuration: nothing re-runs
+
+    # Another --cfg-options is another configuration: the finished cells are stale and run again.
+    fourth = FakeRunner()
+    monkeypatch.setattr(runner_mod, "run_experiment", fourth)
+    run_table4(**kw, cfg_options={"train_cfg.val_interval": 1})
+    assert sorted((c[1] or "", c[2]) for c in fourth.calls) == [("", 0), ("", 1), (wfile, 0), (wfile, 1)]
 
 
 def test_real_mini_study_through_cli(tmp_path: Path) -> None:
@@ -77,6 +92,12 @@ def test_real_mini_study_through_cli(tmp_path: Path) -> None:
                  "--backbone-options", *[f"{k}={v}".replace(" ", "") for k, v in TINY.items()]]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert set(rep["rows"]) == {"resnetrs50 / scratch [mini]", "resnetrs50 / scratch / knn [mini]"}
+    # The same command again: the recorded config hashes equal the expected ones, so nothing runs.
+    assert main(["study", "table4", "--preset", "mini", "--backbone", "resnetrs50", "--weights", "none",
+                 "--tasks", "cifar100", "--protocols", "finetune", "knn", "--out", str(out),
+                 "--backbone-options", *[f"{k}={v}".replace(" ", "") for k, v in TINY.items()]]) == 0
+    study = json.loads((out / "study.json").read_text())
+    assert [c.get("skipped") for c in study["cells"]] == [True, True]
     assert rep["paper"] == {}  # mini studies leave the paper's rows out unless asked
     assert all(r["cifar100"]["n"] == 1 for r in rep["rows"].values())
 

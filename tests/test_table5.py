@@ -32,13 +32,43 @@ def test_toggles_are_independent_and_explicit() -> None:
     on_cfg, on_model = recipe_edits(TABLE5_ORDER)
     assert set(off_cfg) == set(on_cfg) and set(off_model) == set(on_model)   # every toggle always written
     assert off_model == dict(drop_rate=0.0, drop_path_rate=0.0, drop_path_schedule="stage", se_ratio=0.0,
-                             stem="classic", stem_pool="max", shortcut="conv")
+                             stem="classic", stem_pool_temporal_stride=2, temporal_kernels="cvrl")
     assert on_cfg == {"recipe.label_smoothing": 0.1, "recipe.ema": True, "recipe.weight_decay": 4e-5,
                       "recipe.epochs": 350, "recipe.scale_jitter": True}
     for t in TOGGLES:                 # turning one toggle on changes only that toggle's keys
         cfg, model = recipe_edits([t.name])
         assert {k for k in cfg if cfg[k] != off_cfg[k]} | {k for k in model if model[k] != off_model[k]} \
             == set(t.config_on) | (set(t.model_on) - {"drop_path_schedule"})
+
+
+def test_row_09_is_the_registered_3d_resnet_rs_50() -> None:
+    """The last row (all toggles on the resnet3d50 baseline) builds exactly TF's 3D ResNet-RS-50 (resnetrs3d50):
+    same arguments, same modules, same parameter shapes; every earlier row differs from it."""
+    from rs_transfer import create_model
+    from rs_transfer.backbones import get_spec
+
+    base, rs = get_spec("resnet3d50").kwargs, get_spec("resnetrs3d50").kwargs
+    _, model = recipe_edits(TABLE5_ORDER)
+    assert {**base, **model} == rs
+    row09, registered = create_model("resnet3d50", num_classes=400, **model), create_model("resnetrs3d50",
+                                                                                          num_classes=400)
+    assert repr(row09) == repr(registered) and row09.describe() == registered.describe()
+    assert {k: v.shape for k, v in row09.state_dict().items()} == \
+        {k: v.shape for k, v in registered.state_dict().items()}
+    for _, _, enabled in additive_rows()[:-1]:
+        assert {**base, **recipe_edits(enabled)[1]} != rs
+
+
+def test_ema_decay_follows_the_global_batch() -> None:
+    """TF's 0.9999 is per step at batch 1024: decay ** (B / 1024) per step at batch B (else '+EMA' is a no-op at
+    small batches, or averages over far too many samples at large ones)."""
+    from rs_transfer.video.recipes import ema_momentum
+
+    assert ema_momentum(0.9999, 1024) == pytest.approx(1e-4)
+    assert ema_momentum(0.9999, 256) == pytest.approx(1 - 0.9999 ** 0.25)
+    assert 1 - ema_momentum(0.9999, 4096) == pytest.approx(0.9999 ** 4)
+    # 16 micro-batches of 64 per step: 16 EMA updates compose to one step's decay
+    assert (1 - ema_momentum(0.9999, 1024, accumulation=16)) ** 16 == pytest.approx(0.9999)
 
 
 def test_paper_numbers_file_matches_the_code() -> None:
@@ -71,12 +101,17 @@ def test_mini_study_end_to_end_and_resume(small_root, tmp_path) -> None:
     report = run_study(**kw)
     assert calls == [r[0] for r in additive_rows()]
     assert [r["label"] for r in report["rows"]][0] == "3D ResNet-50" and len(report["rows"]) == 10
-    assert all(0 <= r["top1"] <= 100 and r["skipped_videos"] == 1 for r in report["rows"])
+    # denominators: 4 val videos, none missing or corrupt; the truncated training file is known from data check
+    # and never opened, so nothing lands in the skip log
+    assert all(0 <= r["top1"] <= 100 and (r["eval_videos"], r["missing"], r["corrupt"]) == (4, 0, 0)
+               for r in report["rows"])
+    assert report["rows"][0]["architecture"].startswith("layout tf: stem classic + max pool (temporal stride 2)")
+    assert report["rows"][-1]["architecture"].startswith("layout tf: stem deep + max pool (temporal stride 1)")
     last = json.loads((tmp_path / "runs" / "09_resnet_d" / "results.json").read_text())
     assert last["backbone_kwargs"]["stem"] == "deep" and last["backbone_kwargs"]["se_ratio"] == 0.25
     assert last["config"]["recipe"]["ema"] is True and "EMAHook" in json.dumps(last["config"]["custom_hooks"])
     md = (tmp_path / "report" / "table5-mini.md").read_text()
-    assert "| + ResNet-D | 78.2 | +0.3 |" in md
+    assert "| + ResNet-D | 78.2 | +0.3 |" in md and "| eval videos | missing | corrupt |" in md
     assert (tmp_path / "report" / "table5-mini.csv").read_text().count("\n") == 11
     saved = json.loads((tmp_path / "report" / "table5-mini.json").read_text())
     assert saved["rows"][3]["paper_delta"] == 1.2
@@ -84,8 +119,14 @@ def test_mini_study_end_to_end_and_resume(small_root, tmp_path) -> None:
     calls.clear()
     (tmp_path / "runs" / "04_ema" / "results.json").unlink()
     again = run_study(**kw)
-    assert calls == ["04_ema"]
+    assert calls == ["04_ema"]         # the others' recorded config hash equals what they would run now
     assert [r["reused"] for r in again["rows"]] == [r[0] != "04_ema" for r in additive_rows()]
+
+    # Another --cfg-options (or seed) is another configuration: those rows run again, never a stale number.
+    calls.clear()
+    kw["cfg_options"] = {**kw["cfg_options"], "model.view_batch": 32}
+    third = run_study(**kw, max_rows=2)
+    assert calls == ["00_baseline", "01_dropout"] and not any(r["reused"] for r in third["rows"])
 
 
 @pytest.mark.slow
@@ -108,10 +149,11 @@ def test_paper_preset_config(small_root, tmp_path) -> None:
     from rs_transfer.tasks import RunContext, get_task
 
     task = get_task("kinetics400")
+    task.check(small_root)   # as run_experiment does first: probes every file once (cached)
     ctx = RunContext(task="kinetics400", backbone="resnetrs3d50", backbone_kwargs={}, weights=None,
                      normalization={"name": "imagenet", "mean": [1.0, 2.0, 3.0], "std": [4.0, 5.0, 6.0]},
                      preset="paper", protocol="finetune", data_root=small_root, work_dir=tmp_path)
-    cfg, _, _ = build_config(task, ctx)
+    cfg, _, facts = build_config(task, ctx)
     tr, va = cfg.train_dataloader.dataset, cfg.val_dataloader.dataset
     assert (tr.num_frames, tr.frame_stride, tr.crop_size, tr.scale_jitter, tr.flip) == (32, 2, 224, True, True)
     assert (va.num_clips, va.num_crops, va.test_size, va.mode) == (10, 3, 256, "test")
@@ -120,8 +162,19 @@ def test_paper_preset_config(small_root, tmp_path) -> None:
     assert cfg.train_cfg.max_epochs == cfg.train_cfg.val_interval == 350
     assert cfg.optim_wrapper.optimizer.weight_decay == 4e-5 and cfg.optim_wrapper.optimizer.lr == 0.8
     assert [s["end"] for s in cfg.param_scheduler] == [5, 350]
+    from rs_transfer.video.recipes import ema_momentum
+
     ema = [h for h in cfg.custom_hooks if "EMAHook" in str(h["type"])]
-    assert len(ema) == 1 and ema[0]["momentum"] == pytest.approx(1e-4) and ema[0]["update_buffers"]
+    batch = cfg.get("global_batch_size") or facts.get("global_batch_size", facts.get("effective_batch_size"))
+    accum = facts.get("accumulation", facts.get("accumulative_counts", 1))
+    assert len(ema) == 1 and ema[0]["update_buffers"]
+    assert ema[0]["momentum"] == pytest.approx(ema_momentum(0.9999, batch, accum))   # 0.9999 per step at 1024
     assert tr.skip_log == str(tmp_path / "skipped_videos.txt") == cfg.val_evaluator.skip_log
     assert ctx.extra["views"] == "10x3" and ctx.extra["frames"] == "32x2"
-    assert ctx.backbone_kwargs["temporal_kernels"][2] == (3,) * 6 and ctx.backbone_kwargs["se_ratio"] == 0.25
+    assert ctx.extra["architecture"] == ("layout tf: stem deep + max pool (temporal stride 1), conv shortcuts, "
+                                         "self-gating, SE 0.25, temporal kernels 111/1111/333333/333")
+    assert ctx.extra["inflate"] == "center" and ctx.backbone_kwargs["se_ratio"] == 0.25
+    assert "ResumableSampler" in str(cfg.train_dataloader.sampler.type)
+    assert any("ResumeSamplerHook" in str(h["type"]) for h in cfg.custom_hooks)
+    assert (cfg.val_evaluator.known_corrupt, cfg.val_evaluator.missing) == (0, 0)     # val of the small set
+    assert cfg.train_dataloader.dataset.exclude == [str(small_root / mini.CORRUPT)]   # known from data check

@@ -125,12 +125,137 @@ def test_corrupt_videos_are_skipped_and_counted(mini_root, tmp_path) -> None:
                            num_crops=1, skip_log=str(log))
     t = test[bad]
     assert not t["data_samples"]["valid"] and t["inputs"].shape == (1, 3, 4, 32, 32)
-    metric = VideoAccuracy(skip_log=str(log))
+    metric = VideoAccuracy(skip_log=str(log), known_corrupt=2, missing=3, max_unreadable=0.9)
     metric.process({}, [{"pred_score": torch.tensor([0.1, 0.7, 0.2, 0.0]), "label": 1, "valid": True},
                         {"pred_score": torch.tensor([0.1, 0.2, 0.3, 0.4]), "label": 0, "valid": True},
                         {"pred_score": torch.zeros(4), "label": 1, "valid": False}])
-    m = metric.compute_metrics(metric.results)
-    assert m == {"top1": 50.0, "top5": 100.0, "eval_videos": 2.0, "eval_skipped": 1.0, "skipped_videos": 1.0}
+    m = metric.evaluate(3)
+    assert m == {"top1": 50.0, "top5": 100.0, "eval_videos": 2.0, "eval_corrupt": 3.0, "eval_missing": 3.0,
+                 "eval_skipped": 1.0, "skipped_videos": 1.0}
+
+
+@pytest.mark.parametrize("valid, invalid, known, limit, fails", [(0, 4, 0, 0.05, True), (0, 0, 3, 0.05, True),
+                                                                (95, 5, 0, 0.05, False), (94, 5, 1, 0.05, True),
+                                                                (90, 10, 0, 0.2, False)])
+def test_metric_refuses_a_number_from_unreadable_videos(valid, invalid, known, limit, fails) -> None:
+    """All, or more than ``max_unreadable`` of the val videos unreadable: one-line UserError, never a top-1 of 0."""
+    from rs_transfer.errors import UserError
+
+    metric = VideoAccuracy(known_corrupt=known, max_unreadable=limit)
+    good = {"pred_score": torch.tensor([0.9, 0.1]), "label": 0, "valid": True}
+    metric.process({}, [good] * valid + [{"pred_score": torch.zeros(2), "label": 0, "valid": False}] * invalid)
+    if not fails:
+        assert metric.evaluate(valid + invalid)["top1"] == 100.0
+        return
+    with pytest.raises(UserError) as err:
+        metric.evaluate(max(valid + invalid, 1))
+    assert "unreadable" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_all_unreadable_val_stops_the_run_without_results(tmp_path) -> None:
+    """End to end: a val split whose every file is corrupt stops before training, results.json is never written."""
+    from rs_transfer.errors import UserError
+    from rs_transfer.runner import run_experiment
+
+    root = mini.make_mini(tmp_path / "bad", counts={"train": 1, "val": 1})
+    for f in (root / "val").rglob("*.mp4"):
+        f.write_bytes(b"\x00garbage" * 50)
+    with pytest.raises(UserError, match="unreadable"):
+        run_experiment("kinetics400", "resnet3d50", preset="mini", data_root=str(root), work_dir=tmp_path / "wd",
+                       model_overrides=dict(layers=(1, 1, 1, 1), width=0.25))
+    assert not (tmp_path / "wd" / "results.json").exists()
+
+
+def test_a_transform_bug_raises_but_a_decoder_error_is_skipped(mini_root, tmp_path, monkeypatch) -> None:
+    log = tmp_path / "skipped.txt"
+    ds = KineticsDataset(str(mini_root), "train", num_frames=4, frame_stride=2, crop_size=32, skip_log=str(log))
+
+    def broken(*args, **kwargs):
+        raise ValueError("bug in a transform")
+
+    monkeypatch.setattr(T, "random_resized_crop", broken)
+    with pytest.raises(ValueError, match="bug in a transform"):
+        ds[0]
+    assert SkipLog(log).skipped() == []            # a bug is not a corrupt video
+    monkeypatch.undo()
+    from rs_transfer.video import decode
+
+    def failing_get(self, indices):
+        raise RuntimeError("decoder blew up")
+
+    monkeypatch.setattr(decode.DecordReader, "get", failing_get)
+    monkeypatch.setattr(decode.PyAVReader, "get", failing_get)
+    s = KineticsDataset(str(mini_root), "train", num_frames=4, frame_stride=2, crop_size=32, skip_log=str(log),
+                        max_retries=2)
+    with pytest.raises(RuntimeError, match="consecutive unreadable"):
+        s[0]
+    assert len(SkipLog(log).skipped()) == 2          # decoder failures are counted as corrupt
+
+
+def test_known_corrupt_files_are_never_opened(mini_root, monkeypatch) -> None:
+    from rs_transfer.tasks import get_task
+    from rs_transfer.video import kinetics
+    from rs_transfer.video.task import known_corrupt
+
+    get_task("kinetics400").check(mini_root)
+    bad = known_corrupt(mini_root, "train")
+    assert bad == [str(mini_root / mini.CORRUPT)]
+    opened: list[str] = []
+    real = kinetics.open_video
+    monkeypatch.setattr(kinetics, "open_video", lambda p, *a, **k: opened.append(str(p)) or real(p, *a, **k))
+    ds = KineticsDataset(str(mini_root), "train", num_frames=4, frame_stride=2, crop_size=32, exclude=bad)
+    assert len(ds) == 8 and ds.excluded == 1
+    for i in range(len(ds)):
+        ds[i]
+    assert str(mini_root / mini.CORRUPT) not in opened and len(opened) == 8
+
+
+def test_test_views_decode_at_the_short_side_once(mini_root, monkeypatch) -> None:
+    """10x3-style testing decodes scaled frames (decord width/height), the union of the clips' frames once: no
+    full-resolution frames and no per-clip resize."""
+    from rs_transfer.video import kinetics
+
+    sizes, resizes = [], []
+    real_open, real_resize = kinetics.open_video, T.resize
+    monkeypatch.setattr(kinetics, "open_video", lambda p, b="auto", size=None: sizes.append(size) or
+                        real_open(p, b, size))
+    monkeypatch.setattr(T, "resize", lambda clip, size: resizes.append(tuple(clip.shape)) or real_resize(clip, size))
+    ds = KineticsDataset(str(mini_root), "val", mode="test", num_frames=4, frame_stride=2, test_size=32,
+                         num_clips=3, num_crops=3)
+    views = ds[0]["inputs"]
+    assert views.shape == (9, 3, 4, 32, 32)
+    assert sizes == [(32, 43)] and resizes == []          # 48x64 -> short side 32, scaled by the decoder
+    sizes.clear()
+    ds.decode_short_side = False                          # native decode: ONE resize of the frame union
+    native = ds[0]["inputs"]
+    assert sizes == [None] and len(resizes) == 1 and resizes[0][1] <= 3 * 4
+    assert (native.float() - views.float()).abs().mean() < 8   # same content, two scalers
+
+
+def test_sample_seeds_make_clips_reproducible(mini_root) -> None:
+    ds = KineticsDataset(str(mini_root), "train", num_frames=4, frame_stride=2, crop_size=32)
+    a, b, c = ds[(2, 123)], ds[(2, 123)], ds[(2, 124)]
+    assert torch.equal(a["inputs"], b["inputs"])
+    assert not torch.equal(a["inputs"], c["inputs"])
+
+
+def test_resumable_sampler_order_and_skip(mini_root) -> None:
+    """DefaultSampler's order (seed + epoch), a seed per sample, and a one-time skip of a resumed epoch's head."""
+    from mmengine.dataset import DefaultSampler
+
+    from rs_transfer.video.sampler import ResumableSampler
+
+    ds = KineticsDataset(str(mini_root), "train", num_frames=4, frame_stride=2, crop_size=32)
+    ours, ref = ResumableSampler(ds, seed=7), DefaultSampler(ds, seed=7)
+    ours.set_epoch(3)
+    ref.set_epoch(3)
+    pairs = list(ours)
+    assert [i for i, _ in pairs] == list(ref) and len({s for _, s in pairs}) == len(pairs)
+    ours.skip(4)
+    assert len(ours) == len(ds) - 4 and list(ours) == pairs[4:]
+    assert list(ours) == pairs                            # the skip applies to one pass only
+    ours.set_epoch(4)
+    assert list(ours) != pairs
 
 
 def test_check_data_reports_counts_missing_and_corrupt(mini_root, tmp_path) -> None:
@@ -156,3 +281,21 @@ def test_benchmark_command_prints_both_backends(mini_root, capsys) -> None:
                  "--crop", "32", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "decord" in out and "pyav" in out and "x PyAV's clips/s" in out
+
+
+def test_video_input_benchmark_prints_the_ratio(mini_root, capsys, monkeypatch) -> None:
+    """Smoke test (tests do not time things): both pipelines run on the same files and the ratio is printed;
+    without pytorchvideo the command says how to install it and times ours only."""
+    pytest.importorskip("pytorchvideo")
+    from rs_transfer.cli import main
+    from rs_transfer.video import bench_input
+
+    args = ["benchmark", "video-input", "--data-root", str(mini_root), "--frames", "4", "--crop", "32", "--batch",
+            "2", "--workers", "0", "--rounds", "2", "--fps", "12"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "round 2 pytorchvideo" in out and "ratio ours/pytorchvideo =" in out
+    monkeypatch.setattr(bench_input, "pytorchvideo_available", lambda: False)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "pip install pytorchvideo" in out and "no ratio" in out

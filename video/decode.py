@@ -37,14 +37,37 @@ def decord_available() -> bool:
     return True
 
 
+def frame_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of the first video stream from the container header (nothing is decoded)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(f"{path}: no video stream")
+            ctx = container.streams.video[0].codec_context
+            h, w = int(ctx.height), int(ctx.width)
+    except VideoDecodeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - PyAV raises assorted types on bad files
+        raise VideoDecodeError(f"{path}: cannot read the header ({type(err).__name__}: {err})") from err
+    if h <= 0 or w <= 0:
+        raise VideoDecodeError(f"{path}: header gives frame size {w}x{h}")
+    return h, w
+
+
 class DecordReader:
+    """decord; ``size=(h, w)`` makes decord scale while decoding (its ``width``/``height``), so full-resolution
+    frames never reach Python."""
+
     backend = "decord"
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, size: tuple[int, int] | None = None) -> None:
         import decord
 
+        h, w = size if size else (-1, -1)
         # One thread per reader: the data loader's workers already parallelise across videos.
-        self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, width=w, height=h)
         self._n = len(self._vr)
         if self._n <= 0:
             raise VideoDecodeError(f"{path}: no video frames")
@@ -61,10 +84,10 @@ class PyAVReader:
 
     backend = "pyav"
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, size: tuple[int, int] | None = None) -> None:
         import av
 
-        self._path = str(path)
+        self._path, self._size = str(path), size
         with av.open(self._path) as container:
             if not container.streams.video:
                 raise VideoDecodeError(f"{path}: no video stream")
@@ -87,8 +110,9 @@ class PyAVReader:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for i, frame in enumerate(container.decode(stream)):
-                if i in wanted:
-                    got[i] = frame.to_ndarray(format="rgb24")
+                if i in wanted:  # swscale resizes while converting when a size is given
+                    got[i] = (frame.to_ndarray(format="rgb24") if self._size is None else
+                              frame.to_ndarray(format="rgb24", width=self._size[1], height=self._size[0]))
                 if i >= last:
                     break
         if len(got) < len(wanted):  # header promised more frames than the stream holds: repeat the last one
@@ -106,8 +130,8 @@ class FallbackReader:
     exactly match"); PyAV decodes the same frames there, so such a file is slower, not lost.
     """
 
-    def __init__(self, path: str | os.PathLike, first: VideoReader) -> None:
-        self._path, self._reader = path, first
+    def __init__(self, path: str | os.PathLike, first: VideoReader, size: tuple[int, int] | None = None) -> None:
+        self._path, self._reader, self._size = path, first, size
         self.backend = first.backend
 
     def __len__(self) -> int:
@@ -119,13 +143,14 @@ class FallbackReader:
         except Exception:  # noqa: BLE001
             if self._reader.backend != "decord":
                 raise
-            self._reader = PyAVReader(self._path)
+            self._reader = PyAVReader(self._path, self._size)
             self.backend = "pyav"
             return self._reader.get([min(i, len(self._reader) - 1) for i in indices])
 
 
-def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
-    """A reader for ``path``. ``auto`` = decord, falling back to PyAV when decord is absent or fails on the file."""
+def open_video(path: str | os.PathLike, backend: str = "auto", size: tuple[int, int] | None = None) -> VideoReader:
+    """A reader for ``path``. ``auto`` = decord, falling back to PyAV when decord is absent or fails on the file.
+    ``size=(h, w)``: frames are decoded scaled to that size."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not os.path.isfile(path):
@@ -136,8 +161,8 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
         if name == "decord" and backend == "auto" and not decord_available():
             continue
         try:
-            reader = DecordReader(path) if name == "decord" else PyAVReader(path)
-            return FallbackReader(path, reader) if backend == "auto" else reader
+            reader = DecordReader(path, size) if name == "decord" else PyAVReader(path, size)
+            return FallbackReader(path, reader, size) if backend == "auto" else reader
         except Exception as err:  # noqa: BLE001 - both libraries raise assorted types on bad files
             errors.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
     raise VideoDecodeError(f"{path}: cannot decode ({'; '.join(errors)})")

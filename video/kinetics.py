@@ -7,9 +7,10 @@ Layouts (both as distributed by the CVDF / ActivityNet download scripts):
   time_end,split`` and files ``{youtube_id}_{time_start:06d}_{time_end:06d}.<ext>`` anywhere under the split
   folder (flat or in class folders). With a csv, rows whose file is absent are *missing* (reported, left out).
 
-The dataset is map-style (``__len__``/``__getitem__``), so mmengine's ``DefaultSampler`` shards it over DDP
-ranks. A file that cannot be decoded is written to the skip log and replaced by the next index (training) or
-returned as an invalid all-zero sample that the metric leaves out and counts (evaluation): never fatal.
+The dataset is map-style (``__len__``/``__getitem__``), so a sampler shards it over DDP ranks (training:
+video/sampler.py). A file that cannot be decoded is written to the skip log and replaced by the next index
+(training) or returned as an invalid all-zero sample that the metric leaves out and counts (evaluation): never
+fatal, never uncounted.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import transforms as T
-from .decode import VideoDecodeError, open_video
+from .decode import VideoDecodeError, VideoReader, frame_size, open_video
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "validate", "validation"), "test": ("test",)}
@@ -155,13 +156,21 @@ class SkipLog:
 
 class KineticsDataset(Dataset):
     """Kinetics clips. ``mode="train"``: one random clip of ``num_frames`` at ``frame_stride``, scale jitter
-    (``scale_jitter=True``: random-resized crop, area 0.08-1, aspect 0.5-2) or the baseline random crop of the
-    short-side-resized clip, horizontal flip. ``mode="test"``: ``num_clips`` evenly spaced clips x
-    ``num_crops`` (1 = centre, 3 = along the long side) views of the ``test_size`` short-side-resized video,
-    stacked as ``[V, C, T, H, W]`` for :class:`~rs_transfer.video.recognizer.VideoRecognizer` to average.
+    (``scale_jitter=True``: random-resized crop, area 0.08-1, aspect 0.5-2) or the baseline random ``crop_size``
+    crop of the video at short side ``train_short_side`` (TF resizes to ``min_image_size`` 256 first), horizontal
+    flip; only the crop is resized. ``mode="test"``: ``num_clips`` evenly spaced clips x ``num_crops`` (1 = centre,
+    3 = along the long side) views of the video decoded at short side ``test_size``, stacked as
+    ``[V, C, T, H, W]`` for :class:`~rs_transfer.video.recognizer.VideoRecognizer` to average.
 
-    Samples are ``{"inputs": uint8 tensor, "data_samples": {"label", "index", "valid"}}`` so mmengine's
-    ``default_collate`` batches them.
+    At test time, decoding at the short side (``decode_short_side=True``) uses the decoders' own scaling (decord
+    width/height, swscale in PyAV), so 720p frames never reach Python; the union of the clips' frames is decoded
+    (and scaled) once.
+    Only decoder failures make a video "corrupt" (skipped and logged); an exception in a transform is a bug and
+    raises. ``exclude`` lists the paths ``data check`` found unreadable: they are never opened.
+
+    Items may be ``index`` or ``(index, seed)`` (video/sampler.py): with a seed, every random draw of the sample
+    comes from a generator seeded with it. Samples are ``{"inputs": uint8 tensor, "data_samples": {"label",
+    "index", "valid"}}`` so mmengine's ``default_collate`` batches them.
     """
 
     def __init__(self, data_root: str, split: str = "train", *, mode: str = "train", num_frames: int = 32,
@@ -169,23 +178,28 @@ class KineticsDataset(Dataset):
                  scale_jitter: bool = True, area_range: tuple[float, float] = (0.08, 1.0),
                  aspect_range: tuple[float, float] = (0.5, 2.0), flip: bool = True, test_size: int = 256,
                  num_clips: int = 10, num_crops: int = 3, backend: str = "auto", skip_log: str | None = None,
-                 max_retries: int = 20, classes: list[str] | None = None) -> None:
+                 max_retries: int = 20, classes: list[str] | None = None, decode_short_side: bool = True,
+                 exclude: list[str] | None = None) -> None:
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         if num_crops not in (1, 3):
             raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
         self.index = scan_split(data_root, split, classes)
-        self.classes, self.records = self.index.classes, self.index.records
+        self.classes = self.index.classes
+        known_bad = set(map(str, exclude or ()))
+        self.records = [r for r in self.index.records if str(r.path) not in known_bad]
+        self.excluded = len(self.index.records) - len(self.records)
         if not self.records:
             from rs_transfer.errors import UserError
 
-            raise UserError(f"{data_root}: the {split} split has no readable video files "
-                            f"(`rs-transfer data check --task kinetics400` lists what is there)")
+            raise UserError(f"{data_root}: the {split} split has no readable video files ({self.excluded} known "
+                            f"corrupt; `rs-transfer data check --task kinetics400` lists what is there)")
         self.mode, self.num_frames, self.frame_stride = mode, num_frames, frame_stride
         self.crop_size, self.train_short_side, self.scale_jitter = crop_size, train_short_side, scale_jitter
         self.area_range, self.aspect_range, self.flip = tuple(area_range), tuple(aspect_range), flip
         self.test_size, self.num_clips, self.num_crops = test_size, num_clips, num_crops
         self.backend, self.skip_log, self.max_retries = backend, SkipLog(skip_log), max_retries
+        self.decode_short_side = decode_short_side
 
     @property
     def num_views(self) -> int:
@@ -194,42 +208,57 @@ class KineticsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _train_clip(self, rec: VideoRecord) -> torch.Tensor:
-        reader = open_video(rec.path, self.backend)
-        clip = T.to_cthw(reader.get(T.random_clip(len(reader), self.num_frames, self.frame_stride)))
-        if self.scale_jitter:
-            clip = T.random_resized_crop(clip, self.crop_size, self.area_range, self.aspect_range)
-        else:
-            clip = T.random_crop(T.resize_short_side(clip, max(self.train_short_side, self.crop_size)),
-                                 self.crop_size)
-        return T.random_flip(clip) if self.flip else clip
+    # ---- decoding: the only place where an exception means "this file is unreadable" ------------------------
+    def _open(self, rec: VideoRecord, short: int) -> VideoReader:
+        size = T.short_side_size(*frame_size(rec.path), short) if self.decode_short_side else None
+        return open_video(rec.path, self.backend, size)
 
-    def _test_views(self, rec: VideoRecord) -> torch.Tensor:
-        reader = open_video(rec.path, self.backend)
-        clips = T.uniform_clips(len(reader), self.num_frames, self.frame_stride, self.num_clips)
-        frames = reader.get(sorted({i for c in clips for i in c}))  # decode each frame once for all clips
-        pos = {i: k for k, i in enumerate(sorted({i for c in clips for i in c}))}
-        views = []
-        for c in clips:
-            clip = T.resize_short_side(T.to_cthw(frames[[pos[i] for i in c]]), self.test_size)
-            views += T.three_crops(clip, self.test_size) if self.num_crops == 3 else [T.center_crop(clip,
-                                                                                                 self.test_size)]
-        return torch.stack(views)
-
-    def _load(self, rec: VideoRecord) -> torch.Tensor:
+    def _read(self, reader: VideoReader, rec: VideoRecord, indices: list[int], short: int,
+              resize: bool = True) -> torch.Tensor:
         try:
-            return self._train_clip(rec) if self.mode == "train" else self._test_views(rec)
+            frames = reader.get(indices)
         except VideoDecodeError:
             raise
         except Exception as err:  # noqa: BLE001 - a broken stream can fail anywhere inside a decoder
-            raise VideoDecodeError(f"{rec.path}: {type(err).__name__}: {err}") from err
+            raise VideoDecodeError(f"{rec.path}: {reader.backend}: {type(err).__name__}: {err}") from err
+        clip = T.to_cthw(frames)
+        return clip if self.decode_short_side or not resize else T.resize_short_side(clip, short)
 
-    def __getitem__(self, idx: int) -> dict:
+    # ---- sampling and augmentation (errors here are bugs and propagate) ---------------------------------------
+    def _train_clip(self, rec: VideoRecord, g: torch.Generator | None) -> torch.Tensor:
+        # Decoded at full size: the crop is cut from the original frames and resized once, which equals resizing
+        # to the short side first (TF's min_image_size) for scale jitter (an area fraction is scale-free) and for
+        # the baseline crop (T.random_crop_of_short_side), and is cheaper than a decoder-side resize of every pixel.
+        reader = open_video(rec.path, self.backend)
+        clip = self._read(reader, rec, T.random_clip(len(reader), self.num_frames, self.frame_stride, g), 0,
+                          resize=False)
+        if self.scale_jitter:
+            clip = T.random_resized_crop(clip, self.crop_size, self.area_range, self.aspect_range, generator=g)
+        else:
+            clip = T.random_crop_of_short_side(clip, self.crop_size, max(self.train_short_side, self.crop_size), g)
+        return (T.random_flip(clip, generator=g) if self.flip else clip).contiguous()
+
+    def _test_views(self, rec: VideoRecord) -> torch.Tensor:
+        reader = self._open(rec, self.test_size)
+        clips = T.uniform_clips(len(reader), self.num_frames, self.frame_stride, self.num_clips)
+        union = sorted({i for c in clips for i in c})        # each frame decoded (and resized) once for all clips
+        frames = T.resize_short_side(self._read(reader, rec, union, self.test_size), self.test_size)
+        pos = {i: k for k, i in enumerate(union)}
+        views = []
+        for c in clips:
+            clip = frames[:, [pos[i] for i in c]]
+            views += (T.three_crops(clip, self.test_size) if self.num_crops == 3
+                      else [T.center_crop(clip, self.test_size)])
+        return torch.stack(views)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        idx, seed = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (int(item), None)
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
         for attempt in range(self.max_retries if self.mode == "train" else 1):
             i = (idx + attempt) % len(self.records)
             rec = self.records[i]
             try:
-                inputs = self._load(rec)
+                inputs = self._train_clip(rec, g) if self.mode == "train" else self._test_views(rec)
                 return {"inputs": inputs, "data_samples": {"label": rec.label, "index": i, "valid": True}}
             except VideoDecodeError as err:
                 self.skip_log.add(rec.path, str(err))

@@ -32,6 +32,20 @@ def additive_rows(order: Sequence[str] = TABLE5_ORDER) -> list[tuple[str, str, t
 MINI_EPOCH_DIVISOR = 20     # mini epochs = paper epochs / 20: 200 -> 10, 350 -> 18 (8 iterations each)
 MINI_LR = 0.05              # batch 8, tiny model: 0.05 reached ~90% val in 80 iterations, 0.2 diverged
 MINI_EMA_MOMENTUM = 0.1     # a ~10-iteration horizon (0.9999 would keep the initial weights for a 40-iter run)
+EMA_REFERENCE_BATCH = 1024  # k400_resnet3drs_50_tpu: average_decay 0.9999 per step at global_batch_size 1024
+
+
+def ema_momentum(decay: float, global_batch: int, accumulation: int = 1,
+                 reference_batch: int = EMA_REFERENCE_BATCH) -> float:
+    """mmengine ``EMAHook`` momentum per iteration for a decay given per step at ``reference_batch``.
+
+    A step at global batch B sees B / ref reference steps' worth of samples, so its decay is decay ** (B / ref)
+    (TF's 0.9999 at 1024 is 0.99999 per step at batch 102); mmengine's ``ema = (1 - m) * ema + m * w`` makes
+    m = 1 - decay ** (B / ref). EMAHook updates after every micro-iteration and the weights do not move between
+    the ``accumulation`` micro-iterations of a step, so each of them uses 1 - (1 - m) ** (1 / accumulation).
+    """
+    per_step = 1.0 - float(decay) ** (global_batch / reference_batch)
+    return 1.0 - (1.0 - per_step) ** (1.0 / max(1, accumulation))
 
 
 def _lazy(obj: Any) -> Any:
@@ -46,8 +60,10 @@ def _type_name(t: Any) -> str:
     return t.__name__ if isinstance(t, type) else str(t).rsplit(".", 1)[-1]  # a class, LazyObject or string
 
 
-def apply_recipe(cfg: Any, mini: bool = False) -> None:
-    """Write ``cfg.recipe`` into optimizer, schedule, loss, augmentation and hooks (mmengine ``Config``)."""
+def apply_recipe(cfg: Any, mini: bool = False, world_size: int = 1) -> None:
+    """Write ``cfg.recipe`` into optimizer, schedule, loss, augmentation and hooks (mmengine ``Config``).
+    ``world_size`` gives the global batch the EMA decay follows when the config declares no
+    ``global_batch_size``."""
     from mmengine.hooks import EMAHook
     from mmengine.optim import CosineAnnealingLR, LinearLR
 
@@ -73,9 +89,22 @@ def apply_recipe(cfg: Any, mini: bool = False) -> None:
                       begin=warmup, end=epochs, convert_to_iter_based=True))
     cfg.param_scheduler = sched
     hooks = [h for h in cfg.get("custom_hooks", []) if _type_name(h.get("type")) != "EMAHook"]
-    if r.ema:
-        # mmengine: ema = (1 - momentum) * ema + momentum * weights, so momentum = 1 - decay.
-        momentum = MINI_EMA_MOMENTUM if mini else 1.0 - r.ema_decay
+    for key in ("ema", "ema_momentum"):
+        cfg.pop(key, None)
+    ref = int(r.get("ema_reference_batch", EMA_REFERENCE_BATCH))
+    from rs_transfer.runconfig import RUNNER_SWITCHES
+
+    if r.ema and "ema" in RUNNER_SWITCHES:
+        # The runner's switch converts the decay to the run's global batch and accumulation (rs_transfer/batching.py,
+        # the same rule as ema_momentum below); mini: a per-step momentum of its own.
+        if mini:
+            cfg.ema_momentum = MINI_EMA_MOMENTUM
+        else:
+            cfg.ema = dict(decay=float(r.ema_decay), reference_batch=ref)
+    elif r.ema:
+        accum = int(cfg.optim_wrapper.get("accumulative_counts", 1))
+        batch = int(cfg.get("global_batch_size") or cfg.train_dataloader.batch_size * world_size * accum)
+        momentum = MINI_EMA_MOMENTUM if mini else ema_momentum(r.ema_decay, batch, accum, ref)
         hooks.append(dict(type=_lazy(EMAHook), ema_type="ExponentialMovingAverage", momentum=momentum,
                           update_buffers=True))
     cfg.custom_hooks = hooks

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,31 +72,78 @@ def _probe(path: Path) -> str | None:
         return f"{type(err).__name__}: {err}"
 
 
-def probe_files(paths: list[Path], cache_key: str) -> dict[str, str]:
-    """``{path: error}`` for files that fail :func:`_probe`. Results are cached by (size, mtime) under
-    ``$RS_TRANSFER_HOME/cache/probe`` so that re-checking 240k Kinetics files costs seconds after the first time."""
-    cache_file = home() / "cache" / "probe" / f"{hashlib.sha1(cache_key.encode()).hexdigest()[:16]}.json"
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+
+
+def _cache_file(cache_key: str) -> Path:
+    return home() / "cache" / "probe" / f"{hashlib.sha1(cache_key.encode()).hexdigest()[:16]}.json"
+
+
+def _read_cache(cache_key: str) -> dict[str, list]:
     try:
-        cache = json.loads(cache_file.read_text())
+        return json.loads(_cache_file(cache_key).read_text())
     except (OSError, ValueError):
-        cache = {}
-    bad, fresh = {}, {}
-    for p in paths:
-        st = p.stat()
-        key, stamp = str(p), [st.st_size, st.st_mtime_ns]
-        hit = cache.get(key)
-        err = hit[1] if hit and hit[0] == stamp else _probe(p)
-        fresh[key] = [stamp, err]
-        if err:
-            bad[key] = err
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(fresh))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass
-    return bad
+        return {}
+
+
+def _stamp(p: Path) -> list[int]:
+    st = p.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def probe_files(paths: list[Path], cache_key: str, workers: int | None = None,
+                wait_s: float = 3600.0) -> dict[str, str]:
+    """``{path: error}`` for files that fail :func:`_probe`.
+
+    Probed in parallel (threads: PyAV releases the GIL while it decodes), once per machine: local rank 0 probes
+    and writes the cache; the other local ranks of a ``torchrun`` wait for it (up to ``wait_s``) instead of
+    opening every file again. Results are cached by (size, mtime) under ``$RS_TRANSFER_HOME/cache/probe``, so
+    re-checking 240k Kinetics files costs seconds after the first time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def misses(cache: dict[str, list]) -> list[Path]:
+        return [p for p in paths if (cache.get(str(p)) or [None])[0] != _stamp(p)]
+
+    cache = _read_cache(cache_key)
+    todo = misses(cache)
+    if todo and _local_rank() != 0:
+        deadline = time.monotonic() + wait_s
+        while todo and time.monotonic() < deadline:
+            time.sleep(2.0)
+            cache = _read_cache(cache_key)
+            todo = misses(cache)
+    if todo:
+        n = workers or min(32, (os.cpu_count() or 1) * 2)
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            for p, err in zip(todo, pool.map(_probe, todo)):
+                cache[str(p)] = [_stamp(p), err]
+        fresh = {str(p): cache[str(p)] for p in paths}
+        try:
+            cache_file = _cache_file(cache_key)
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(fresh))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass
+    return {str(p): cache[str(p)][1] for p in paths if cache[str(p)][1]}
+
+
+def known_corrupt(root: Path, split: str) -> list[str] | None:
+    """The files of ``split`` that the last ``data check`` (run before every run) found unreadable, from its cache;
+    None when the cache does not cover the split's current files (then nothing is excluded up front)."""
+    index = scan_split(root, split, _class_names(root))
+    cache = _read_cache(f"{Path(root).resolve()}:{split}")
+    bad = []
+    for r in index.records:
+        hit = cache.get(str(r.path))
+        if not hit or hit[0] != _stamp(r.path):
+            return None
+        if hit[1]:
+            bad.append(str(r.path))
+    return sorted(bad)
 
 
 def check_data(root: Path) -> KineticsDataReport:
@@ -134,18 +182,30 @@ MINI = dict(num_frames=8, frame_stride=2, crop_size=32, train_short_side=36, tes
 
 
 def configure(cfg: Any, ctx: RunContext) -> None:
-    """Data root, skip log, class count, mini shrinking, then the ``recipe`` block (video/recipes.py)."""
+    """Data root, skip log, known-corrupt files, class count, mini shrinking, resumable sampling, then the
+    ``recipe`` block (video/recipes.py). Refuses to start when ``data check`` found too much of val unreadable."""
+    from rs_transfer.runconfig import lazy
+
+    from .metrics import DEFAULT_MAX_UNREADABLE, check_unreadable
     from .recipes import apply_recipe
+    from .resnet3d import describe, resolve_arch
+    from .sampler import ResumeSamplerHook
 
     root = str(ctx.data_root)
     skip_log = str(Path(ctx.work_dir) / SKIP_LOG)
     classes = _class_names(Path(root))
     loaders = [cfg.train_dataloader, cfg.val_dataloader, cfg.get("test_dataloader") or cfg.val_dataloader]
+    bad = {split: known_corrupt(Path(root), split) or [] for split in ("train", "val")}
     for loader in loaders:
         loader.dataset.data_root = root
         loader.dataset.skip_log = skip_log
+        # data check (run just before) probed every file: known-bad ones are excluded, and counted by the metric.
+        loader.dataset.exclude = bad[loader.dataset.split if loader.dataset.split in bad else "val"]
+    val_index = scan_split(Path(root), cfg.val_dataloader.dataset.split, classes)
     for ev in (cfg.val_evaluator, cfg.get("test_evaluator") or cfg.val_evaluator):
-        ev.skip_log = skip_log
+        ev.update(skip_log=skip_log, known_corrupt=len(bad["val"]), missing=len(val_index.missing))
+    check_unreadable(len(bad["val"]), len(val_index.records),
+                     float(cfg.val_evaluator.get("max_unreadable", DEFAULT_MAX_UNREADABLE)), where="data check (val)")
     if classes:
         cfg.model.backbone.num_classes = len(classes)
     if ctx.mini:
@@ -161,9 +221,13 @@ def configure(cfg: Any, ctx: RunContext) -> None:
                 loader.batch_size = 4
         cfg.model.view_batch = 64
         cfg.global_batch_size = MINI["batch_size"]   # the mini run's GLOBAL batch (rs_transfer/batching.py)
-    apply_recipe(cfg, mini=ctx.mini)
+    apply_recipe(cfg, mini=ctx.mini, world_size=ctx.world_size)
+    hooks = [h for h in cfg.get("custom_hooks", []) if "ResumeSamplerHook" not in str(h.get("type"))]
+    cfg.custom_hooks = hooks + [dict(type=lazy(ResumeSamplerHook))]
     views = f"{cfg.val_dataloader.dataset.num_clips}x{cfg.val_dataloader.dataset.num_crops}"
-    ctx.extra.update(views=views, view_average=cfg.model.view_average, skip_log=skip_log,
+    arch = describe(resolve_arch(**ctx.backbone_kwargs)) if "temporal_kernels" in ctx.backbone_kwargs else None
+    ctx.extra.update(views=views, view_average=cfg.model.view_average, skip_log=skip_log, architecture=arch,
+                     inflate=ctx.backbone_kwargs.get("inflate"), known_corrupt={k: len(v) for k, v in bad.items()},
                      frames=f"{cfg.train_dataloader.dataset.num_frames}x{cfg.train_dataloader.dataset.frame_stride}")
 
 

@@ -1,4 +1,4 @@
-"""``rs-transfer benchmark {video-decode,backbone}``: speed measured side by side in one run."""
+"""``rs-transfer benchmark {video-decode,video-input,backbone}``: speed measured side by side in one run."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HELP = "measure speed: video decode (decord vs PyAV), backbone throughput (ours vs timm/torchvision)"
+HELP = ("measure speed: video decode (decord vs PyAV), video input pipeline (ours vs pytorchvideo), backbone "
+        "throughput (ours vs timm/torchvision)")
 DESCRIPTION = """\
 Benchmarks.
 
@@ -14,6 +15,10 @@ Benchmarks.
                  scale-jitter crop, flip) for each decoder on the same videos, one process, printed side by
                  side. Default data: the generated mini set (8x2 frames, 32 px crops); with --data-root the
                  paper's settings (32x2 frames, 224 px crops).
+
+  video-input    clips/s of the full Kinetics training input pipeline (decode, sample, random-resized crop,
+                 flip, collate) through a DataLoader with --workers processes, ours vs pytorchvideo's Kinetics
+                 pipeline on the same files; alternating rounds, page cache warmed, median and ratio.
 
   backbone       images/s of our ResNetRS against timm's resnetrs* (and resnet200) / torchvision's resnet*
                  with the same weights and the same dropout/drop-path (inference and a training step),
@@ -25,6 +30,7 @@ example:
   rs-transfer benchmark video-decode
   rs-transfer benchmark backbone resnetrs50 resnet50 --batch 8 --mode infer train
   rs-transfer benchmark video-decode --data-root ~/data/kinetics400 --videos 64
+  rs-transfer benchmark video-input --data-root ~/data/kinetics400 --workers 8 --batch 8
 """
 
 
@@ -40,6 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-scale-jitter", action="store_true", help="random crop of the short side instead")
     p.add_argument("--backends", nargs="+", default=["decord", "pyav"], choices=("decord", "pyav", "auto"))
     p.add_argument("--warmup", type=int, default=2, help="untimed clips per backend first (default 2)")
+    v = sub.add_parser("video-input", help="full Kinetics training input pipeline, ours vs pytorchvideo, clips/s")
+    v.add_argument("--data-root", default=None,
+                   help="Kinetics-layout folder (train/<class>/*.mp4); default: generated 640x272 h264 clips")
+    v.add_argument("--frames", type=int, default=32, help="frames per clip (default 32)")
+    v.add_argument("--stride", type=int, default=2, help="temporal stride (default 2)")
+    v.add_argument("--crop", type=int, default=224, help="crop size (default 224)")
+    v.add_argument("--batch", type=int, default=4, help="clips per batch (default 4)")
+    v.add_argument("--workers", type=int, default=2, help="DataLoader worker processes, both sides (default 2)")
+    v.add_argument("--rounds", type=int, default=4, help="alternating timing rounds, median reported (default 4)")
+    v.add_argument("--fps", type=float, default=25.0,
+                   help="frame rate for pytorchvideo's clip duration = frames x stride / fps (default 25)")
+    v.add_argument("--pv-decoder", default="pyav", choices=("pyav", "decord"),
+                   help="pytorchvideo's decoder (default pyav, its default)")
     b = sub.add_parser("backbone", help="our ResNetRS vs the reference implementation, images/s and ratio")
     b.add_argument("models", nargs="+", help="registered 2D model names, e.g. resnetrs50 resnet152")
     b.add_argument("--batch", type=int, default=8)
@@ -102,9 +121,28 @@ def time_backend(root: str, backend: str, *, split: str, videos: int, frames: in
                 "skipped": len(SkipLog(log).skipped())}
 
 
+def run_video_input(args: argparse.Namespace) -> int:
+    from rs_transfer.tasks.base import home
+    from rs_transfer.video.bench_input import make_bench_videos, run_benchmark
+
+    if args.data_root is None:
+        root = make_bench_videos(home() / "cache" / "bench-video-input")   # written once, then reused
+    else:
+        root = Path(args.data_root).expanduser()
+        if not root.is_dir():
+            from rs_transfer.errors import UserError
+
+            raise UserError(f"--data-root {root} is not a folder")
+    run_benchmark(str(root), frames=args.frames, stride=args.stride, crop=args.crop, batch=args.batch,
+                  workers=args.workers, rounds=args.rounds, fps=args.fps, decoder=args.pv_decoder)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.benchmark == "backbone":
         return run_backbone(args)
+    if args.benchmark == "video-input":
+        return run_video_input(args)
     from rs_transfer.errors import UserError
     from rs_transfer.video.decode import decord_available
 
