@@ -158,6 +158,7 @@ def prepare_resume(cfg: Any, work_dir: Path) -> ResumePoint | None:
 # ---- preemption ------------------------------------------------------------------------------------------------------
 class _StopRequest:
     signum: int | None = None
+    pid: int | None = None   # the training process (data-loader workers forked from it inherit the handler)
 
 
 _REQUEST = _StopRequest()
@@ -168,6 +169,8 @@ def _rank0() -> bool:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
+    if os.getpid() != _REQUEST.pid:  # a forked data-loader worker: the training process decides
+        return
     name = signal.Signals(signum).name
     if _REQUEST.signum is not None:  # asked twice: stop now, without saving
         if signum == signal.SIGINT:
@@ -183,7 +186,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 def preemption_guard() -> Iterator[None]:
     """SIGTERM/SIGINT during training become a stop request (see :class:`AtomicCheckpointHook`); the previous
     handlers come back afterwards. Outside the main thread (signals cannot be caught there) this does nothing."""
-    _REQUEST.signum = None
+    _REQUEST.signum, _REQUEST.pid = None, os.getpid()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
