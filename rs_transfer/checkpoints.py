@@ -146,7 +146,9 @@ def prepare_resume(cfg: Any, work_dir: Path) -> ResumePoint | None:
         _say(f"--resume: {note}")
     if point is None:
         cfg.resume = False
-        _say(f"--resume: nothing to resume from in {work_dir} (no complete checkpoint): training from scratch")
+        done = " (its results.json is from a complete run, which this repeats)" if (
+            Path(work_dir) / "results.json").is_file() else ""
+        _say(f"--resume: nothing to resume from in {work_dir} (no complete checkpoint){done}: training from scratch")
         return None
     cfg.resume = True
     cfg.load_from = str(point.path)
