@@ -21,11 +21,13 @@ TASK_MODULES: dict[str, str] = {
     "ade20k": "rs_transfer.tasks.ade20k",
     "nyu-depth": "rs_transfer.tasks.nyu_depth",
     "kinetics400": "rs_transfer.video.task",
+    "imagenet": "rs_transfer.tasks.imagenet",       # pre-training (Table 1, the recipes; issue 10)
 }
 # Report column titles for tasks whose module may not exist yet (a loaded Task's own title wins).
 TITLES: dict[str, str] = {
     "cifar100": "CIFAR-100 top-1", "voc-det": "Pascal det", "voc-seg": "Pascal seg", "ade20k": "ADE seg",
     "nyu-depth": "NYU depth", "kinetics400": "Kinetics-400 top-1",
+    "imagenet": "ImageNet top-1",
 }
 TABLE4_TASKS: tuple[str, ...] = ("cifar100", "voc-det", "voc-seg", "ade20k", "nyu-depth")
 

@@ -1,0 +1,177 @@
+"""ImageNet samples for the one runner: JPEG decoding with ``torchvision.io``, the ResNet-RS train/eval transforms,
+the minival hold-out, and top-1/top-5 over ``val`` (+ ``minival``) with unreadable files skipped and counted.
+
+Transforms (TF ``resnet_preprocessing.py``, the RS training code's input pipeline):
+
+- train: random-resized crop, area 0.08-1 of the image, aspect 3/4-4/3 (TF's ``distorted_bounding_box_crop``;
+  torchvision falls back to a centre crop after 10 tries, as TF does), resized to ``resolution``, horizontal flip,
+  then RandAugment when the recipe turns it on (``torchvision.transforms.v2.RandAugment``, ``num_ops`` layers; the
+  magnitude is on torchvision's 31-bin scale, whose maximum 30 equals TF's level 10, so TF's "15" is stronger than
+  our 15: a documented approximation);
+- eval: the centre crop of side ``resolution / (resolution + crop_padding) * short side`` (TF: ``CROP_PADDING =
+  32``: 224 px sees 87.5% of the short side), resized to ``resolution`` x ``resolution``.
+
+Resizing is bilinear with antialiasing. Images stay uint8 CHW; mean/std normalisation happens on the device in the
+model's data preprocessor with the weight source's values (0-255 units).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.model import ImgDataPreprocessor
+from torch.utils.data import Dataset
+
+from rs_transfer.classification import Accuracy
+
+from ._corrupt import SKIP_LOG, SkipLog  # noqa: F401  (SKIP_LOG: the run's log name, set by configure)
+
+MAX_REDRAWS = 10   # a training sample whose file fails is replaced by another; this many failures in a row is a bug
+
+
+def in_minival(name: str, fraction: float) -> bool:
+    """Whether a training file belongs to the minival hold-out (paper sec. 4: 2% of the training set).
+
+    The paper holds out 20 of TF's 1024 training shards, which a folder layout does not have; we hold out the files
+    whose SHA-1 of the file name falls in the first ``fraction`` of the hash range. That is deterministic on every
+    machine, independent of listing order, and stable when files are added or removed."""
+    if fraction <= 0:
+        return False
+    h = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big")
+    return h < fraction * 2 ** 64
+
+
+def decode(path: str) -> torch.Tensor:
+    """uint8 RGB CHW. ``decode_image`` dispatches JPEG to ``decode_jpeg`` (ILSVRC2012 also holds a PNG and CMYK
+    JPEGs named .JPEG; grayscale images become 3 channels)."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    return decode_image(read_file(path), mode=ImageReadMode.RGB)
+
+
+def eval_transform(img: torch.Tensor, resolution: int, crop_padding: int) -> torch.Tensor:
+    import torchvision.transforms.v2.functional as TF
+
+    side = min(img.shape[-2:])
+    crop = max(1, int(round(resolution / (resolution + crop_padding) * side)))
+    img = TF.center_crop(img, [crop, crop])
+    return TF.resize(img, [resolution, resolution], antialias=True)
+
+
+def train_transform(resolution: int, randaugment: dict | None) -> Any:
+    import torchvision.transforms.v2 as T
+
+    ops: list[Any] = [T.RandomResizedCrop(resolution, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+                      T.RandomHorizontalFlip()]
+    if randaugment:
+        ops.append(T.RandAugment(num_ops=int(randaugment.get("num_ops", 2)),
+                                 magnitude=int(randaugment.get("magnitude", 9))))
+    return T.Compose(ops)
+
+
+class ImageNetDataset(Dataset):
+    """One or more splits of an ILSVRC2012 folder (layouts: ``tasks/imagenet.py``).
+
+    ``splits``: ``"train"``, ``"val"`` or ``"minival"`` (the hold-out of ``train``), or a list of them for one
+    evaluation pass over several (each sample carries its split index for :class:`ImageNetAccuracy`).
+    ``exclude_minival``: leave the minival files out of ``train`` (when minival is evaluated).
+    Items: ``{"inputs": uint8 CHW, "data_samples": label, "split": index, "unreadable": 0/1}``.
+    """
+
+    def __init__(self, data_root: str, splits: str | Sequence[str] = "train", *, augment: bool = False,
+                 resolution: int = 224, crop_padding: int = 32, randaugment: dict | None = None,
+                 minival_fraction: float = 0.02, exclude_minival: bool = False,
+                 skip_log: str | None = None) -> None:
+        from .imagenet import scan
+
+        listing = scan(Path(data_root))
+        listing.raise_if_bad()
+        self.splits = [splits] if isinstance(splits, str) else list(splits)
+        self.samples: list[tuple[str, int, int]] = []
+        for k, split in enumerate(self.splits):
+            if split == "val":
+                items = listing.val
+            elif split in ("train", "minival"):
+                want = split == "minival"
+                items = [(p, y) for p, y in listing.train
+                         if (split == "train" and not exclude_minival) or in_minival(Path(p).name,
+                                                                                    minival_fraction) == want]
+            else:
+                raise ValueError(f"unknown ImageNet split {split!r}; use train, val or minival")
+            self.samples += [(p, y, k) for p, y in items]
+        self.classes = listing.classes
+        self.augment, self.resolution, self.crop_padding = augment, int(resolution), int(crop_padding)
+        self.transform = train_transform(self.resolution, randaugment) if augment else None
+        self.skip_log = SkipLog(skip_log)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        for _ in range(MAX_REDRAWS):
+            path, label, split = self.samples[i]
+            try:
+                img = decode(path)
+            except RuntimeError as err:  # torchvision.io raises RuntimeError for unreadable/undecodable files
+                self.skip_log.add("train" if self.augment else "eval", path, str(err).splitlines()[-1])
+                if not self.augment:   # evaluation: a placeholder that the metric leaves out and counts
+                    blank = torch.zeros(3, self.resolution, self.resolution, dtype=torch.uint8)
+                    return {"inputs": blank, "data_samples": label, "split": split, "unreadable": 1}
+                i = int(np.random.randint(len(self.samples)))   # training: another sample (numpy RNG: seeded)
+                continue
+            # Transforms run outside the try: an error there is a bug, never a "corrupt file".
+            img = self.transform(img) if self.transform is not None else eval_transform(img, self.resolution,
+                                                                                        self.crop_padding)
+            return {"inputs": img.contiguous(), "data_samples": label, "split": split, "unreadable": 0}
+        raise RuntimeError(f"{MAX_REDRAWS} ImageNet files in a row failed to decode (last: {path}); see the skip "
+                           "log in the work dir")
+
+
+class ImageNetDataPreprocessor(ImgDataPreprocessor):
+    """mmengine's image preprocessor (uint8 -> float, mean/std) that passes on only ``inputs`` and ``data_samples``:
+    the per-sample tags (``split``, ``unreadable``) are for the metric, which reads them from the raw batch."""
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        return super().forward({k: data[k] for k in ("inputs", "data_samples") if k in data}, training)
+
+
+class ImageNetAccuracy(Accuracy):
+    """Top-1/top-5 in percent per split: ``top1``/``top5`` for the first split (``val``), ``<split>_top1`` ... for
+    the others (``minival_top1``). Unreadable samples are left out and counted (``eval_images``, ``eval_skipped``,
+    the keys the dense tasks use); more than ``max_skipped_fraction`` of them is an error, not a number."""
+
+    def __init__(self, topk: Sequence[int] = (1, 5), split_names: Sequence[str] = ("val",),
+                 max_skipped_fraction: float = 0.001, **kwargs: Any) -> None:
+        super().__init__(topk=topk, **kwargs)
+        self.split_names = tuple(split_names)
+        self.max_skipped_fraction = float(max_skipped_fraction)
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        n = len(data_samples)
+        splits = torch.as_tensor(data_batch.get("split", [0] * n)).tolist()
+        bad = torch.as_tensor(data_batch.get("unreadable", [0] * n)).tolist()
+        for s, split, b in zip(data_samples, splits, bad):
+            scores = s["scores"].tolist()
+            self.results.append((int(split), int(b), [int(s["label"] in scores[:k]) for k in self.topk]))
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        from rs_transfer.errors import UserError
+
+        skipped = sum(b for _, b, _ in results)
+        if skipped and (skipped == len(results) or skipped > self.max_skipped_fraction * len(results)):
+            raise UserError(f"{skipped} of {len(results)} ImageNet evaluation images are unreadable (allowed: "
+                            f"{self.max_skipped_fraction:.1%}); no top-1 is reported over the rest. See the skip "
+                            "log in the work dir; re-extract those files or raise max_skipped_fraction.")
+        out: dict[str, float] = {"eval_images": float(len(results) - skipped), "eval_skipped": float(skipped)}
+        for k, name in enumerate(self.split_names):
+            hits = np.asarray([h for s, b, h in results if s == k and not b], dtype=np.float64)
+            if not len(hits):
+                raise UserError(f"ImageNet split {name!r} has no readable images to evaluate")
+            prefix = "" if k == 0 else f"{name}_"
+            for i, t in enumerate(self.topk):
+                out[f"{prefix}top{t}"] = float(100.0 * hits.reshape(-1, len(self.topk))[:, i].mean())
+        return out
