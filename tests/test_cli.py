@@ -114,6 +114,13 @@ def test_run_has_trust_and_no_strict(tmp_path, capsys) -> None:
     assert res["backbone_kwargs"]["weights_strict"] is False and res["backbone_kwargs"]["weights_trust"] is True
 
 
+def test_study_table4_has_trust_and_no_strict(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["study", "table4", "--help"])
+    out = capsys.readouterr().out
+    assert "--trust" in out and "--no-strict" in out
+
+
 def test_data_help_names_each_tasks_default_folder(capsys) -> None:
     from rs_transfer.tasks import get_task, is_available, list_tasks
 

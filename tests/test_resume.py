@@ -222,3 +222,32 @@ def test_sigint_saves_and_names_the_resume_command(tmp_path: Path) -> None:
     assert stopped.returncode == 128 + signal.SIGINT and "Traceback" not in stopped.stderr
     assert re.search(r"resume with: rs-transfer run .* --resume", stopped.stderr)
     assert find_resume_point(tmp_path / "wd")[0].iteration == at
+
+
+def test_a_preempted_study_stops_instead_of_failing_the_cell(tmp_path: Path, monkeypatch) -> None:
+    """RunInterrupted is not a UserError: a study does not record the cell as failed and go on, it stops (and the
+    CLI prints the command that resumes it)."""
+    import rs_transfer.runner as runner_mod
+    from rs_transfer.errors import RunInterrupted
+    from rs_transfer.study import run_table4
+
+    calls = []
+
+    def preempted(*args, **kwargs):
+        calls.append(args)
+        raise RunInterrupted("stopped by SIGTERM after iteration 3/30", signum=signal.SIGTERM)
+
+    monkeypatch.setattr(runner_mod, "run_experiment", preempted)
+    with pytest.raises(RunInterrupted):
+        run_table4(backbone="resnetrs50", weights=[None, None], out_dir=tmp_path, tasks=["cifar100"], preset="mini",
+                   paper=False, log=lambda *a: None)
+    assert len(calls) == 1
+
+
+def test_resume_command_adds_resume_once() -> None:
+    from rs_transfer.cli import resume_command
+
+    assert resume_command(["run", "--task", "x", "--cfg-options", "a=[1,2]"]) == \
+        "rs-transfer run --task x --cfg-options 'a=[1,2]' --resume"
+    assert resume_command(["run", "--task", "x", "--resume"]).count("--resume") == 1
+    assert resume_command(["study", "table4", "--launcher", "slurm"]).startswith("rs-transfer study table4")
