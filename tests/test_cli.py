@@ -185,3 +185,25 @@ def test_unexpected_error_is_one_line(monkeypatch, capsys) -> None:
     monkeypatch.setenv("RS_TRANSFER_DEBUG", "1")
     with pytest.raises(RuntimeError):
         main(["list", "models"])
+
+
+@pytest.mark.parametrize("name, suffixes", [("voc-det", {".jpg", ".xml"}), ("ade20k", {".jpg", ".png"}),
+                                            ("nyu-depth", {".jpg", ".png"})])
+def test_deep_check_covers_each_dense_task(name: str, suffixes: set, tmp_path) -> None:
+    """Every dense task lists its images and annotations for --deep; a cut annotation file is named."""
+    import shutil
+
+    from rs_transfer.datacheck import deep_check
+    from rs_transfer.runner import ensure_mini
+    from rs_transfer.tasks import get_task
+
+    task = get_task(name)
+    root = tmp_path / "data"
+    shutil.copytree(ensure_mini(task), root)
+    files = task.data_files(root)
+    assert files and {p.suffix for p in files} == suffixes and all(p.is_file() for p in files)
+    decoded, damaged = deep_check(task, root, progress=False)
+    assert decoded == len(set(files)) and damaged == []
+    victim = sorted(p for p in files if p.suffix != ".jpg")[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    assert [p for p, _ in deep_check(task, root, progress=False)[1]] == [victim]
