@@ -310,3 +310,18 @@ def test_report_shows_skipped_files(tmp_path: Path) -> None:
             "skipped_files": {**skipped, "log": None, "examples": []}})
     md = to_markdown(build_report([tmp_path], tasks=["voc-seg"]))
     assert "70.50 ± 0.71 (n=2) [3 unreadable files skipped]" in md
+
+
+def test_bts_scene_names_and_train_fallback(tmp_path: Path) -> None:
+    """Raw-sequence folders name the scene type as mmseg's NYUDataset classes do; without sync/ BTS's extracted
+    official_splits/train (the 795 labeled frames) is the training split."""
+    from rs_transfer.tasks.nyu_depth import find_preparation, scene_type
+
+    assert [scene_type(s) for s in ("kitchen_0028b", "living_room_0019", "bathroom", "study_room_0004")] == \
+        ["kitchen", "living_room", "bathroom", "study_room"]
+    (tmp_path / "official_splits" / "test").mkdir(parents=True)
+    (tmp_path / "official_splits" / "train").mkdir()
+    prep = find_preparation(tmp_path)
+    assert prep.name == "bts" and prep.splits["train"].img == "official_splits/train"
+    (tmp_path / "sync").mkdir()
+    assert find_preparation(tmp_path).splits["train"].img == "sync"
