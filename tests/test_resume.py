@@ -251,3 +251,34 @@ def test_resume_command_adds_resume_once() -> None:
         "rs-transfer run --task x --cfg-options 'a=[1,2]' --resume"
     assert resume_command(["run", "--task", "x", "--resume"]).count("--resume") == 1
     assert resume_command(["study", "table4", "--launcher", "slurm"]).startswith("rs-transfer study table4")
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_every_rank_at_the_same_iteration(tmp_path: Path) -> None:
+    """2 gloo processes under torchrun (which forwards SIGTERM to its workers): the ranks agree on the iteration,
+    rank 0 writes one checkpoint and prints one message, and the same torchrun command with --resume finishes."""
+    wd = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                "rs_transfer.cli"]
+    args = RUN + ["--launcher", "pytorch", "--work-dir", str(wd)]
+    proc = subprocess.Popen(torchrun + args, env=ENV, cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        logs = list(wd.glob("*/*.log"))
+        if logs and re.search(r"Iter\(train\) \[\s*\d+/150\]", logs[0].read_text()):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before the signal could be sent"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    stops = re.findall(r"stopped by SIGTERM after iteration (\d+)/150", err)
+    assert len(stops) == 1, err[-3000:]
+    at = int(stops[0])
+    assert [p.name for p in wd.glob("iter_*.pth")] == [f"iter_{at}.pth"]
+    assert incomplete_reason(wd / f"iter_{at}.pth") is None
+    done = subprocess.run(torchrun + args + ["--resume"], env=ENV, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    res = json.loads((wd / "results.json").read_text())
+    assert res["resumed_from"] == at and res["world_size"] == 2
