@@ -133,6 +133,8 @@ def _check_inert(cfg: Any, key: str, switches: list[str]) -> None:
     if key in switches or key in runner_keys() or _is_dict(cfg[key]):
         return
     found = [p for p in _find_key(cfg, key) if "." in p][:3]
+    if found and key == "data_root":  # the task points every dataset at the data folder itself
+        raise UserError(f"--cfg-options {key}: the data folder is an option of its own: use --data-root DIR")
     if found:
         raise UserError(f"--cfg-options {key}: the top-level {key!r} is a variable of the config file, already used "
                         f"when the file was read, so setting it changes nothing; set {' or '.join(found)} instead")
