@@ -268,7 +268,12 @@ def _train_step_and_evaluate(cfg, name: str) -> tuple[dict, dict, list]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["nyu-depth", "voc-seg", "ade20k", "voc-det"])
 def test_paper_config_trains_and_evaluates(name: str, tmp_path: Path) -> None:
-    cfg = _paper_config(name, WRITERS[name](tmp_path / name), tmp_path / "wd")
+    """Also: one unreadable test image becomes a placeholder that runs through the real model and is counted."""
+    cfg = _paper_config(name, WRITERS[name](tmp_path / name, n=3), tmp_path / "wd")
+    val = _build_dataset(cfg, "val_dataloader")
+    Path(val.get_data_info(len(val) - 1)["img_path"]).write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    evaluators = cfg.val_evaluator if isinstance(cfg.val_evaluator, list) else [cfg.val_evaluator]
+    evaluators[0]["max_skipped_fraction"] = 0.5
     if name in ("voc-seg", "ade20k"):
         # The paper UPerNet head at 512 channels costs ~1 min per step on one CPU core; the protocol is unchanged
         # by its width (this test is about data, shapes and the metric wiring).
@@ -276,7 +281,8 @@ def test_paper_config_trains_and_evaluates(name: str, tmp_path: Path) -> None:
             cfg.model[key]["channels"] = 64
     losses, metrics, samples = _train_step_and_evaluate(cfg, name)
     task = get_task(name)
-    assert task.metric in metrics and metrics["eval_images"] == 2 and metrics["eval_skipped"] == 0, metrics
+    assert task.metric in metrics and metrics["eval_images"] == 2 and metrics["eval_skipped"] == 1, metrics
+    assert len(samples) == 3 and "rs_unreadable" in samples[-1].metainfo
     if name == "nyu-depth":
         assert metrics["silog"] >= 0 and 0 <= metrics["d1"] <= 100
         gt = samples[0].gt_depth_map.data
