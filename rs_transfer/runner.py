@@ -257,9 +257,11 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
     if preset == "mini":
         results["note"] = "MINI preset: tiny generated data, a few iterations; a smoke test, not a benchmark number"
     if rank == 0 and trained:  # the evaluated model without optimizer state; then the resume state can go
+        # A config's ``recipe`` block (imagenet, kinetics400: the training toggles) travels with the weights.
+        recipe = {"recipe": resolved["recipe"]} if isinstance(resolved.get("recipe"), dict) else {}
         exported = export_final_weights(work_dir, ctx.normalization, task=task, backbone=backbone,
                                         backbone_kwargs=to_jsonable(ctx.backbone_kwargs), seed=seed,
-                                        weights_source=winfo["source"] or "none")
+                                        weights_source=winfo["source"] or "none", **recipe)
         results["final_weights"] = str(exported) if exported else None
     if rank == 0:
         write_json_atomic(work_dir / RESULTS_NAME, results)

@@ -171,7 +171,12 @@ def test_mini_vanilla_run_learns_and_weights_flow_on(mini_root: Path, tmp_path: 
     assert "MultiStepLR" in json.dumps(res["config"]["param_scheduler"])
     assert res["backbone_kwargs"]["se_ratio"] == 0.0 and res["backbone_kwargs"]["drop_rate"] == 0.0
     exported = pre / "weights.safetensors"
-    assert exported.is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(exported), "pt") as f:   # normalisation and recipe travel with the weights
+        meta = f.metadata()
+    assert meta["normalization"] == "unit-range" and json.loads(meta["recipe"])["name"] == "vanilla"
+    assert json.loads(meta["recipe"])["epochs"] == 90 and meta["task"] == "imagenet"
 
     down = tmp_path / "down"
     assert main(["run", "--task", "cifar100", "--backbone", "resnet50", "--preset", "mini", "--weights", str(pre),
