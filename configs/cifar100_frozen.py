@@ -1,7 +1,8 @@
 """CIFAR-100 on frozen features: linear probe and kNN (PROTOCOLS.md "Chosen protocols", CIFAR-100).
 
-- Features: the backbone's global-average-pooled last stage (2048-d for 4x-bottleneck ResNets), images upsampled
-  32 -> 224 px (as for fine-tuning), no augmentation, the weight source's input normalisation.
+- Features: the backbone's global-average-pooled last stage (2048-d for 4x-bottleneck ResNets), the whole image
+  upsampled 32 -> 224 px (bilinear, on the device; fine-tuning's test transform instead takes the central 87.5%),
+  no augmentation, the weight source's input normalisation.
 - Linear probe (Kornblith, Shlens & Le 2019): multinomial logistic regression with L-BFGS (scikit-learn), L2
   penalty lam chosen on a held-out 20% of the training set from 45 log-spaced values between 1e5 and 1e-6 (their
   grid; listed strongest first, so ties go to the stronger penalty), then refit on all 50,000 training images and
