@@ -108,6 +108,20 @@ class SkipUnreadableMixin:
     def phase(self) -> str:
         return "eval" if self.test_mode else "train"  # type: ignore[attr-defined]
 
+    def __getitem__(self, idx: int) -> Any:
+        try:
+            return super().__getitem__(idx)  # type: ignore[misc]
+        except Exception as err:
+            # mmengine gives up after max_refetch re-draws with a generic Exception: say what it means here.
+            if self.test_mode or not str(err).startswith("Cannot find valid image"):  # type: ignore[attr-defined]
+                raise
+            from rs_transfer.errors import UserError
+
+            where = f"; the skipped files are listed in {self.skip_log.path}" if self.skip_log.path else ""
+            tries = self.max_refetch + 1  # type: ignore[attr-defined]
+            raise UserError(f"{tries} training samples in a row were unreadable or rejected by the pipeline"
+                            f"{where}") from None
+
     def prepare_data(self, idx: int) -> Any:
         info = self.get_data_info(idx)  # type: ignore[attr-defined]
         bad = (info.get("xml_path") or info.get("img_path"), info[META_KEY]) if info.get(META_KEY) else None

@@ -277,6 +277,14 @@ def test_unreadable_segmentation_files_are_skipped_and_counted(tmp_path: Path) -
     with pytest.raises(KeyError):
         val[(j + 1) % len(val)]
 
+    # Every training sample unreadable: one line naming the skip log, not mmengine's generic give-up.
+    for img in (voc / "JPEGImages").glob("*.jpg"):
+        img.write_bytes(b"")
+    for ds in train.datasets:                               # train.txt + aug.txt
+        ds.max_refetch = 5
+    with pytest.raises(UserError, match=r"6 training samples in a row were unreadable.*skipped_files.tsv"):
+        train[0]
+
 
 def test_malformed_voc_xml_is_skipped_and_counted(tmp_path: Path) -> None:
     from rs_transfer.tasks import _corrupt
