@@ -115,6 +115,29 @@ def test_global_batch_accumulation_and_schedule() -> None:
     assert facts["lr"] == 0.1 and facts["optimizer_steps"] == 1000
 
 
+def test_accumulation_reproduces_the_global_batch(tmp_path: Path) -> None:
+    """Gradient accumulation IS the global batch: 8 + 8 accumulated = 16 at once, step for step (frozen BN
+    statistics, no dropout and a constant LR make the two runs comparable to float precision)."""
+    from safetensors.torch import load_file
+
+    common = dict(preset="mini", model_overrides={**TINY, "norm_eval": True, "drop_rate": 0.0}, seed=2)
+    opts = {"train_cfg.max_iters": 6, "param_scheduler": []}
+    one = run_experiment("cifar100", "resnetrs50", work_dir=tmp_path / "a1", cfg_options=opts, **common)
+    acc = run_experiment("cifar100", "resnetrs50", work_dir=tmp_path / "a2",
+                         cfg_options={**opts, "accumulation": 2}, **common)
+    assert (one["accumulation"], acc["accumulation"], acc["per_process_batch_size"]) == (1, 2, 8)
+    assert acc["config"]["train_cfg"]["max_iters"] == 12 and one["train_samples"] == acc["train_samples"] == 96
+    a, b = load_file(one["final_weights"]), load_file(acc["final_weights"])
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    init = run_experiment("cifar100", "resnetrs50", work_dir=tmp_path / "a0",
+                          cfg_options={**opts, "optim_wrapper.optimizer.lr": 0.0}, **common)
+    c = load_file(init["final_weights"])
+    moved = sum(not torch.allclose(a[k], c[k]) for k in a if a[k].is_floating_point())
+    assert moved > 10, "the runs must have trained (else equality proves nothing)"
+
+
 def test_set_iterations_moves_multistep_milestones() -> None:
     from mmengine.config import Config
 
