@@ -17,7 +17,10 @@ The runner then sets ``train_dataloader.batch_size = G // (W * A)`` (a clear err
 ``optim_wrapper.accumulative_counts = A`` (mmengine averages the A micro-batch gradients, and skips DDP's gradient
 sync between them), and multiplies every iteration count by ``A`` (mmengine counts micro-iterations), so the number
 of optimizer steps and of samples seen is the same on 1 or 64 GPUs. ``auto_scale_lr`` is ignored: the global batch
-is fixed, so the LR needs no scaling by world size.
+is fixed, so the LR needs no scaling by world size. (mmengine advances iteration-based LR schedules per
+micro-iteration, so an accumulated step uses the LR its last micro-batch sees: within one step of the reference
+schedule's; with a constant LR, A accumulated micro-batches equal one batch of G to float precision, which
+tests/test_runner.py checks.)
 
 If a user changes ``global_batch_size`` (``--cfg-options global_batch_size=512``), the LR is scaled linearly from
 the reference batch (Goyal et al. 2017) and an iteration-based length is kept in SAMPLES (steps x G_ref / G), both
