@@ -1,4 +1,4 @@
-"""``rs-transfer benchmark {video-decode,video-input,backbone}``: speed measured side by side in one run."""
+"""``rs-transfer benchmark {video-decode,video-input,train-input,backbone}``: speed, measured side by side."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +6,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HELP = ("measure speed: video decode (decord vs PyAV), video input pipeline (ours vs pytorchvideo), backbone "
-        "throughput (ours vs timm/torchvision)")
+HELP = ("measure speed: video decode (decord vs PyAV), video input pipeline (ours vs pytorchvideo), ImageNet "
+        "train input (torchvision.io vs ImageFolder+PIL), backbone throughput (ours vs timm/torchvision)")
 DESCRIPTION = """\
 Benchmarks.
 
@@ -20,6 +20,11 @@ Benchmarks.
                  flip, collate) through a DataLoader with --workers processes, ours vs pytorchvideo's Kinetics
                  pipeline on the same files; alternating rounds, page cache warmed, median and ratio.
 
+  train-input    images/s of the ImageNet training input pipeline (torchvision.io decode_jpeg + v2 random-resized
+                 crop and flip on uint8 tensors) against torchvision ImageFolder + PIL with the same crop/flip,
+                 same files, DataLoader workers and batch; interleaved rounds, median, ratio ours/reference.
+                 Default data: the generated mini set (tiny images; use --data-root for meaningful numbers).
+
   backbone       images/s of our ResNetRS against timm's resnetrs* (and resnet200) / torchvision's resnet*
                  with the same weights and the same dropout/drop-path (inference and a training step),
                  interleaved rounds, median, ratio ours/reference, achieved TFLOP/s; on CUDA also
@@ -31,6 +36,7 @@ example:
   rs-transfer benchmark backbone resnetrs50 resnet50 --batch 8 --mode infer train
   rs-transfer benchmark video-decode --data-root ~/data/kinetics400 --videos 64
   rs-transfer benchmark video-input --data-root ~/data/kinetics400 --workers 8 --batch 8
+  rs-transfer benchmark train-input --data-root ~/data/imagenet --workers 8
 """
 
 
@@ -59,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="frame rate for pytorchvideo's clip duration = frames x stride / fps (default 25)")
     v.add_argument("--pv-decoder", default="pyav", choices=("pyav", "decord"),
                    help="pytorchvideo's decoder (default pyav, its default)")
+    t = sub.add_parser("train-input", help="ImageNet training input: torchvision.io pipeline vs ImageFolder+PIL")
+    t.add_argument("--data-root", default=None, help="ILSVRC2012 folder (default: the generated mini set)")
+    t.add_argument("--images", type=int, default=None, help="images per round (default 512; mini: all 320)")
+    t.add_argument("--resolution", type=int, default=None, help="crop size (default 224; mini 32)")
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: one per core)")
+    t.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
+    t.add_argument("--randaugment", action="store_true", help="add RandAugment (2 ops, magnitude 10) to both")
     b = sub.add_parser("backbone", help="our ResNetRS vs the reference implementation, images/s and ratio")
     b.add_argument("models", nargs="+", help="registered 2D model names, e.g. resnetrs50 resnet152")
     b.add_argument("--batch", type=int, default=8)
@@ -138,9 +152,32 @@ def run_video_input(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train_input(args: argparse.Namespace) -> int:
+    import os
+
+    from rs_transfer.bench_input import format_result, run_benchmark
+    from rs_transfer.errors import UserError
+
+    if args.data_root is None:
+        from rs_transfer.runner import ensure_mini
+        from rs_transfer.tasks import get_task
+
+        root, images, res = ensure_mini(get_task("imagenet")), 320, 32
+    else:
+        root, images, res = Path(args.data_root).expanduser(), 512, 224
+        if not (root / "train").is_dir():
+            raise UserError(f"--data-root {root} has no train/ folder (ILSVRC2012 layout: train/<wnid>/*.JPEG)")
+    print(format_result(run_benchmark(root, resolution=args.resolution or res, images=args.images or images,
+                                      batch=args.batch, workers=os.cpu_count() if args.workers is None
+                                      else args.workers, rounds=args.rounds, randaugment=args.randaugment)))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.benchmark == "backbone":
         return run_backbone(args)
+    if args.benchmark == "train-input":
+        return run_train_input(args)
     if args.benchmark == "video-input":
         return run_video_input(args)
     from rs_transfer.errors import UserError

@@ -1,11 +1,12 @@
-"""``rs-transfer study {table4,table5}``: run a grid of experiments (resumable) and write its report."""
+"""``rs-transfer study {table4,table5,table1}``: run a grid of experiments (resumable) and write its report."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import importlib.util
 
-HELP = "run a paper study (table4: transfer grid; table5: video ablation) and write its report"
+HELP = ("run a paper study (table4: transfer grid; table5: video ablation; table1: ImageNet recipe ablation) "
+        "and write its report")
 DESCRIPTION = """Run every cell of a study grid on the shared runner, skipping cells whose results.json exists and
 resuming cells that left a checkpoint (re-run the same command after an interruption), then write the report.
 
@@ -13,6 +14,7 @@ examples:
   rs-transfer study table4 --preset mini --backbone resnetrs50 --weights none --tasks cifar100
   rs-transfer study table4 --backbone resnet152 --weights resnet152.tv_in1k simclrv2-r152-1x-sk0 ./rs152.pth \\
       --seeds 3 --out studies/table4
+  rs-transfer study table1 --preset mini          # the 11 additive ImageNet rows (rows reused by config hash)
 """
 
 
@@ -55,6 +57,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     else:
         t5.add_argument("rest", nargs=argparse.REMAINDER)
         t5.set_defaults(_study=_no_table5)
+    t1 = sub.add_parser("table1", help="Table 1: the additive ImageNet training-recipe study (pre-training)")
+    from rs_transfer import pretrain_study
+
+    pretrain_study.add_arguments(t1)
+    t1.set_defaults(_study=pretrain_study.run)
+    ts = sub.add_parser("scaling", help="section 6: depth x width x resolution x epochs on ImageNet, plotted "
+                                        "against FLOPs and training/inference time")
+    from rs_transfer import scaling_study
+
+    scaling_study.add_arguments(ts)
+    ts.set_defaults(_study=scaling_study.run)
 
 
 def _no_table5(args: argparse.Namespace) -> int:
@@ -75,7 +88,7 @@ def _run_table4(args: argparse.Namespace) -> int:
                        protocols=args.protocols, seeds=args.seeds, preset=args.preset, baseline=args.baseline,
                        paper=paper, model_overrides=parse_cfg_options(args.backbone_options),
                        cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
-                       trust=args.trust, strict=args.strict, normalization=norm)
+                       normalization=norm, trust=args.trust, strict=args.strict)
     from pathlib import Path
 
     print(Path(study["report"]["md"]).read_text())

@@ -1,0 +1,81 @@
+"""``rs-transfer benchmark train-input``: images/s of the ImageNet training input pipeline against a plain
+torchvision ``ImageFolder`` + PIL pipeline, on the same files, cores and loader settings, as a ratio.
+
+Ours (``tasks/_imagenet_data.py``): ``torchvision.io.decode_image`` (libjpeg-turbo via ``decode_jpeg``) on the raw
+bytes, then ``transforms.v2`` random-resized crop + flip (+ RandAugment if asked) on uint8 tensors. Reference:
+``torchvision.datasets.ImageFolder`` (PIL decode, RGB convert), the same crop/flip on PIL images, then
+``PILToTensor``. Both end as uint8 CHW batches (normalisation happens on the device in both set-ups), through the
+same ``DataLoader`` (workers, batch, pinned memory). Rounds alternate between the two pipelines and the median of
+each is reported, so a noisy neighbour on shared cores hits both alike.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _reference_dataset(root: Path, resolution: int, randaugment: bool) -> Any:
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    ops = [T.RandomResizedCrop(resolution, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)), T.RandomHorizontalFlip()]
+    ops += [T.RandAugment(num_ops=2, magnitude=10)] if randaugment else []
+    return ImageFolder(str(root / "train"), transform=T.Compose([*ops, T.PILToTensor()]))
+
+
+class _Indexed:
+    """The same first ``n`` samples of a dataset, in the same order for both pipelines."""
+
+    def __init__(self, ds: Any, n: int) -> None:
+        self.ds, self.n = ds, min(n, len(ds))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        item = self.ds[i]
+        return item["inputs"] if isinstance(item, dict) else item[0]
+
+
+def time_pipeline(ds: Any, *, images: int, batch: int, workers: int) -> float:
+    """Images per second to iterate ``images`` samples through a DataLoader (worker start-up included once)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_Indexed(ds, images), batch_size=batch, num_workers=workers, shuffle=False,
+                        pin_memory=torch.cuda.is_available(), drop_last=False)
+    t0 = time.perf_counter()
+    n = 0
+    for x in loader:
+        n += int(x.shape[0])
+    return n / (time.perf_counter() - t0)
+
+
+def run_benchmark(root: Path, *, resolution: int, images: int, batch: int, workers: int, rounds: int,
+                  randaugment: bool = False) -> dict[str, Any]:
+    from rs_transfer.tasks._imagenet_data import ImageNetDataset
+
+    ours = ImageNetDataset(str(root), "train", augment=True, resolution=resolution,
+                           randaugment=dict(num_ops=2, magnitude=10) if randaugment else None)
+    ref = _reference_dataset(root, resolution, randaugment)
+    if [Path(p).name for p, _, _ in ours.samples[:images]] != [Path(p).name for p, _ in ref.samples[:images]]:
+        raise RuntimeError("the two pipelines would read different files")   # both sort class folders and files
+    times: dict[str, list[float]] = {"torchvision.io": [], "ImageFolder+PIL": []}
+    for _ in range(rounds):
+        times["torchvision.io"].append(time_pipeline(ours, images=images, batch=batch, workers=workers))
+        times["ImageFolder+PIL"].append(time_pipeline(ref, images=images, batch=batch, workers=workers))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return dict(images=min(images, len(ours)), resolution=resolution, batch=batch, workers=workers, rounds=rounds,
+                randaugment=randaugment, images_per_s=med, ratio=med["torchvision.io"] / med["ImageFolder+PIL"])
+
+
+def format_result(r: dict[str, Any]) -> str:
+    lines = [f"train-input: {r['images']} images per round, {r['resolution']} px crops, batch {r['batch']}, "
+             f"{r['workers']} workers, median of {r['rounds']} interleaved rounds"
+             + (", RandAugment 2x10 in both" if r["randaugment"] else ""),
+             f"{'pipeline':<18} {'images/s':>10}"]
+    lines += [f"{k:<18} {v:>10.1f}" for k, v in r["images_per_s"].items()]
+    lines.append(f"ratio torchvision.io / ImageFolder+PIL: {r['ratio']:.2f}x")
+    return "\n".join(lines)

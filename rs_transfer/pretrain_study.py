@@ -1,0 +1,172 @@
+"""``rs-transfer study table1``: the paper's additive ImageNet study (Table 1, left), row by row through the runner.
+
+Row k turns on the first k ingredients of :data:`rs_transfer.recipes.TABLE1` (every toggle written explicitly, on
+or off) on a vanilla ResNet-200 at 256 px trained for the standard 90 epochs with step decay; the last two rows add
+SE and ResNet-D, ending on ResNet-RS-200 with the full RS recipe. Each row runs in ``WORK_DIR/<row id>``. A row is
+reused when a finished run in the study recorded exactly the configuration the row would run now (config hash,
+:func:`rs_transfer.study.expected_hash`: another ``--cfg-options`` or code default runs it again); a row with a
+checkpoint resumes from it. The report (Markdown, CSV, JSON, each written atomically) puts the paper's top-1 and
+deltas beside ours, with top-5 and, when ``recipe.minival=True``, minival top-1.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rs_transfer.recipes import TABLE1, arch_of
+
+# Paper Table 1 (left), ImageNet validation top-1 (%), averaged over 2 runs, in TABLE1.order.
+PAPER_TOP1: dict[str, float] = {
+    "00_baseline": 79.0, "01_cosine": 79.3, "02_epochs": 78.8, "03_ema": 79.1, "04_label_smoothing": 80.4,
+    "05_stochastic_depth": 80.6, "06_randaugment": 81.0, "07_dropout": 80.7, "08_weight_decay": 82.2,
+    "09_se": 82.9, "10_resnet_d": 83.4,
+}
+DEFAULT_BACKBONE = "resnet200"
+RESOLUTION = 256          # "The baseline ResNet-200 is trained at resolution 256 x 256"
+MINI_MODEL = dict(layers=(1, 1, 1, 1), width=0.25)   # depth stays 200: the size-dependent values are RS-200's
+
+
+def row_edits(enabled: tuple[str, ...], backbone: str, preset: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(cfg_options, model_overrides)`` of one row (before the user's own options)."""
+    base = dict(MINI_MODEL) if preset == "mini" else {}
+    opts, model = TABLE1.edits(enabled, arch_of(backbone, base))
+    return {**opts, "recipe.resolution": RESOLUTION}, {**base, **model}
+
+
+def _finished(work_dir: Path) -> dict[str, dict[str, Any]]:
+    """Recorded config hash -> results of every finished row in the study folder."""
+    from rs_transfer.results import read_results
+    from rs_transfer.study import recorded_hash
+
+    out = {}
+    for p in sorted(work_dir.glob("*/results.json")) if work_dir.is_dir() else []:
+        res = read_results(p.parent)
+        h = recorded_hash(res) if res else None
+        if h:
+            out[h] = res
+    return out
+
+
+def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weights: str | None = None,
+              work_dir: str | Path | None = None, out: str | Path | None = None, data_root: str | None = None,
+              seed: int = 0, config: str | None = None, cfg_options: dict[str, Any] | None = None,
+              model_overrides: dict[str, Any] | None = None, max_rows: int | None = None,
+              launcher: str = "none", runner: Callable[..., dict] | None = None) -> dict[str, Any]:
+    """Run (or reuse, or resume) every row and write the report; returns the report dict."""
+    from rs_transfer.study import expected_hash, launched_world_size
+
+    if runner is None:
+        from rs_transfer.runner import run_experiment as runner
+    suffix = "" if preset == "paper" else f"-{preset}"
+    work_dir = Path(work_dir or f"work_dirs/table1{suffix}")
+    out = Path(out or f"results/table1{suffix}")
+    finished = _finished(work_dir)
+    rows = []
+    for row_id, label, enabled in TABLE1.additive_rows()[:max_rows]:
+        opts, model = row_edits(enabled, backbone, preset)
+        opts, model = {**opts, **(cfg_options or {})}, {**model, **(model_overrides or {})}
+        row_dir = work_dir / row_id
+        kw = dict(weights=weights, preset=preset, seed=seed, config=config, cfg_options=opts,
+                  model_overrides=model, data_root=data_root)
+        expected = expected_hash("imagenet", backbone, work_dir=row_dir, world_size=launched_world_size(launcher),
+                                 **kw)
+        results = finished.get(expected)
+        reused = results is not None
+        if results is None:
+            results = runner("imagenet", backbone, work_dir=row_dir, launcher=launcher,
+                             resume=(row_dir / "last_checkpoint").is_file(), **kw)
+        m = results["metrics"]
+        rows.append(dict(id=row_id, label=label, toggles=list(enabled), top1=float(m["top1"]),
+                         top5=float(m["top5"]) if "top5" in m else None,
+                         minival_top1=float(m["minival_top1"]) if "minival_top1" in m else None,
+                         paper_top1=PAPER_TOP1.get(row_id), eval_skipped=m.get("eval_skipped"),
+                         work_dir=str(results.get("work_dir", row_dir)), reused=reused))
+    for prev, row in zip([None] + rows[:-1], rows):
+        row["delta"] = None if prev is None else round(row["top1"] - prev["top1"], 2)
+        p_prev = None if prev is None else prev["paper_top1"]
+        row["paper_delta"] = (None if p_prev is None or row["paper_top1"] is None
+                              else round(row["paper_top1"] - p_prev, 2))
+    report = dict(study="table1", preset=preset, backbone=backbone, weights=weights, seed=seed, rows=rows,
+                  note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers"
+                        if preset == "mini" else ""))
+    write_report(report, out)
+    return report
+
+
+def _fmt(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:+.1f}" if signed else f"{v:.1f}"
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Table 1: additive study, ImageNet ({report['backbone']} at {RESOLUTION} px, preset "
+             f"{report['preset']})", ""]
+    if report.get("note"):
+        lines += [f"> {report['note']}", ""]
+    lines += ["| Improvements | Top-1 (paper) | Δ (paper) | Top-1 (ours) | Δ (ours) | Top-5 (ours) | minival top-1 |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['label']} | {_fmt(r['paper_top1'])} | {_fmt(r['paper_delta'], True)} | "
+                     f"{_fmt(r['top1'])} | {_fmt(r['delta'], True)} | {_fmt(r['top5'])} | "
+                     f"{_fmt(r['minival_top1'])} |")
+    lines += ["", "Paper: ImageNet validation top-1, mean of 2 runs (Bello et al. 2021, Table 1 left). Ours: one run "
+                  "per row; unreadable evaluation images are left out and counted (eval_skipped)."]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    cols = ["id", "label", "paper_top1", "paper_delta", "top1", "delta", "top5", "minival_top1", "eval_skipped"]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(report["rows"])
+    return buf.getvalue()
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
+    """``OUT.md``, ``OUT.csv``, ``OUT.json``, each replaced atomically (never half-written)."""
+    from rs_transfer.results import write_bytes_atomic, write_json_atomic
+
+    out = Path(out)
+    return [write_bytes_atomic(out.with_suffix(".md"), to_markdown(report).encode()),
+            write_bytes_atomic(out.with_suffix(".csv"), to_csv(report).encode()),
+            write_json_atomic(out.with_suffix(".json"), report)]
+
+
+# ---- CLI (dispatched from `rs-transfer study table1`) ---------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=("paper", "mini"), default="paper",
+                        help="mini: generated ImageNet-format set, tiny ResNet-200, minutes on a CPU")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="vanilla model to start from (default "
+                                                                     "resnet200, as the paper)")
+    parser.add_argument("--weights", default=None, help="initial weights (default: random, as the paper)")
+    parser.add_argument("--data-root", default=None, help="ILSVRC2012 folder (default: the task's data folder)")
+    parser.add_argument("--work-dir", default=None, help="runs go to WORK_DIR/<row> (default work_dirs/table1[-mini])")
+    parser.add_argument("--out", default=None, help="report path without suffix (default results/table1[-mini])")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", default=None, help="config file (default configs/imagenet.py)")
+    parser.add_argument("--rows", type=int, default=None, help="run only the first N rows (baseline = row 1)")
+    parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="config edits for every row, after the row's toggles (e.g. recipe.minival=True)")
+    parser.add_argument("--backbone-options", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="backbone edits for every row, after the row's toggles")
+    parser.add_argument("--launcher", default="none", choices=("none", "pytorch", "slurm"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from rs_transfer.runner import parse_cfg_options
+
+    report = run_study(preset=args.preset, backbone=args.backbone, weights=args.weights, work_dir=args.work_dir,
+                       out=args.out, data_root=args.data_root, seed=args.seed, config=args.config,
+                       cfg_options=parse_cfg_options(args.cfg_options),
+                       model_overrides=parse_cfg_options(args.backbone_options), max_rows=args.rows,
+                       launcher=args.launcher)
+    print(to_markdown(report))
+    out = Path(args.out or f"results/table1{'' if args.preset == 'paper' else '-' + args.preset}")
+    print(f"wrote {out.with_suffix('.md')}, .csv, .json")
+    return 0
