@@ -242,6 +242,14 @@ class AtomicCheckpointHook(CheckpointHook):
             for stale in [*Path(self.out_dir).glob(".iter_*.pth.tmp-*"),
                           *Path(runner.work_dir).glob(f".{LAST_NAME}.tmp-*")]:
                 stale.unlink(missing_ok=True)
+            old = sorted(p.name for p in Path(self.out_dir).glob("iter_*.pth") if _iteration(p) is not None)
+            if old and not getattr(runner, "_resume", False):
+                # A run from scratch in a used work dir: an interruption must never resume from the earlier run's
+                # checkpoints (--resume would pick the newest).
+                _say(f"{self.out_dir} held checkpoints of an earlier run ({', '.join(old[:3])}"
+                     f"{' ...' if len(old) > 3 else ''}) that this run does not resume from: it starts from scratch, "
+                     "so they are removed")
+                remove_training_checkpoints(Path(self.out_dir))
         signum = _agreed_stop()
         if signum:
             raise RunInterrupted(f"stopped by {signal.Signals(signum).name} before the first training iteration "

@@ -282,3 +282,14 @@ def test_sigterm_to_torchrun_stops_every_rank_at_the_same_iteration(tmp_path: Pa
     assert done.returncode == 0, done.stderr[-3000:]
     res = json.loads((wd / "results.json").read_text())
     assert res["resumed_from"] == at and res["world_size"] == 2
+
+
+def test_a_run_from_scratch_removes_an_earlier_runs_checkpoints(tmp_path: Path, capsys) -> None:
+    with pytest.raises(Killed):
+        run_experiment("cifar100", "resnetrs50", work_dir=tmp_path, cfg_options=_kill(20), **KW)
+    assert (tmp_path / "iter_15.pth").is_file()
+    with pytest.raises(Killed):  # no --resume, killed before its own first checkpoint
+        run_experiment("cifar100", "resnetrs50", work_dir=tmp_path, cfg_options=_kill(8), **KW)
+    assert "held checkpoints of an earlier run (iter_15.pth) that this run does not resume from: it starts from " \
+        "scratch, so they are removed" in capsys.readouterr().err
+    assert find_resume_point(tmp_path)[0] is None  # a later --resume cannot pick up the other run's state
