@@ -31,11 +31,15 @@ MISSING = "—"
 
 
 def weights_label(weights: dict[str, Any] | str | None) -> str:
-    """``resnet152.tv_in1k`` for named sources, the file stem for checkpoint files, ``scratch`` for none."""
+    """``resnet152.tv_in1k`` for named sources, the file stem for checkpoint files, ``scratch`` for none. A run's
+    exported ``weights.safetensors`` (every pre-training run leaves one under that name) is labelled by its work
+    dir, so two pre-trained sources stay two rows."""
     src = weights.get("source") if isinstance(weights, dict) else weights
     if not src:
         return "scratch"
-    p = Path(str(src))
+    p = Path(str(src).rstrip("/"))
+    if p.name == "weights.safetensors" and p.parent.name:
+        return p.parent.name
     return p.stem if ("/" in str(src) or p.suffix in {".pth", ".pt", ".safetensors", ".ckpt", ".bin"}) else str(src)
 
 

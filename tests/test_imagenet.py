@@ -183,6 +183,9 @@ def test_mini_vanilla_run_learns_and_weights_flow_on(mini_root: Path, tmp_path: 
                  "--work-dir", str(down), *TINY_CLI, "--cfg-options", "train_cfg.max_iters=4"]) == 0
     d = json.loads((down / "results.json").read_text())
     assert d["weights"]["path"] == str(exported) and d["weights"]["normalization"]["name"] == "unit-range"
+    from rs_transfer.report import weights_label   # study table4 rows: exported files are named by their run
+
+    assert weights_label(str(exported)) == weights_label(str(pre)) == "pre"
     assert d["config"]["model"]["data_preprocessor"]["mean"] == [0.0, 0.0, 0.0]
 
 
