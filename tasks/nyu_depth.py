@@ -187,6 +187,7 @@ def check_data(root: Path) -> DataReport:
         else:
             _check_bts_split(report, split, root / where.img, root / where.file_list if where.file_list else None)
     if not _voc.is_mini(root):
+        _warn_if_filled(report, root, prep.splits["test"])
         for split, n in EXPECTED.items():
             got = report.counts.get(split)
             if got and got != n:
@@ -194,6 +195,23 @@ def check_data(root: Path) -> DataReport:
                        else "reports metrics over these frames: NOT comparable with published Eigen-split numbers")
                 report.warnings.append(f"{split}: {got} frames, the Eigen split has {n}; the run {use}")
     return report
+
+
+def _warn_if_filled(report: DataReport, root: Path, where: Split, sample: int = 10) -> None:
+    """Raw Kinect depth has holes (0 = not measured) in practically every frame; test maps without a single 0 look
+    like the in-painted ``depths`` of the labeled .mat, which published numbers do not use."""
+    import cv2
+
+    if where.layout == "mmseg":
+        pngs = sorted((root / where.ann).glob("*.png"))[:sample]
+    else:
+        pngs = [d for _, d in bts_pairs(root / where.img, root / where.file_list if where.file_list else None)][:sample]
+    maps = [m for m in (cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in pngs if p.is_file()) if m is not None]
+    if maps and all((m > 0).all() for m in maps):
+        report.warnings.append(
+            f"the first {len(maps)} test depth maps have no invalid (0) pixel: they look in-painted (the labeled "
+            ".mat's `depths`), but published NYU numbers are on the raw depth (`rawDepths`); re-convert with `python "
+            "-m rs_transfer.tasks.nyu_depth LABELED.mat SPLITS.mat OUT` (raw by default)")
 
 
 def _check_bts_split(report: DataReport, split: str, folder: Path, file_list: Path | None) -> None:

@@ -184,7 +184,8 @@ def test_nyu_preparations_are_recognised(tmp_path: Path, capsys: pytest.CaptureF
 
     (mini / "RS_TRANSFER_MINI").unlink()          # the mmseg layout, as real data: counts warn, still OK
     report = get_task("nyu-depth").check(mini)
-    assert report.ok and "images|annotations" in report.preparation and len(report.warnings) == 2
+    assert report.ok and "images|annotations" in report.preparation and len(report.warnings) == 3
+    assert any("look in-painted" in w for w in report.warnings)      # the generated depth has no holes
 
     raw = tmp_path / "raw"
     raw.mkdir()

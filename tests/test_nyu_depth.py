@@ -81,3 +81,6 @@ def test_labeled_mat_conversion(tmp_path: Path) -> None:
     report = get_task("nyu-depth").check(out)
     assert report.counts == {"train": 3, "test": 2}
     assert report.ok and any("Eigen split has 795" in w for w in report.warnings)   # real data: sizes warned
+    assert not any("in-painted" in w for w in report.warnings)           # raw depth: holes present
+    convert_labeled_mat(tmp_path / "labeled.mat", tmp_path / "splits.mat", tmp_path / "filled", depth="filled")
+    assert any("look in-painted" in w for w in get_task("nyu-depth").check(tmp_path / "filled").warnings)
