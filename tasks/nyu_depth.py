@@ -197,6 +197,13 @@ def check_data(root: Path) -> DataReport:
     return report
 
 
+def _count(root: Path, where: Split) -> int:
+    """Frames of one split (file names only: results.json says whether a run saw 795 or ~24k training frames)."""
+    if where.layout == "mmseg":
+        return sum(1 for _ in (root / where.img).glob("*.jpg"))
+    return len(bts_pairs(root / where.img, root / where.file_list if where.file_list else None))
+
+
 def _warn_if_filled(report: DataReport, root: Path, where: Split, sample: int = 10) -> None:
     """Raw Kinect depth has holes (0 = not measured) in practically every frame; test maps without a single 0 look
     like the in-painted ``depths`` of the labeled .mat, which published numbers do not use."""
@@ -271,6 +278,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
     prep = find_preparation(ctx.data_root)
     if prep is not None:
         ctx.extra["data_preparation"] = prep.name
+        ctx.extra["data_frames"] = {split: _count(Path(ctx.data_root), where) for split, where in prep.splits.items()}
         for key, split in (("train_dataloader", "train"), ("val_dataloader", "test"), ("test_dataloader", "test")):
             if cfg.get(key) is None:
                 continue

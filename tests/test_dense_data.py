@@ -206,7 +206,7 @@ def test_nyu_bts_layout_reaches_the_dataset(tmp_path: Path) -> None:
                      normalization={"name": "x", "mean": [0.0] * 3, "std": [1.0] * 3}, preset="mini",
                      protocol="finetune", data_root=bts, work_dir=tmp_path / "wd")
     cfg, _, _ = build_config(get_task("nyu-depth"), ctx, model_overrides=TINY)
-    assert ctx.extra["data_preparation"] == "bts"
+    assert ctx.extra["data_preparation"] == "bts" and ctx.extra["data_frames"] == {"train": 24, "test": 8}
     init_default_scope("mmseg")
     train, test = DATASETS.build(cfg.train_dataloader.dataset), DATASETS.build(cfg.val_dataloader.dataset)
     assert len(train) == 24 and len(test) == 8
