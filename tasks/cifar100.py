@@ -98,8 +98,8 @@ class Cifar100Dataset(Dataset):
     1.0 = the whole image). ``size=None`` keeps 32 px (the frozen-feature protocols resize on the device).
     ``subset`` ("fit" / "holdout", of the ``train`` split): the training images minus / only a held-out
     ``holdout`` fraction (:func:`rs_transfer.classification.holdout_split`, the linear probe's split rule), for the
-    fine-tuning hyper-parameter sweep. Random numbers come from numpy's global RNG (mmengine seeds it per worker), which the model never draws from,
-    so mmengine's data-loader replay on resume reproduces them.
+    fine-tuning hyper-parameter sweep. Random numbers come from numpy's global RNG (mmengine seeds it per
+    worker), which the model never draws from, so mmengine's data-loader replay on resume reproduces them.
     """
 
     def __init__(self, data_root: str, split: str = "train", augment: bool = False, size: int | None = None,

@@ -296,3 +296,37 @@ def test_config_hash_ignores_local_folders(tmp_path: Path) -> None:
     assert ft[0]["config_hash"] == ft[1]["config_hash"]
     # --cfg-options train_cfg.max_iters alone stretches the LR schedule to the new length
     assert [p["end"] for p in ft[0]["config"]["param_scheduler"]] == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["voc-det", "voc-seg"])
+def test_normalisation_check_reads_mmdet_and_mmseg_preprocessors(name: str, tmp_path: Path) -> None:
+    """The pre-training check compares what the task's data preprocessor (mmdet DetDataPreprocessor, mmseg
+    SegDataPreProcessor) really applies with what the loaded weights declare, mean and std."""
+    from types import SimpleNamespace
+
+    from mmengine.registry import MODELS, init_default_scope
+
+    from rs_transfer.backbones import create_model
+    from rs_transfer.normcheck import NormalizationCheckHook
+    from rs_transfer.runner import build_config, weights_info
+    from rs_transfer.tasks import RunContext, get_task
+    from rs_transfer.weights import save_weights
+
+    ckpt = save_weights(create_model("resnet50", num_classes=10, **TINY), tmp_path / "w.pth",
+                        normalization="unit-range")
+    info = weights_info(str(ckpt))
+    ctx = RunContext(task=name, backbone="resnet50", backbone_kwargs={}, weights=str(ckpt),
+                     normalization=info["normalization"], preset="mini", protocol="finetune", data_root=tmp_path,
+                     work_dir=tmp_path / "wd")
+    for std, ok in (([255.0] * 3, True), ([1.0] * 3, False)):
+        cfg, _, _ = build_config(get_task(name), ctx, model_overrides=TINY,
+                                 cfg_options={"model.data_preprocessor.std": std})
+        init_default_scope(cfg.get("default_scope") or "mmseg")
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        runner = SimpleNamespace(model=model)
+        if ok:
+            NormalizationCheckHook().before_train(runner)
+        else:
+            with pytest.raises(UserError, match=r"std \[1, 1, 1\].*unit-range.*std \[255, 255, 255\]"):
+                NormalizationCheckHook().before_train(runner)
