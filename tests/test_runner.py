@@ -55,6 +55,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+@pytest.mark.slow
 def test_one_and_two_processes_run_the_same_protocol(tmp_path: Path) -> None:
     """Issue 8 §2: 1 process and 2 gloo processes (torchrun) record the same global batch, samples and LR."""
     one = run_experiment("cifar100", "resnetrs50", preset="mini", model_overrides=TINY, work_dir=tmp_path / "one")
@@ -115,6 +116,7 @@ def test_global_batch_accumulation_and_schedule() -> None:
     assert facts["lr"] == 0.1 and facts["optimizer_steps"] == 1000
 
 
+@pytest.mark.slow
 def test_accumulation_reproduces_the_global_batch(tmp_path: Path) -> None:
     """Gradient accumulation IS the global batch: 8 + 8 accumulated = 16 at once, step for step (frozen BN
     statistics, no dropout and a constant LR make the two runs comparable to float precision)."""
