@@ -42,22 +42,28 @@ def test_mid_epoch_resume_is_exact(tmp_path, monkeypatch) -> None:
     full = run_experiment("kinetics400", "resnet3d50", work_dir=tmp_path / "full", **kw)
 
     real = getattr(ResumeSamplerHook, "after_train_iter")
-
-    def kill_at_4(self, runner, batch_idx, data_batch=None, outputs=None):
-        if runner.iter == 3:           # the 4th iteration finished; the last checkpoint is iteration 3's
-            raise Killed()
-        return real(self, runner, batch_idx, data_batch, outputs)
-
-    monkeypatch.setattr(ResumeSamplerHook, "after_train_iter", kill_at_4)
-    with pytest.raises(Killed):
-        run_experiment("kinetics400", "resnet3d50", work_dir=tmp_path / "cut", **kw)
-    monkeypatch.setattr(ResumeSamplerHook, "after_train_iter", real)
-    assert not (tmp_path / "cut" / "results.json").exists()
-    resumed = run_experiment("kinetics400", "resnet3d50", work_dir=tmp_path / "cut", resume=True, **kw)
-
-    a, b = _train_losses(tmp_path / "full"), _train_losses(tmp_path / "cut")
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
-    for step in (4, 5, 6):              # trained again after the resume: same batches, same draws, same weights
-        assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), (step, a, b)
+    a = _train_losses(tmp_path / "full")
+    assert sorted(a) == [1, 2, 3, 4, 5, 6]
     keys = ("top1", "top5", "eval_videos", "eval_corrupt")
-    assert {k: resumed["metrics"][k] for k in keys} == {k: full["metrics"][k] for k in keys}
+    # (checkpoint interval, killed while running iteration k+1): inside epoch 2 (checkpoint 3 = 1 of its 2 batches
+    # done), and at an epoch boundary (checkpoint 4 = end of epoch 2, which mmengine would train again).
+    for interval, killed_at in ((3, 3), (2, 4)):
+        def kill(self, runner, batch_idx, data_batch=None, outputs=None, _at=killed_at):
+            if runner.iter == _at:          # this iteration finished; the last checkpoint is from before it
+                raise Killed()
+            return real(self, runner, batch_idx, data_batch, outputs)
+
+        wd = tmp_path / f"cut{interval}"
+        opts = dict(kw, cfg_options={**kw["cfg_options"], "checkpoint_interval": interval})
+        monkeypatch.setattr(ResumeSamplerHook, "after_train_iter", kill)
+        with pytest.raises(Killed):
+            run_experiment("kinetics400", "resnet3d50", work_dir=wd, **opts)
+        monkeypatch.setattr(ResumeSamplerHook, "after_train_iter", real)
+        assert not (wd / "results.json").exists()
+        resumed = run_experiment("kinetics400", "resnet3d50", work_dir=wd, resume=True, **opts)
+        assert resumed["resumed_from"] == killed_at
+        b = _train_losses(wd)
+        assert sorted(b) == [1, 2, 3, 4, 5, 6], (interval, b)
+        for step in range(killed_at + 1, 7):   # trained after the resume: same batches, draws and weights
+            assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), (interval, step, a, b)
+        assert {k: resumed["metrics"][k] for k in keys} == {k: full["metrics"][k] for k in keys}

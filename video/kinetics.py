@@ -213,16 +213,14 @@ class KineticsDataset(Dataset):
         size = T.short_side_size(*frame_size(rec.path), short) if self.decode_short_side else None
         return open_video(rec.path, self.backend, size)
 
-    def _read(self, reader: VideoReader, rec: VideoRecord, indices: list[int], short: int,
-              resize: bool = True) -> torch.Tensor:
+    def _read(self, reader: VideoReader, rec: VideoRecord, indices: list[int]) -> torch.Tensor:
         try:
             frames = reader.get(indices)
         except VideoDecodeError:
             raise
         except Exception as err:  # noqa: BLE001 - a broken stream can fail anywhere inside a decoder
             raise VideoDecodeError(f"{rec.path}: {reader.backend}: {type(err).__name__}: {err}") from err
-        clip = T.to_cthw(frames)
-        return clip if self.decode_short_side or not resize else T.resize_short_side(clip, short)
+        return T.to_cthw(frames)
 
     # ---- sampling and augmentation (errors here are bugs and propagate) ---------------------------------------
     def _train_clip(self, rec: VideoRecord, g: torch.Generator | None) -> torch.Tensor:
@@ -230,8 +228,7 @@ class KineticsDataset(Dataset):
         # to the short side first (TF's min_image_size) for scale jitter (an area fraction is scale-free) and for
         # the baseline crop (T.random_crop_of_short_side), and is cheaper than a decoder-side resize of every pixel.
         reader = open_video(rec.path, self.backend)
-        clip = self._read(reader, rec, T.random_clip(len(reader), self.num_frames, self.frame_stride, g), 0,
-                          resize=False)
+        clip = self._read(reader, rec, T.random_clip(len(reader), self.num_frames, self.frame_stride, g))
         if self.scale_jitter:
             clip = T.random_resized_crop(clip, self.crop_size, self.area_range, self.aspect_range, generator=g)
         else:
@@ -242,7 +239,8 @@ class KineticsDataset(Dataset):
         reader = self._open(rec, self.test_size)
         clips = T.uniform_clips(len(reader), self.num_frames, self.frame_stride, self.num_clips)
         union = sorted({i for c in clips for i in c})        # each frame decoded (and resized) once for all clips
-        frames = T.resize_short_side(self._read(reader, rec, union, self.test_size), self.test_size)
+        # decoded at the short side already (decode_short_side), else resized here, once for the union
+        frames = T.resize_short_side(self._read(reader, rec, union), self.test_size)
         pos = {i: k for k, i in enumerate(union)}
         views = []
         for c in clips:

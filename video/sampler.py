@@ -12,7 +12,8 @@ processes' global RNG, which no checkpoint holds. Here
 - :class:`ResumeSamplerHook` reads (epoch, iteration) after a resume and tells the sampler to leave out the
   ``iteration - epoch * iterations_per_epoch`` batches already trained on, without decoding them.
 
-Model-side randomness (dropout, stochastic depth) is restored by ``rs_transfer.hooks.RngStateHook``.
+Model-side randomness (dropout, stochastic depth) is restored by ``rs_transfer.hooks.RngStateHook``; the hook keeps
+the DataLoader from drawing on that RNG (see :class:`ResumeSamplerHook`).
 """
 from __future__ import annotations
 
@@ -81,9 +82,20 @@ class ResumableSampler(Sampler):
 
 class ResumeSamplerHook(Hook):
     """After a resume inside an epoch, skip that epoch's finished batches (see module doc). Runs after
-    ``DistSamplerSeedHook`` (which sets the epoch)."""
+    ``DistSamplerSeedHook`` (which sets the epoch).
+
+    It also gives the training DataLoader a generator of its own: otherwise every epoch's iterator draws its base
+    seed from torch's global RNG, the one dropout and stochastic depth use and ``RngStateHook`` restores, and a run
+    resumed at an epoch boundary would train the next epoch one draw off the uninterrupted run.
+    """
 
     priority = "LOW"
+
+    def before_train(self, runner: Any) -> None:
+        loader = runner.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, ResumableSampler) and getattr(loader, "generator", None) is None:
+            loader.generator = torch.Generator().manual_seed(sampler.seed)
 
     def before_train_epoch(self, runner: Any) -> None:
         loader = runner.train_dataloader
@@ -92,8 +104,10 @@ class ResumeSamplerHook(Hook):
             return
         per_epoch = math.ceil(sampler.num_samples / loader.batch_size) if not loader.drop_last \
             else sampler.num_samples // loader.batch_size
-        done = runner.iter - runner.epoch * per_epoch
-        if 0 < done < per_epoch:
+        # A checkpoint taken at the last iteration of epoch e records epoch e (mmengine increments it after the
+        # epoch's hooks), so done == per_epoch: the whole epoch is skipped instead of trained twice.
+        done = min(runner.iter - runner.epoch * per_epoch, per_epoch)
+        if done > 0:
             sampler.skip(done * loader.batch_size)
             from mmengine.logging import print_log
 
