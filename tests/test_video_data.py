@@ -299,3 +299,21 @@ def test_video_input_benchmark_prints_the_ratio(mini_root, capsys, monkeypatch) 
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "pip install pytorchvideo" in out and "no ratio" in out
+
+
+def test_probe_runs_once_per_machine(mini_root, monkeypatch) -> None:
+    """Local rank 0 probes (in parallel) and writes the cache; another local rank of the same torchrun reads it and
+    opens no file itself."""
+    from rs_transfer.video import task as vtask
+
+    paths = [r.path for r in scan_split(mini_root, "train").records]
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    first = vtask.probe_files(paths, "probe-once", workers=4)
+    assert list(first) == [str(mini_root / mini.CORRUPT)]
+
+    def no_probe(path):
+        raise AssertionError(f"rank 1 probed {path}")
+
+    monkeypatch.setattr(vtask, "_probe", no_probe)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert vtask.probe_files(paths, "probe-once", wait_s=5) == first
