@@ -102,7 +102,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
     from ._corrupt import SKIP_LOG
 
     classes = sorted(p.name for p in (Path(ctx.data_root) / "train").iterdir() if p.is_dir())
-    cfg.model.backbone.num_classes = len(classes)
+    cfg.model.backbone.num_classes = ctx.backbone_kwargs["num_classes"] = len(classes)   # results.json: the real head
     for loader in _loaders(cfg):
         loader.dataset.data_root = str(ctx.data_root)
         loader.dataset.skip_log = str(ctx.work_dir / SKIP_LOG)
