@@ -180,11 +180,16 @@ def check_data(root: Path) -> DataReport:
     report = DataReport("imagenet", Path(root), LAYOUT, SOURCE, problems=list(listing.problems),
                         preparation=f"val labels from {listing.val_source}" if listing.val_source else "")
     report.counts = {"classes": len(listing.classes), "train": len(listing.train), "val": len(listing.val)}
-    for p, _ in listing.train + listing.val:
-        why = header_problem(p)
-        report.add(f"{p}{UNREADABLE}({why})" if why else None)
-    if listing.train and all(p.startswith(str(Path(root) / "train")) for p in report.unreadable) and len(
-            report.unreadable) >= len(listing.train):
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [p for p, _ in listing.train + listing.val]
+    # 1.33M small reads: threads overlap the file-system latency (the GIL is released while reading).
+    with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:
+        bad = [(p, why) for p, why in zip(paths, pool.map(header_problem, paths, chunksize=256)) if why]
+    for p, why in bad:
+        report.add(f"{p}{UNREADABLE}({why})")
+    if listing.train and sum(p.startswith(str(Path(root) / "train")) for p, _ in bad) == len(listing.train):
         report.problems.append("no train image has a JPEG/PNG header")
     differs = [f"{k} {report.counts[k]:,} (ILSVRC2012: {v:,})" for k, v in FULL.items() if report.counts[k] != v]
     if differs and not report.problems:

@@ -101,6 +101,13 @@ def test_data_check_counts_corrupt_and_missing(mini_root: Path, tmp_path: Path, 
     msg = str(err.value)
     assert "LOC_val_solution.csv" in msg and "image-net.org" in msg and "\n" not in msg
 
+    junk = tmp_path / "junk"             # nothing in train is an image: a problem, not a warning
+    (junk / "train" / "n01440764").mkdir(parents=True)
+    (junk / "val" / "n01440764").mkdir(parents=True)
+    (junk / "train" / "n01440764" / "a.JPEG").write_bytes(b"GIF89a")
+    (junk / "val" / "n01440764" / "b.JPEG").write_bytes(b"GIF89a")
+    assert "no train image has a JPEG/PNG header" in check_data(junk).problems
+
     folders = tmp_path / "folders"       # a val class that train does not have; a class without val images
     shutil.copytree(mini_root / "train", folders / "train")
     (folders / "val" / "n09999999").mkdir(parents=True)
