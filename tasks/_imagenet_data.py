@@ -133,10 +133,22 @@ class ImageNetDataset(Dataset):
 
 class ImageNetDataPreprocessor(ImgDataPreprocessor):
     """mmengine's image preprocessor (uint8 -> float, mean/std) that passes on only ``inputs`` and ``data_samples``:
-    the per-sample tags (``split``, ``unreadable``) are for the metric, which reads them from the raw batch."""
+    the per-sample tags (``split``, ``unreadable``) are for the metric, which reads them from the raw batch.
+
+    ``channels_last``: hand the batch to the model in NHWC memory layout (``"cuda"``: only on a GPU, where cuDNN then
+    picks its NHWC kernels, the fast ones for bf16 tensor cores; ``True``/``False``: always/never). The values are
+    the same either way."""
+
+    def __init__(self, *args: Any, channels_last: bool | str = "cuda", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.channels_last = channels_last
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        return super().forward({k: data[k] for k in ("inputs", "data_samples") if k in data}, training)
+        out = super().forward({k: data[k] for k in ("inputs", "data_samples") if k in data}, training)
+        x = out["inputs"]
+        if self.channels_last is True or (self.channels_last == "cuda" and x.is_cuda):
+            out["inputs"] = x.contiguous(memory_format=torch.channels_last)
+        return out
 
 
 class ImageNetAccuracy(Accuracy):

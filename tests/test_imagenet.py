@@ -244,3 +244,20 @@ def test_train_input_benchmark_prints_a_ratio(mini_root: Path) -> None:
     ours, ref = r["images_per_s"]["torchvision.io"], r["images_per_s"]["ImageFolder+PIL"]
     assert ours > 0 and ref > 0 and r["ratio"] == pytest.approx(ours / ref) and r["images"] == 16
     assert "ratio torchvision.io / ImageFolder+PIL" in format_result(r)
+
+
+def test_preprocessor_drops_tags_and_can_hand_over_channels_last() -> None:
+    import torch
+
+    from rs_transfer.tasks._imagenet_data import ImageNetDataPreprocessor
+
+    batch = {"inputs": torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8), "data_samples": torch.tensor([1, 2]),
+             "split": torch.tensor([0, 1]), "unreadable": torch.tensor([0, 0])}
+    plain = ImageNetDataPreprocessor(mean=[1.0, 2.0, 3.0], std=[4.0, 5.0, 6.0])(dict(batch))
+    nhwc = ImageNetDataPreprocessor(mean=[1.0, 2.0, 3.0], std=[4.0, 5.0, 6.0], channels_last=True)(dict(batch))
+    assert set(plain) == {"inputs", "data_samples"} and plain["inputs"].is_contiguous()   # "cuda": not on a CPU
+    assert nhwc["inputs"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain["inputs"], nhwc["inputs"])
+    ref = (batch["inputs"].float() - torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)) / torch.tensor(
+        [4.0, 5.0, 6.0]).view(1, 3, 1, 1)
+    assert torch.allclose(plain["inputs"], ref)
