@@ -261,3 +261,24 @@ def test_preprocessor_drops_tags_and_can_hand_over_channels_last() -> None:
     ref = (batch["inputs"].float() - torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)) / torch.tensor(
         [4.0, 5.0, 6.0]).view(1, 3, 1, 1)
     assert torch.allclose(plain["inputs"], ref)
+
+
+@pytest.mark.slow
+def test_pretrained_weights_run_table4(tmp_path: Path, capsys) -> None:
+    """Issue 10 §3 end to end: two mini pre-trainings (vanilla and rs-transfer recipes, both vanilla architecture)
+    feed ``study table4`` by their work dirs; the report has one row per pre-training, named after it."""
+    for recipe in ("vanilla", "rs-transfer"):
+        assert main(["run", "--task", "imagenet", "--backbone", "resnet50", "--preset", "mini", "--recipe", recipe,
+                     "--work-dir", str(tmp_path / recipe), *TINY_CLI, "--cfg-options", "recipe.epochs=60"]) == 0
+    out = tmp_path / "t4"
+    assert main(["study", "table4", "--preset", "mini", "--backbone", "resnet50", "--tasks", "cifar100",
+                 "--weights", str(tmp_path / "vanilla"), str(tmp_path / "rs-transfer"), "--out", str(out),
+                 "--backbone-options", "layers=[1,1,1,1]", "width=0.25",
+                 "--cfg-options", "train_cfg.max_iters=6"]) == 0
+    md = next(out.glob("*.md")).read_text()
+    assert "resnet50 / vanilla" in md and "resnet50 / rs-transfer" in md
+    runs = sorted(out.glob("cifar100/*/results.json"))
+    assert len(runs) == 2
+    for r in runs:
+        res = json.loads(r.read_text())
+        assert res["weights"]["path"].endswith("weights.safetensors") and res["value"] >= 0
