@@ -183,7 +183,9 @@ def check_data(root: Path) -> DataReport:
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    paths = [p for p, _ in listing.train + listing.val]
+    # Under torchrun every process checks the data before training: one per machine (local rank 0) reads the 1.33M
+    # headers and warns; the others only verify the layout (runs skip unreadable files whoever found them).
+    paths = [p for p, _ in listing.train + listing.val] if int(os.environ.get("LOCAL_RANK", "0")) == 0 else []
     # 1.33M small reads: threads overlap the file-system latency (the GIL is released while reading).
     with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:
         bad = [(p, why) for p, why in zip(paths, pool.map(header_problem, paths, chunksize=256)) if why]

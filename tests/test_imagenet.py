@@ -71,7 +71,7 @@ def test_val_layouts_agree_with_the_devkit(mini_root: Path, tmp_path: Path) -> N
     assert _labels(scan(root)) == expected
 
 
-def test_data_check_counts_corrupt_and_missing(mini_root: Path, tmp_path: Path, capsys) -> None:
+def test_data_check_counts_corrupt_and_missing(mini_root: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     from rs_transfer.tasks.imagenet import check_data
 
     root = tmp_path / "in"
@@ -85,6 +85,9 @@ def test_data_check_counts_corrupt_and_missing(mini_root: Path, tmp_path: Path, 
     assert report.ok and report.counts == {"classes": 8, "train": 320, "val": 80}
     assert len(report.unreadable) == 2 and victim.name in report.unreadable[0]
     assert "not a JPEG or PNG" in report.unreadable[0] and "empty file" in report.unreadable[1]
+    monkeypatch.setenv("LOCAL_RANK", "1")      # another process of the same machine: layout only
+    assert check_data(root).unreadable == [] and check_data(root).counts == report.counts
+    monkeypatch.delenv("LOCAL_RANK")
     assert main(["data", "check", "--task", "imagenet", "--data-root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "2 unreadable file(s)" in out and "meta.mat" in out and "ILSVRC2012: 1,281,167" in out
