@@ -68,7 +68,9 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     rows = []
     for row_id, label, enabled in TABLE1.additive_rows()[:max_rows]:
         opts, model = row_edits(enabled, backbone, preset)
-        opts, model = {**opts, **(cfg_options or {})}, {**model, **(model_overrides or {})}
+        # recipe.name: the row travels with the run's results and exported weights ("table1:03_ema").
+        opts = {**opts, "recipe.name": f"table1:{row_id}", **(cfg_options or {})}
+        model = {**model, **(model_overrides or {})}
         row_dir = work_dir / row_id
         kw = dict(weights=weights, preset=preset, seed=seed, config=config, cfg_options=opts,
                   model_overrides=model, data_root=data_root)

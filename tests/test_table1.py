@@ -41,6 +41,7 @@ def test_mini_study_all_rows_then_reuse(tmp_path: Path) -> None:
     kw_last = last["backbone_kwargs"]
     assert kw_last["stem"] == "deep" and kw_last["se_ratio"] == 0.25 and kw_last["drop_path_rate"] == 0.1
     assert last["config"]["recipe"]["ema"] is True and last["config"]["recipe"]["randaugment_magnitude"] == 15
+    assert last["config"]["recipe"]["name"] == "table1:10_resnet_d"
     base = json.loads((tmp_path / "runs" / "00_baseline" / "results.json").read_text())
     assert base["backbone_kwargs"]["stem"] == "classic" and base["config"]["recipe"]["cosine"] is False
     md = (tmp_path / "report" / "table1-mini.md").read_text()
