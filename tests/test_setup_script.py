@@ -85,6 +85,7 @@ pip() {{ if [ "$1" = install ]; then shift; "$env/bin/python" -m pip --isolated 
     assert builds >= 1
     assert [p.name for p in (tmp_path / "wheels" / "fakeops0.1-test").iterdir()] == ["fakeops-0.1-py3-none-any.whl"]
     assert not [p for p in (tmp_path / "wheels").iterdir() if p.name.startswith(".build")]  # no leftovers
+    assert ((tmp_path / "wheels" / "fakeops0.1-test").stat().st_mode & 0o777) == 0o755  # readable by every user
     out = _bash(root, common + f"SITE={tmp_path / 'site2'}; install_compiled {pkg}; save_wheel")
     assert "using the cached wheel" in out and "compiling" not in out
     assert log.read_text().count("build") == builds  # nothing compiled the second time

@@ -106,7 +106,9 @@ install_compiled() {
     say "  compiling $req (no cached wheel for $key; ~19 min on 2 cores), then caching it in $dir"
     mkdir -p "$wheels"
     tmp="$(mktemp -d "$wheels/.build-XXXXXX")"
-    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" pip wheel -q --no-deps --no-cache-dir --no-build-isolation -w "$tmp" "$req"
+    chmod 755 "$tmp"  # mktemp makes it 0700; the cached wheel is for every user of this cache
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" \
+        pip wheel -q --no-deps --no-cache-dir --no-build-isolation -w "$tmp" "$req"
     built_wheel="$(ls "$tmp"/*.whl | head -n1)"
     pip install -q --no-deps "$built_wheel"
     built_key="$key"
