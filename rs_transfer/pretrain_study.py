@@ -11,13 +11,12 @@ deltas beside ours, with top-5 and, when ``recipe.minival=True``, minival top-1.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rs_transfer.recipes import TABLE1, arch_of
+from rs_transfer.tables import add_deltas, fmt, write_files
 
 # Paper Table 1 (left), ImageNet validation top-1 (%), averaged over 2 runs, in TABLE1.order.
 PAPER_TOP1: dict[str, float] = {
@@ -87,22 +86,12 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
                          minival_top1=float(m["minival_top1"]) if "minival_top1" in m else None,
                          paper_top1=PAPER_TOP1.get(row_id), eval_skipped=m.get("eval_skipped"),
                          work_dir=str(results.get("work_dir", row_dir)), reused=reused))
-    for prev, row in zip([None] + rows[:-1], rows):
-        row["delta"] = None if prev is None else round(row["top1"] - prev["top1"], 2)
-        p_prev = None if prev is None else prev["paper_top1"]
-        row["paper_delta"] = (None if p_prev is None or row["paper_top1"] is None
-                              else round(row["paper_top1"] - p_prev, 2))
+    add_deltas(rows)
     report = dict(study="table1", preset=preset, backbone=backbone, weights=weights, seed=seed, rows=rows,
                   note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers"
                         if preset == "mini" else ""))
     write_report(report, out)
     return report
-
-
-def _fmt(v: float | None, signed: bool = False) -> str:
-    if v is None:
-        return "-"
-    return f"{v:+.1f}" if signed else f"{v:.1f}"
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -113,31 +102,20 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["| Improvements | Top-1 (paper) | Δ (paper) | Top-1 (ours) | Δ (ours) | Top-5 (ours) | minival top-1 |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
-        lines.append(f"| {r['label']} | {_fmt(r['paper_top1'])} | {_fmt(r['paper_delta'], True)} | "
-                     f"{_fmt(r['top1'])} | {_fmt(r['delta'], True)} | {_fmt(r['top5'])} | "
-                     f"{_fmt(r['minival_top1'])} |")
+        lines.append(f"| {r['label']} | {fmt(r['paper_top1'])} | {fmt(r['paper_delta'], True)} | "
+                     f"{fmt(r['top1'])} | {fmt(r['delta'], True)} | {fmt(r['top5'])} | "
+                     f"{fmt(r['minival_top1'])} |")
     lines += ["", "Paper: ImageNet validation top-1, mean of 2 runs (Bello et al. 2021, Table 1 left). Ours: one run "
                   "per row; unreadable evaluation images are left out and counted (eval_skipped)."]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(report: dict[str, Any]) -> str:
-    buf = io.StringIO()
-    cols = ["id", "label", "paper_top1", "paper_delta", "top1", "delta", "top5", "minival_top1", "eval_skipped"]
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(report["rows"])
-    return buf.getvalue()
+COLUMNS = ("id", "label", "paper_top1", "paper_delta", "top1", "delta", "top5", "minival_top1", "eval_skipped")
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     """``OUT.md``, ``OUT.csv``, ``OUT.json``, each replaced atomically (never half-written)."""
-    from rs_transfer.results import write_bytes_atomic, write_json_atomic
-
-    out = Path(out)
-    return [write_bytes_atomic(out.with_suffix(".md"), to_markdown(report).encode()),
-            write_bytes_atomic(out.with_suffix(".csv"), to_csv(report).encode()),
-            write_json_atomic(out.with_suffix(".json"), report)]
+    return write_files(out, report, markdown=to_markdown(report), columns=COLUMNS)
 
 
 # ---- CLI (dispatched from `rs-transfer study table1`) ---------------------------------------------------------

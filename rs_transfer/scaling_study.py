@@ -18,7 +18,6 @@ above 100, so depth still changes the model), widths x 0.25, resolution = paper 
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import itertools
 import statistics
@@ -182,17 +181,9 @@ def to_png(report: dict[str, Any]) -> bytes:
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     """``OUT.md``, ``OUT.csv``, ``OUT.json``, ``OUT.png``, each replaced atomically."""
-    from rs_transfer.results import write_bytes_atomic, write_json_atomic
+    from rs_transfer.tables import write_files
 
-    out = Path(out)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(report["rows"])
-    return [write_bytes_atomic(out.with_suffix(".md"), to_markdown(report).encode()),
-            write_bytes_atomic(out.with_suffix(".csv"), buf.getvalue().encode()),
-            write_json_atomic(out.with_suffix(".json"), report),
-            write_bytes_atomic(out.with_suffix(".png"), to_png(report))]
+    return write_files(out, report, markdown=to_markdown(report), columns=COLS, png=to_png(report))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,12 +11,12 @@ denominators (eval videos, missing, corrupt) and the network each row ran.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from rs_transfer.tables import add_deltas, count, fmt, write_files
 
 from .recipes import additive_rows, recipe_edits
 
@@ -88,26 +88,12 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
             results = runner("kinetics400", backbone, launcher=launcher,
                              resume=(row_dir / "last_checkpoint").is_file(), **kwargs)
         rows.append(_row_record(row_id, label, enabled, results, reused))
-    for prev, row in zip([None] + rows[:-1], rows):
-        row["delta"] = None if prev is None else round(row["top1"] - prev["top1"], 2)
-        p_prev = None if prev is None else prev["paper_top1"]
-        row["paper_delta"] = (None if p_prev is None or row["paper_top1"] is None
-                              else round(row["paper_top1"] - p_prev, 2))
+    add_deltas(rows)
     report = dict(study="table5", preset=preset, backbone=backbone, weights=weights, seed=seed, rows=rows,
                   note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers"
                         if preset == "mini" else ""))
     write_report(report, out)
     return report
-
-
-def _fmt(v: float | None, signed: bool = False) -> str:
-    if v is None:
-        return "-"
-    return f"{v:+.1f}" if signed else f"{v:.1f}"
-
-
-def _count(v: float | None) -> str:
-    return "-" if v is None else str(int(v))
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -118,9 +104,9 @@ def to_markdown(report: dict[str, Any]) -> str:
               "| missing | corrupt |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
-        lines.append(f"| {r['label']} | {_fmt(r['paper_top1'])} | {_fmt(r['paper_delta'], True)} | "
-                     f"{_fmt(r['top1'])} | {_fmt(r['delta'], True)} | {_fmt(r['top5'])} | "
-                     f"{_count(r.get('eval_videos'))} | {_count(r.get('missing'))} | {_count(r.get('corrupt'))} |")
+        lines.append(f"| {r['label']} | {fmt(r['paper_top1'])} | {fmt(r['paper_delta'], True)} | "
+                     f"{fmt(r['top1'])} | {fmt(r['delta'], True)} | {fmt(r['top5'])} | "
+                     f"{count(r.get('eval_videos'))} | {count(r.get('missing'))} | {count(r.get('corrupt'))} |")
     lines += ["", "Evaluation: multi-view (clips x crops) softmax average over the readable val videos; missing = "
                   "csv rows without a file, corrupt = files no decoder reads (both left out and counted).", "",
               "Network of each row (the last one is TF Model Garden's 3D ResNet-RS-50, the paper's 78.2):", ""]
@@ -128,24 +114,13 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_csv(report: dict[str, Any]) -> str:
-    buf = io.StringIO()
-    cols = ["id", "label", "paper_top1", "paper_delta", "top1", "delta", "top5", "eval_videos", "missing", "corrupt",
-            "skipped_videos", "architecture"]
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(report["rows"])
-    return buf.getvalue()
+COLUMNS = ("id", "label", "paper_top1", "paper_delta", "top1", "delta", "top5", "eval_videos", "missing",
+           "corrupt", "skipped_videos", "architecture")
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     """``OUT.md``, ``OUT.csv``, ``OUT.json``, each replaced atomically (never half-written)."""
-    from rs_transfer.results import write_bytes_atomic, write_json_atomic
-
-    out = Path(out)
-    return [write_bytes_atomic(out.with_suffix(".md"), to_markdown(report).encode()),
-            write_bytes_atomic(out.with_suffix(".csv"), to_csv(report).encode()),
-            write_json_atomic(out.with_suffix(".json"), report)]
+    return write_files(out, report, markdown=to_markdown(report), columns=COLUMNS)
 
 
 # ---- CLI (dispatched from `rs-transfer study table5`) ---------------------------------------------------------

@@ -1,0 +1,57 @@
+"""What the additive-study and grid reports (Table 1, Table 5, the scaling study) share: the deltas of each row
+against the previous one (ours and the paper's), number cells, and writing the report files.
+
+Each report is written as ``OUT.md``, ``OUT.csv``, ``OUT.json`` (and ``OUT.png`` where the study plots), every file
+replaced atomically, so an interrupted study never leaves a half-written table.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def add_deltas(rows: list[dict[str, Any]]) -> None:
+    """``delta`` (our top-1 minus the previous row's) and ``paper_delta`` (the same for the paper's figures), in
+    place; ``None`` for the first row and wherever either side has no figure."""
+    for prev, row in zip([None] + rows[:-1], rows):
+        row["delta"] = None if prev is None else round(row["top1"] - prev["top1"], 2)
+        p_prev = None if prev is None else prev.get("paper_top1")
+        row["paper_delta"] = (None if p_prev is None or row.get("paper_top1") is None
+                              else round(row["paper_top1"] - p_prev, 2))
+
+
+def fmt(v: float | None, signed: bool = False) -> str:
+    """A percentage cell: one decimal, ``+``/``-`` for deltas, ``-`` when there is no figure."""
+    if v is None:
+        return "-"
+    return f"{v:+.1f}" if signed else f"{v:.1f}"
+
+
+def count(v: float | None) -> str:
+    """A count cell (videos, files): an integer, ``-`` when not recorded."""
+    return "-" if v is None else str(int(v))
+
+
+def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_files(out: str | Path, report: dict[str, Any], *, markdown: str, columns: Sequence[str],
+                png: bytes | None = None) -> list[Path]:
+    """The report's Markdown, CSV (``columns`` of ``report["rows"]``), JSON and optional PNG, each atomically."""
+    from rs_transfer.results import write_bytes_atomic, write_json_atomic
+
+    out = Path(out)
+    paths = [write_bytes_atomic(out.with_suffix(".md"), markdown.encode()),
+             write_bytes_atomic(out.with_suffix(".csv"), to_csv(report["rows"], columns).encode()),
+             write_json_atomic(out.with_suffix(".json"), report)]
+    if png is not None:
+        paths.append(write_bytes_atomic(out.with_suffix(".png"), png))
+    return paths
