@@ -142,7 +142,7 @@ def test_visible_from_mmdet_and_mmseg_registries() -> None:
     from mmdet.registry import MODELS as DET_MODELS
     from mmseg.registry import MODELS as SEG_MODELS
 
-    import rs_transfer.backbones.zoo  # noqa: F401  (registers ResNetRS in mmengine's root registry)
+    import rs_transfer.backbones.resnet  # noqa: F401  (registers ResNetRS in mmengine's root registry)
 
     by_class = DET_MODELS.build(dict(type=ResNetRS, depth=50, num_classes=0, out_indices=(0, 1, 2, 3)))
     by_name = SEG_MODELS.build(dict(type="ResNetRS", depth=50, num_classes=0, out_indices=(3,)))

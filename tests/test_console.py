@@ -20,7 +20,8 @@ from conftest import TINY_CLI
 HEAVY = ("torch", "torchvision", "mmengine", "mmcv", "mmdet", "mmseg", "timm", "matplotlib")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["list", "tasks"], ["list", "weights"], ["run", "--help"],
+@pytest.mark.parametrize("argv", [["--help"], ["list", "tasks"], ["list", "weights"], ["list", "models"],
+                                  ["list", "models", "--family", "resnetrs3d"], ["run", "--help"],
                                   ["study", "table4", "--help"],
                                   ["run", "--task", "cifar100"]])  # the last: an argument error
 def test_commands_that_do_not_train_import_nothing_heavy(argv: list[str]) -> None:

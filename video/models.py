@@ -22,7 +22,10 @@ from __future__ import annotations
 
 from rs_transfer.backbones.registry import register_model
 
-from .resnet3d import RS_STAGE_KERNELS, ResNet3D, cvrl_kernels, expand_temporal_kernels
+from .kernels import RS_STAGE_KERNELS, cvrl_kernels, expand_temporal_kernels
+
+# Imported when a model is first built (rs_transfer/backbones/registry.py): listing the table needs no torch.
+ResNet3D = "rs_transfer.video.resnet3d:ResNet3D"
 
 # Re-exported for tests and studies: the TF ResNet3D50 per-block kernels at 50 layers.
 CVRL_TEMPORAL_KERNELS: tuple[tuple[int, ...], ...] = cvrl_kernels((3, 4, 6, 3))

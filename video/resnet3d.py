@@ -37,6 +37,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from rs_transfer.backbones.layers import DropPath, SqueezeExcite, stochastic_depth_rates
 from rs_transfer.backbones.resnet import BLOCKS_PER_DEPTH
 
+from .kernels import RS_STAGE_KERNELS, cvrl_kernels, expand_temporal_kernels  # noqa: F401  (re-exported)
+
 # What each layout sets when the argument is left at None; for "2d" the stem decides (classic: torchvision ResNet,
 # max-pool + conv shortcuts; deep: timm ResNet-RS, conv stem-pool + average-pool shortcuts).
 LAYOUTS: dict[str, dict[str, Any]] = {
@@ -46,45 +48,6 @@ LAYOUTS: dict[str, dict[str, Any]] = {
                self_gating=False, zero_init_last_bn=True),
 }
 INFLATE_MODES = ("center", "mean")
-
-
-def cvrl_kernels(layers: Sequence[int]) -> tuple[tuple[int, ...], ...]:
-    """TF ``ResNet3D50`` temporal kernels, (3,3,3) (3,1,3,1) (3,1,3,1,3,1) (1,3,1) at 50 layers; other depths
-    continue each stage's pattern (stage 1 all 3; stages 2-3 start 3 and alternate; stage 4 starts 1)."""
-    first = (3, 3, 3, 1)
-    out = []
-    for s, n in enumerate(layers):
-        if s == 0:
-            out.append((3,) * n)
-        else:
-            out.append(tuple(first[s] if j % 2 == 0 else 4 - first[s] for j in range(n)))
-    return tuple(out)
-
-
-# k400_resnet3drs_*: one temporal kernel per stage, repeated over its blocks (TF ``build_resnet3d_rs``).
-RS_STAGE_KERNELS: tuple[int, int, int, int] = (1, 1, 3, 3)
-
-
-def expand_temporal_kernels(spec: str | Sequence[Any], layers: Sequence[int]) -> tuple[tuple[int, ...], ...]:
-    """``"cvrl"``, ``"rs"``, one int per stage (repeated over the stage, as TF's RS builder does) or one tuple per
-    stage with one kernel per block -> one tuple per stage with one kernel per block."""
-    if isinstance(spec, str):
-        if spec == "cvrl":
-            return cvrl_kernels(layers)
-        if spec == "rs":
-            spec = RS_STAGE_KERNELS
-        else:
-            raise ValueError(f"temporal_kernels must be 'cvrl', 'rs' or a per-stage/per-block list, got {spec!r}")
-    spec = list(spec)
-    if len(spec) != len(layers):
-        raise ValueError(f"temporal_kernels needs one entry per stage ({len(layers)}), got {spec}")
-    out = []
-    for s, (k, n) in enumerate(zip(spec, layers)):
-        ks = (int(k),) * n if isinstance(k, int) else tuple(int(v) for v in k)
-        if len(ks) != n:
-            raise ValueError(f"temporal_kernels stage {s + 1}: {n} blocks but kernels {ks}")
-        out.append(ks)
-    return tuple(out)
 
 
 def resolve_arch(*, depth: int | None = 50, layers: Sequence[int] | None = None, layout: str = "tf",

@@ -2,18 +2,24 @@
 
 Names are plain strings here because users type them on the command line; configs use the class itself
 (``type=ResNetRS``). Unknown names and unknown overrides fail with the closest valid choices.
+
+A table registers its class as ``"module:Class"``: the class (and torch) is imported the first time a model is
+built, so that listing the models, ``--help`` and argument errors stay instant.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from rs_transfer.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class UnknownModelError(UserError, KeyError):
@@ -28,31 +34,49 @@ class ModelSpec:
     """Everything needed to build a named model.
 
     ``resolution`` is the input size the model is published at (official README / Table 2), used by ``inspect``
-    for FLOPs; ``kwargs`` are the constructor arguments that define the variant.
+    for FLOPs; ``kwargs`` are the constructor arguments that define the variant. ``target`` is the class, or
+    ``"module:Class"`` until :attr:`builder` first imports it.
     """
 
     name: str
-    builder: Callable[..., nn.Module]
+    target: Callable[..., "nn.Module"] | str
     family: str
     resolution: int
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
+    @property
+    def builder(self) -> Callable[..., "nn.Module"]:
+        if not isinstance(self.target, str):
+            return self.target
+        return _resolve(self.target, self.name, tuple(self.kwargs))
+
+
+@lru_cache(maxsize=None)
+def _resolve(target: str, name: str, keys: tuple[str, ...]) -> Callable[..., "nn.Module"]:
+    """Import ``"module:Class"`` once; the registered kwargs are checked then (as registration checks a class)."""
+    module, _, attr = target.partition(":")
+    builder = getattr(importlib.import_module(module), attr)
+    _check_overrides(builder, dict.fromkeys(keys), name)
+    return builder
+
 
 _MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, builder: Callable[..., nn.Module], *, family: str, resolution: int,
+def register_model(name: str, builder: Callable[..., "nn.Module"] | str, *, family: str, resolution: int,
                    description: str = "", **kwargs: Any) -> ModelSpec:
+    """Register ``name``; ``builder`` is a class, or ``"module:Class"`` to import it only when a model is built."""
     if name in _MODELS:
         raise ValueError(f"model {name!r} is already registered")
-    _check_overrides(builder, kwargs, name)
+    if not isinstance(builder, str):
+        _check_overrides(builder, kwargs, name)
     spec = ModelSpec(name, builder, family, resolution, dict(kwargs), description)
     _MODELS[name] = spec
     return spec
 
 
-def _check_overrides(builder: Callable[..., nn.Module], overrides: dict[str, Any], name: str) -> None:
+def _check_overrides(builder: Callable[..., "nn.Module"], overrides: dict[str, Any], name: str) -> None:
     params = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -81,7 +105,7 @@ def list_models(family: str | None = None) -> list[str]:
                   key=lambda n: (_MODELS[n].family, len(n), n))
 
 
-def create_model(name: str, *, num_classes: int = 1000, **overrides: Any) -> nn.Module:
+def create_model(name: str, *, num_classes: int = 1000, **overrides: Any) -> "nn.Module":
     """An ImageNet-style classifier (or video classifier for 3D names) with the registered architecture."""
     spec = get_spec(name)
     _check_overrides(spec.builder, overrides, name)
@@ -89,7 +113,7 @@ def create_model(name: str, *, num_classes: int = 1000, **overrides: Any) -> nn.
 
 
 def build_backbone(name: str, *, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
-                   norm_eval: bool = False, **overrides: Any) -> nn.Module:
+                   norm_eval: bool = False, **overrides: Any) -> "nn.Module":
     """A headless model whose forward returns the stage feature maps in ``out_indices``.
 
     ``model.feature_info`` gives channels and stride of every stage.

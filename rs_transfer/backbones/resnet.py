@@ -25,19 +25,13 @@ from typing import Any
 
 import torch
 from mmengine.model import BaseModule
+from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .blocks import BLOCKS_PER_DEPTH
 from .layers import (DropPath, SelectiveKernel, SimCLRProjectionPool, SqueezeExcite, make_divisible,
                      stochastic_depth_rates, use_tf_same_padding)
-
-# Bottleneck blocks per stage. 26/300: the scaling study (paper sec. 6, TF Model Garden RESNET_SPECS); the rest:
-# Table 2 and torchvision/timm.
-BLOCKS_PER_DEPTH: dict[int, tuple[int, int, int, int]] = {
-    26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3),
-    270: (4, 29, 53, 4), 300: (4, 36, 54, 4), 350: (4, 36, 72, 4), 420: (4, 44, 87, 4),
-}
-
 
 def _nd(dims: int, t: int, s: int) -> int | tuple[int, int, int]:
     """A kernel/stride for ``dims`` dimensions: ``s`` in 2D, ``(t, s, s)`` in 3D."""
@@ -291,3 +285,7 @@ class ResNetRS(BaseModule):
                 if isinstance(m, _BatchNorm):
                     m.eval()
         return self
+
+
+# Visible to string-typed mmdet/mmseg configs (``type="ResNetRS"``) too, once the class is imported.
+MODELS.register_module(module=ResNetRS, force=True)

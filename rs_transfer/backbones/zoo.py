@@ -8,14 +8,11 @@ Resolutions are those of the released checkpoints (official README).
 """
 from __future__ import annotations
 
-from mmengine.registry import MODELS
-
 from .registry import register_model
-from .resnet import ResNetRS
 
+# Imported when a model is first built (registry.py): listing the table needs no torch.
+ResNetRS = "rs_transfer.backbones.resnet:ResNetRS"
 VANILLA = dict(stem="classic", stem_pool="max", shortcut="conv", se_ratio=0.0)
-
-MODELS.register_module(module=ResNetRS, force=True)  # visible to string-typed mmdet/mmseg configs too
 
 for depth in (50, 101, 152, 200):
     register_model(f"resnet{depth}", ResNetRS, family="resnet", resolution=224, depth=depth, **VANILLA,

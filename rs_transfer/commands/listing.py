@@ -20,13 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.what == "models":
-        from rs_transfer.backbones import get_spec, list_models
+        from rs_transfer.backbones import BLOCKS_PER_DEPTH, get_spec, list_models
 
         print(f"{'name':<16} {'family':<11} {'res':>4}  blocks / notes")
         for name in list_models(args.family):
             s = get_spec(name)
-            from rs_transfer.backbones.resnet import BLOCKS_PER_DEPTH
-
             blocks = s.kwargs.get("layers") or BLOCKS_PER_DEPTH.get(s.kwargs.get("depth", 0), "")
             print(f"{name:<16} {s.family:<11} {s.resolution:>4}  {blocks} {s.description}")
     elif args.what == "weights":
