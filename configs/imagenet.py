@@ -90,6 +90,10 @@ param_scheduler = []        # linear warm-up + cosine or step decay, written fro
 # Runner switches (rs_transfer/runner.py): bf16 on CUDA (the paper trained in bfloat16 on TPUs), EMA written from
 # the recipe by the task (ema = dict(decay=0.9999, reference_batch=4096) or None), a checkpoint every 2,000 iterations.
 amp = "bf16"
+# "worker": data-loader workers decode (libjpeg-turbo) and crop on the CPU; "device": they read bytes only and the
+# data preprocessor decodes the batch with decode_jpeg(list, device="cuda") (nvJPEG) and crops on the GPU
+# (tasks/_imagenet_device.py). Opt-in until measured on a GPU: `--cfg-options decode=device`.
+decode = "worker"
 ema = None
 checkpoint_interval = 2000
 log_interval = 100

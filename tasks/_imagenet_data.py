@@ -80,12 +80,14 @@ class ImageNetDataset(Dataset):
     evaluation pass over several (each sample carries its split index for :class:`ImageNetAccuracy`).
     ``exclude_minival``: leave the minival files out of ``train`` (when minival is evaluated).
     Items: ``{"inputs": uint8 CHW, "data_samples": label, "split": index, "unreadable": 0/1}``.
+    ``decode="device"``: ``inputs`` is the file's bytes (or the CPU-decoded full image when nvJPEG cannot read it)
+    plus ``path``; the data preprocessor decodes and crops on the device (``tasks/_imagenet_device.py``).
     """
 
     def __init__(self, data_root: str, splits: str | Sequence[str] = "train", *, augment: bool = False,
                  resolution: int = 224, crop_padding: int = 32, randaugment: dict | None = None,
                  minival_fraction: float = 0.02, exclude_minival: bool = False,
-                 skip_log: str | None = None) -> None:
+                 skip_log: str | None = None, decode: str = "worker") -> None:
         from .imagenet import scan
 
         listing = scan(Path(data_root))
@@ -107,6 +109,10 @@ class ImageNetDataset(Dataset):
         self.augment, self.resolution, self.crop_padding = augment, int(resolution), int(crop_padding)
         self.transform = train_transform(self.resolution, randaugment) if augment else None
         self.skip_log = SkipLog(skip_log)
+        if decode not in ("worker", "device"):
+            raise ValueError(f"decode={decode!r}: use 'worker' (CPU, in the data loader) or 'device' (batched, "
+                             "on the model's device)")
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -115,12 +121,18 @@ class ImageNetDataset(Dataset):
         for _ in range(MAX_REDRAWS):
             path, label, split = self.samples[i]
             try:
+                if self.decode == "device":
+                    from ._imagenet_device import read_item
+
+                    return {"inputs": read_item(path), "data_samples": label, "split": split, "unreadable": 0,
+                            "path": path}
                 img = decode(path)
             except RuntimeError as err:  # torchvision.io raises RuntimeError for unreadable/undecodable files
                 self.skip_log.add("train" if self.augment else "eval", path, str(err).splitlines()[-1])
                 if not self.augment:   # evaluation: a placeholder that the metric leaves out and counts
                     blank = torch.zeros(3, self.resolution, self.resolution, dtype=torch.uint8)
-                    return {"inputs": blank, "data_samples": label, "split": split, "unreadable": 1}
+                    item = {"inputs": blank, "data_samples": label, "split": split, "unreadable": 1}
+                    return item | ({"path": path} if self.decode == "device" else {})
                 i = int(np.random.randint(len(self.samples)))   # training: another sample (numpy RNG: seeded)
                 continue
             # Transforms run outside the try: an error there is a bug, never a "corrupt file".
@@ -137,13 +149,27 @@ class ImageNetDataPreprocessor(ImgDataPreprocessor):
 
     ``channels_last``: hand the batch to the model in NHWC memory layout (``"cuda"``: only on a GPU, where cuDNN then
     picks its NHWC kernels, the fast ones for bf16 tensor cores; ``True``/``False``: always/never). The values are
-    the same either way."""
+    the same either way.
 
-    def __init__(self, *args: Any, channels_last: bool | str = "cuda", **kwargs: Any) -> None:
+    ``device_transform``: :class:`~._imagenet_device.DeviceTransform` arguments for batches of encoded images
+    (``decode="device"``: a list in ``inputs``), decoded and cropped here on the model's device."""
+
+    def __init__(self, *args: Any, channels_last: bool | str = "cuda", device_transform: dict | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.channels_last = channels_last
+        self.device_transform = None
+        if device_transform is not None:
+            from ._imagenet_device import DeviceTransform
+
+            self.device_transform = DeviceTransform(**device_transform)
 
     def forward(self, data: dict, training: bool = False) -> dict:
+        if "path" in data and isinstance(data.get("inputs"), list):   # a tasks/_imagenet_device.collate batch
+            if self.device_transform is None:
+                raise RuntimeError("a batch of encoded images reached a preprocessor without device_transform "
+                                   "(set decode='device' through the imagenet task's configure)")
+            data = dict(data, inputs=self.device_transform(data, self._device, training))
         out = super().forward({k: data[k] for k in ("inputs", "data_samples") if k in data}, training)
         x = out["inputs"]
         if self.channels_last is True or (self.channels_last == "cuda" and x.is_cuda):

@@ -92,7 +92,21 @@ def apply_recipe(cfg: Any, ctx: RunContext) -> None:
                if r.ema and not ctx.mini else None)
     cfg.ema_momentum = MINI_EMA_MOMENTUM if r.ema and ctx.mini else None
     ctx.extra.update(recipe=str(r.get("name", "config")), resolution=resolution, epochs=epochs,
-                     randaugment=ra, minival=minival)
+                     randaugment=ra, minival=minival, decode=str(cfg.get("decode", "worker")))
+    if cfg.get("decode", "worker") == "device":
+        wire_device_decode(cfg, resolution, crop_padding, ra)
+
+
+def wire_device_decode(cfg: Any, resolution: int, crop_padding: int, randaugment: dict | None) -> None:
+    """``decode = "device"``: workers ship file bytes, the preprocessor decodes and crops on the model's device."""
+    from ._imagenet_device import collate
+
+    for loader in _loaders(cfg):
+        loader.dataset.decode = "device"
+        loader.collate_fn = dict(type=_lazy(collate))
+    cfg.model.data_preprocessor.device_transform = dict(
+        resolution=resolution, crop_padding=crop_padding, randaugment=randaugment,
+        skip_log=cfg.train_dataloader.dataset.get("skip_log"))
 
 
 def configure(cfg: Any, ctx: RunContext) -> None:
