@@ -36,6 +36,7 @@ from rs_transfer.runconfig import (  # noqa: F401  (re-exported: tasks and tests
 from rs_transfer.normcheck import check_normalization  # noqa: F401  (re-exported: tasks call it before features)
 from rs_transfer.tasks import PRESETS, RunContext, Task, get_task
 from rs_transfer.tasks._corrupt import summary as skipped_files_summary
+from rs_transfer.weights.normalization import warn_once_per_run
 
 LAUNCHERS = ("none", "pytorch", "slurm")
 
@@ -168,6 +169,7 @@ def _portable(resolved: dict[str, Any], ctx: RunContext) -> Any:
     return out
 
 
+@warn_once_per_run()  # weights_info and the backbone's load decide the normalisation: its warning prints once
 def run_experiment(task: str, backbone: str, *, weights: str | None = None, preset: str = "paper",
                    protocol: str = "finetune", work_dir: str | Path | None = None, seed: int = 0,
                    config: str | None = None, cfg_options: dict | None = None,

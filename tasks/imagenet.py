@@ -174,21 +174,24 @@ def header_problem(path: str) -> str | None:
 
 
 def check_data(root: Path) -> DataReport:
-    """Layout, labels, counts, and every file's header (a full decode is ``data check --deep``). Unreadable files
-    and a set that differs from ILSVRC2012 are warnings: runs use what is there and say so."""
+    """Layout, labels, counts, and every file's header (a full decode is ``data check --deep``; headers of files
+    unchanged since the last check come from its cache). Unreadable files and a set that differs from ILSVRC2012
+    are warnings: runs use what is there and say so."""
     listing = scan(Path(root))
     report = DataReport("imagenet", Path(root), LAYOUT, SOURCE, problems=list(listing.problems),
                         preparation=f"val labels from {listing.val_source}" if listing.val_source else "")
     report.counts = {"classes": len(listing.classes), "train": len(listing.train), "val": len(listing.val)}
     import os
-    from concurrent.futures import ThreadPoolExecutor
+
+    from ._header_cache import cached_problems
 
     # Under torchrun every process checks the data before training: one per machine (local rank 0) reads the 1.33M
     # headers and warns; the others only verify the layout (runs skip unreadable files whoever found them).
     paths = [p for p, _ in listing.train + listing.val] if int(os.environ.get("LOCAL_RANK", "0")) == 0 else []
-    # 1.33M small reads: threads overlap the file-system latency (the GIL is released while reading).
-    with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:
-        bad = [(p, why) for p, why in zip(paths, pool.map(header_problem, paths, chunksize=256)) if why]
+    # 1.33M small reads in threads; results cached by (path, size, mtime) so an unchanged dataset is not read again
+    # at the next run (tasks/_header_cache.py).
+    problems = cached_problems(Path(root), paths, header_problem) if paths else []
+    bad = [(p, why) for p, why in zip(paths, problems) if why]
     for p, why in bad:
         report.add(f"{p}{UNREADABLE}({why})")
     if listing.train and sum(p.startswith(str(Path(root) / "train")) for p, _ in bad) == len(listing.train):

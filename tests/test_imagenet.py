@@ -123,6 +123,56 @@ def test_data_check_counts_corrupt_and_missing(mini_root: Path, tmp_path: Path, 
     assert "n02102040" in missing and "n01440764" not in missing
 
 
+def test_header_check_is_cached_between_runs(mini_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """The header pass before every run reads each file once: the next check of an unchanged dataset reads none,
+    a touched, rewritten or added file is read again, and the unreadable files reported (and their counts) are the
+    same as a cold pass's. Reads are counted by wrapping the real header check."""
+    import os
+
+    import rs_transfer.tasks.imagenet as imagenet
+    from rs_transfer.tasks._header_cache import cache_file
+
+    root = tmp_path / "in"
+    shutil.copytree(mini_root, root)
+    corrupt = sorted((root / "train" / "n01440764").iterdir())[0]
+    corrupt.write_bytes(b"<html>not an image</html>")
+    read: list[str] = []
+    real = imagenet.header_problem
+    monkeypatch.setattr(imagenet, "header_problem", lambda p: read.append(p) or real(p))
+
+    def check() -> list[str]:
+        read.clear()
+        report = imagenet.check_data(root)
+        assert report.ok
+        return report.unreadable
+
+    first = check()
+    assert len(read) == 400 and len(first) == 1 and corrupt.name in first[0] and cache_file(root).is_file()
+    assert check() == first and read == []                  # run 2: nothing read, the corrupt file still reported
+    monkeypatch.setenv("LOCAL_RANK", "1")                   # a layout-only process leaves the cache alone
+    assert imagenet.check_data(root).unreadable == []
+    monkeypatch.delenv("LOCAL_RANK")
+    assert check() == first and read == []
+
+    good = sorted((root / "val").iterdir())[0]
+    st = good.stat()
+    os.utime(good, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))   # touched: read again, still fine
+    assert check() == first and read == [str(good)]
+    good.write_bytes(b"\0" * st.st_size)                   # same size, new content and mtime: now unreadable
+    second = check()
+    assert read == [str(good)] and len(second) == 2 and "not a JPEG or PNG" in second[1]
+    added = corrupt.with_name("added.JPEG")
+    shutil.copy(sorted(corrupt.parent.iterdir())[-1], added)
+    assert check() == second and read == [str(added)]
+    assert imagenet.check_data(root).counts["train"] == 321
+
+    cache_file(root).unlink()                               # without the cache: the same report, every file read
+    assert check() == second and len(read) == 401
+    cache_file(root).write_text("{not json")                # an unreadable cache is a cold pass, not an error
+    assert check() == second and len(read) == 401
+    assert check() == second and read == []
+
+
 def test_transforms_at_paper_resolution_and_minival(mini_root: Path) -> None:
     """One image at 224 px through the train and eval pipelines; the 2% minival hold-out is deterministic and
     disjoint from what training then reads."""

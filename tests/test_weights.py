@@ -311,6 +311,29 @@ def test_run_with_explicit_normalisation_round_trips_through_the_export(tmp_path
     assert (report.normalization, report.normalization_how) == (UNIT, "checkpoint-metadata")
 
 
+def test_undeclared_normalisation_warns_once_per_run(tmp_path) -> None:
+    """A run decides the normalisation twice (runner.weights_info before the model exists, load_weights when the
+    backbone loads): the warning is issued once per run, fine-tuning and frozen-feature protocols alike, and again
+    for the next run in the same process. pytest.warns records with the "always" filter, so a repeat from the
+    same or another call site would be counted (Python's default filter printed the two call sites' copies)."""
+    from rs_transfer.runner import run_experiment
+
+    tiny = {"layers": [1, 1, 1, 1], "width": 0.25}
+    torch.save({"state_dict": create_model("resnetrs50", **tiny).state_dict()}, tmp_path / "bare.pth")
+    for protocol in ("finetune", "knn"):
+        with pytest.warns(NormalizationWarning) as record:
+            res = run_experiment("cifar100", "resnetrs50", preset="mini", model_overrides=tiny, protocol=protocol,
+                                 weights=str(tmp_path / "bare.pth"), work_dir=tmp_path / protocol)
+        ours = [str(w.message) for w in record if issubclass(w.category, NormalizationWarning)]
+        assert len(ours) == 1 and "nothing declares the input normalisation" in ours[0], (protocol, ours)
+        assert res["weights"]["normalization"]["how"] == "default"
+        assert "nothing declares" in res["weights"]["normalization"]["warning"]
+    with pytest.warns(NormalizationWarning) as record:  # outside a run, each load still warns
+        for _ in range(2):
+            load_weights(create_model("resnetrs50", **tiny), tmp_path / "bare.pth")
+    assert sum(issubclass(w.category, NormalizationWarning) for w in record) == 2
+
+
 def test_checkpoints_written_by_a_run_record_the_normalisation() -> None:
     """NormalizationMetaHook: what the data preprocessor really used goes into every mmengine checkpoint's meta."""
     from types import SimpleNamespace
