@@ -131,6 +131,27 @@ def test_frozen_stages_and_norm_eval() -> None:
     assert not any(m.training for m in bb.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
+def _bn_stats(modules: list[torch.nn.Module]) -> list[torch.Tensor]:
+    return [t.clone() for m in modules for bn in m.modules() if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm)
+            for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)]
+
+
+@pytest.mark.parametrize("norm_eval", [False, True])
+@pytest.mark.parametrize("name", ["resnetrs50", "resnetrs3d50"])  # the 2D and the 3D ResNet share the freezing
+def test_frozen_stages_get_no_grad_and_keep_bn_statistics(name: str, norm_eval: bool) -> None:
+    torch.manual_seed(0)
+    bb = build_backbone(name, frozen_stages=1, norm_eval=norm_eval, layers=(1, 1, 1, 1), width=0.25)
+    bb.eval().train()  # the Runner switches modes: the freeze must hold after every train()
+    frozen, live = [bb.conv1, bb.bn1, bb.maxpool, bb.layer1], [bb.layer2, bb.layer3, bb.layer4]
+    frozen_before, live_before = _bn_stats(frozen), _bn_stats(live)
+    sum(f.mean() for f in bb(_input(bb))).backward()
+    assert all(p.grad is None for m in frozen for p in m.parameters())
+    assert all(p.grad is not None for m in live for p in m.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(frozen_before, _bn_stats(frozen)))
+    live_same = [torch.equal(a, b) for a, b in zip(live_before, _bn_stats(live))]
+    assert all(live_same) if norm_eval else not any(live_same)  # unfrozen BN statistics move unless norm_eval
+
+
 def test_unknown_names_and_options_fail_clearly() -> None:
     with pytest.raises(UnknownModelError, match="Closest: resnetrs50"):
         get_spec("resnetrs5")

@@ -34,7 +34,7 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from rs_transfer.backbones.layers import DropPath, SqueezeExcite, stochastic_depth_rates
+from rs_transfer.backbones.layers import DropPath, FrozenStagesMixin, SqueezeExcite, stochastic_depth_rates
 from rs_transfer.backbones.resnet import BLOCKS_PER_DEPTH
 
 from .kernels import RS_STAGE_KERNELS, cvrl_kernels, expand_temporal_kernels  # noqa: F401  (re-exported)
@@ -146,14 +146,15 @@ class Bottleneck3D(nn.Module):
         return self.act(self.drop_path(x) + shortcut)
 
 
-class ResNet3D(BaseModule):
+class ResNet3D(FrozenStagesMixin, BaseModule):
     """3D ResNet / ResNet-RS video classifier or backbone (TF Model Garden layout by default, see module doc).
 
     ``temporal_kernels``: ``"cvrl"`` (TF ResNet3D50), ``"rs"`` ((1,1,3,3) per stage, TF ResNet3DRS), one int per
     stage or one tuple per block. ``temporal_strides``: per stage, on the first block's temporal conv.
     ``inflate``: how a 2D checkpoint in ``weights`` becomes 3D (``center``: the 2D kernel in the middle time slice,
     so a still clip gives the 2D logits; ``mean``: repeated over time / k_t, I3D); config key
-    ``model.backbone.inflate``, CLI ``--backbone-options inflate=mean``.
+    ``model.backbone.inflate``, CLI ``--backbone-options inflate=mean``. ``frozen_stages`` / ``norm_eval`` as in
+    the 2D ResNet-RS (:class:`~rs_transfer.backbones.layers.FrozenStagesMixin`).
     """
 
     dims = 3
@@ -294,22 +295,3 @@ class ResNet3D(BaseModule):
         if self.out_indices is not None:
             return tuple(feats[i] for i in self.out_indices)
         return self.forward_head(feats[-1])
-
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
-        modules: list[nn.Module] = [self.conv1, self.bn1, self.maxpool]
-        modules += [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
-        for m in modules:
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
-    def train(self, mode: bool = True) -> "ResNet3D":
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self

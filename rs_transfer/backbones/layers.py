@@ -5,8 +5,11 @@ Every block takes a ``conv`` factory so that the same code builds 2D convolution
 """
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -55,6 +58,50 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rate={self.rate:.3f}"
+
+
+_Frozen = TypeVar("_Frozen", bound="FrozenStagesMixin")
+
+
+class FrozenStagesMixin:
+    """mmdet/mmseg backbone training behaviour, shared by the 2D (:class:`~.resnet.ResNetRS`) and 3D
+    (``video.resnet3d.ResNet3D``) ResNets so that "frozen" means the same thing in both.
+
+    ``frozen_stages`` -1: nothing frozen, 0: the stem (``conv1``, ``bn1``, ``maxpool``), k: the stem and
+    ``layer1``..``layerk``. Frozen modules get ``requires_grad=False`` and stay in eval mode through every
+    ``train()`` (so their BN running statistics never move); ``norm_eval`` puts every BN in eval mode while
+    training (the statistics stay frozen, the affine parameters still learn unless frozen too).
+
+    The host must be an ``nn.Module`` with the attributes named above, set before :meth:`_freeze_stages` first
+    runs (at the end of its ``__init__``). List the mixin before ``nn.Module``/``BaseModule`` in the bases so its
+    :meth:`train` wraps the module's.
+    """
+
+    frozen_stages: int
+    norm_eval: bool
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        host: nn.Module = self  # type: ignore[assignment]  (the mixin is only used on nn.Module subclasses)
+        modules: list[nn.Module] = [host.conv1, host.bn1, host.maxpool]  # type: ignore[list-item]
+        modules += [getattr(host, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
+        return modules
+
+    def _freeze_stages(self) -> None:
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self: _Frozen, mode: bool = True) -> _Frozen:
+        super().train(mode)  # type: ignore[misc]  (nn.Module.train, next in the host's MRO)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():  # type: ignore[attr-defined]
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
 
 
 def stochastic_depth_rates(rate: float, blocks_per_stage: tuple[int, ...], schedule: str) -> list[list[float]]:

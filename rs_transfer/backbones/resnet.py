@@ -30,8 +30,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .blocks import BLOCKS_PER_DEPTH
-from .layers import (DropPath, SelectiveKernel, SimCLRProjectionPool, SqueezeExcite, make_divisible,
-                     stochastic_depth_rates, use_tf_same_padding)
+from .layers import (DropPath, FrozenStagesMixin, SelectiveKernel, SimCLRProjectionPool, SqueezeExcite,
+                     make_divisible, stochastic_depth_rates, use_tf_same_padding)
 
 def _nd(dims: int, t: int, s: int) -> int | tuple[int, int, int]:
     """A kernel/stride for ``dims`` dimensions: ``s`` in 2D, ``(t, s, s)`` in 3D."""
@@ -109,12 +109,13 @@ class Bottleneck(nn.Module):
         return self.act(self.drop_path(x) + shortcut)
 
 
-class ResNetRS(BaseModule):
+class ResNetRS(FrozenStagesMixin, BaseModule):
     """ResNet / ResNet-RS classifier or backbone, 2D or 3D, with every paper switch as an argument.
 
     As a classifier (``out_indices=None``) ``forward`` returns logits (or pooled features when ``num_classes=0``).
     As a backbone (``out_indices`` given) it returns a tuple of stage feature maps, mmdet/mmseg style; then
-    ``frozen_stages`` (-1: none, 0: stem, k: stem + stages 1..k) and ``norm_eval`` (BN statistics frozen) apply.
+    ``frozen_stages`` (-1: none, 0: stem, k: stem + stages 1..k) and ``norm_eval`` (BN statistics frozen) apply
+    (:class:`~.layers.FrozenStagesMixin`, shared with the 3D ResNet).
     ``weights`` (a path or named source) is loaded by ``init_weights`` through :func:`rs_transfer.load_weights`,
     so detector/segmentor configs get the same automatic key mapping as everything else; ``weights_strict`` and
     ``weights_trust`` are its ``strict`` / ``trust`` (``rs-transfer run --no-strict / --trust``), and
@@ -265,26 +266,6 @@ class ResNetRS(BaseModule):
             feats = self.forward_stages(x)
             return tuple(feats[i] for i in self.out_indices)
         return self.forward_head(self.forward_features(x))
-
-    # ---- backbone training behaviour (mmdet/mmseg conventions) -----------------------------------------------
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
-        modules: list[nn.Module] = [self.conv1, self.bn1, self.maxpool]
-        modules += [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
-        for m in modules:
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
-    def train(self, mode: bool = True) -> "ResNetRS":
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
 
 
 # Visible to string-typed mmdet/mmseg configs (``type="ResNetRS"``) too, once the class is imported.
