@@ -28,13 +28,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 def decode_problem(path: Path) -> str | None:
     """Why ``path`` does not decode completely, or None."""
+    from rs_transfer.tasks._corrupt import cv2_problem, read_problem
+
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        return f"cannot read ({err.strerror or type(err).__name__})"
-    if not data:
-        return "empty file"
+    data, problem = read_problem(path)
+    if data is None:
+        return problem
     suffix = path.suffix.lower()
     if suffix == ".xml":
         try:
@@ -46,8 +45,6 @@ def decode_problem(path: Path) -> str | None:
         return None
     import io
 
-    import cv2
-    import numpy as np
     from PIL import Image
 
     try:
@@ -61,13 +58,7 @@ def decode_problem(path: Path) -> str | None:
     except Exception as err:  # noqa: BLE001  (Pillow raises OSError, SyntaxError, zlib.error, ...)
         lines = str(err).strip().splitlines()
         return f"cannot decode ({type(err).__name__}: {lines[-1] if lines else 'damaged'})"
-    try:
-        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error as err:
-        return f"OpenCV cannot decode it ({str(err).strip().splitlines()[-1]})"
-    if decoded is None or decoded.size == 0:
-        return "OpenCV cannot decode it"
-    return None
+    return cv2_problem(data)  # the decoder the loading transforms use must return an image too
 
 
 def decode_all(files: Sequence[Path], *, workers: int | None = None,

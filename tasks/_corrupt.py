@@ -60,24 +60,34 @@ def summary(work_dir: str | os.PathLike) -> dict[str, Any]:
             "examples": sorted(set(train + evaluation))[:10]}
 
 
-def unreadable(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot be decoded the way the loading transforms decode it (cv2, any depth), or None."""
-    import cv2
-    import numpy as np
-
+def read_problem(path: str | os.PathLike) -> tuple[bytes | None, str | None]:
+    """``(bytes, None)``, or ``(None, why)`` when ``path`` cannot be read or is empty (shared with ``data check
+    --deep``, so both name a bad file the same way)."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
-        return f"cannot read ({err.strerror or type(err).__name__})"
-    if not data:
-        return "empty file"
+        return None, f"cannot read ({err.strerror or type(err).__name__})"
+    return (data, None) if data else (None, "empty file")
+
+
+def cv2_problem(data: bytes) -> str | None:
+    """Why OpenCV's ``imdecode`` (any depth: the decoder the loading transforms use) gives no image, or None."""
+    import cv2
+    import numpy as np
+
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
         return f"cannot decode ({str(err).strip().splitlines()[-1]})"
     if img is None or img.size == 0:
-        return "cannot decode (not an image, or truncated)"
+        return "cannot decode (not an image OpenCV reads, or truncated)"
     return None
+
+
+def unreadable(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be decoded the way the loading transforms decode it (cv2, any depth), or None."""
+    data, problem = read_problem(path)
+    return problem if data is None else cv2_problem(data)
 
 
 def first_unreadable(info: dict) -> tuple[str, str] | None:

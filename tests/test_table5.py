@@ -169,7 +169,7 @@ def test_paper_preset_config(small_root, tmp_path) -> None:
     accum = facts.get("accumulation", facts.get("accumulative_counts", 1))
     assert len(ema) == 1 and ema[0]["update_buffers"]
     assert ema[0]["momentum"] == pytest.approx(ema_momentum(0.9999, batch, accum))   # 0.9999 per step at 1024
-    assert tr.skip_log == str(tmp_path / "skipped_videos.txt") == cfg.val_evaluator.skip_log
+    assert tr.skip_log == str(tmp_path / "skipped_files.tsv") == cfg.val_evaluator.skip_log
     assert ctx.extra["views"] == "10x3" and ctx.extra["frames"] == "32x2"
     assert ctx.extra["architecture"] == ("layout tf: stem deep + max pool (temporal stride 1), conv shortcuts, "
                                          "self-gating, SE 0.25, temporal kernels 111/1111/333333/333")

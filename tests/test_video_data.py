@@ -120,7 +120,7 @@ def test_corrupt_videos_are_skipped_and_counted(mini_root, tmp_path) -> None:
     s = train[bad]                                   # replaced by the next readable video, never an exception
     assert s["data_samples"]["valid"] and s["data_samples"]["index"] == (bad + 1) % len(train)
     train[bad]
-    assert SkipLog(log).skipped() == [str(mini_root / mini.CORRUPT)]          # counted once per file
+    assert SkipLog(log).files() == [str(mini_root / mini.CORRUPT)]          # counted once per file
     test = KineticsDataset(str(mini_root), "train", mode="test", num_frames=4, test_size=32, num_clips=1,
                            num_crops=1, skip_log=str(log))
     t = test[bad]
@@ -176,7 +176,7 @@ def test_a_transform_bug_raises_but_a_decoder_error_is_skipped(mini_root, tmp_pa
     monkeypatch.setattr(T, "random_resized_crop", broken)
     with pytest.raises(ValueError, match="bug in a transform"):
         ds[0]
-    assert SkipLog(log).skipped() == []            # a bug is not a corrupt video
+    assert SkipLog(log).files() == []            # a bug is not a corrupt video
     monkeypatch.undo()
     from rs_transfer.video import decode
 
@@ -189,7 +189,7 @@ def test_a_transform_bug_raises_but_a_decoder_error_is_skipped(mini_root, tmp_pa
                         max_retries=2)
     with pytest.raises(RuntimeError, match="consecutive unreadable"):
         s[0]
-    assert len(SkipLog(log).skipped()) == 2          # decoder failures are counted as corrupt
+    assert len(SkipLog(log).files()) == 2          # decoder failures are counted as corrupt
 
 
 def test_known_corrupt_files_are_never_opened(mini_root, monkeypatch) -> None:

@@ -1,4 +1,5 @@
-"""Kinetics-400 on disk: the two standard layouts, a map-style dataset, and the skipped-video log.
+"""Kinetics-400 on disk: the two standard layouts and a map-style dataset; unreadable videos go to the skip log
+every task shares (``tasks/_corrupt.SkipLog``: ``phase<TAB>path<TAB>reason`` in ``skipped_files.tsv``).
 
 Layouts (both as distributed by the CVDF / ActivityNet download scripts):
 
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
+
+from rs_transfer.tasks._corrupt import SkipLog  # one skip-log format for every task
 
 from . import transforms as T
 from .decode import VideoDecodeError, VideoReader, frame_size, open_video
@@ -125,33 +128,6 @@ def scan_split(root: str | os.PathLike, split: str, classes: list[str] | None = 
         if folder.is_dir():
             records += [VideoRecord(p, i) for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_EXTS]
     return SplitIndex(split, "folders", classes, records)
-
-
-class SkipLog:
-    """Append-only list of skipped files shared by every data-loader worker and DDP rank (one line each).
-
-    Workers are separate processes, so an in-memory counter would be lost; short ``O_APPEND`` writes are atomic
-    on POSIX file systems, and readers count unique paths.
-    """
-
-    def __init__(self, path: str | os.PathLike | None) -> None:
-        self.path = Path(path) if path else None
-
-    def add(self, video: Path, reason: str) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = f"{video}\t{reason.replace(chr(10), ' ')[:300]}\n".encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
-
-    def skipped(self) -> list[str]:
-        if self.path is None or not self.path.is_file():
-            return []
-        return sorted({ln.split("\t", 1)[0] for ln in self.path.read_text().splitlines() if ln.strip()})
 
 
 class KineticsDataset(Dataset):
@@ -259,7 +235,7 @@ class KineticsDataset(Dataset):
                 inputs = self._train_clip(rec, g) if self.mode == "train" else self._test_views(rec)
                 return {"inputs": inputs, "data_samples": {"label": rec.label, "index": i, "valid": True}}
             except VideoDecodeError as err:
-                self.skip_log.add(rec.path, str(err))
+                self.skip_log.add("train" if self.mode == "train" else "eval", str(rec.path), str(err))
         if self.mode == "train":
             raise RuntimeError(f"{self.max_retries} consecutive unreadable videos from index {idx}; "
                                f"see {self.skip_log.path}")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from mmengine.evaluator import BaseMetric
 
-from .kinetics import SkipLog
+from rs_transfer.tasks._corrupt import SkipLog
 
 DEFAULT_MAX_UNREADABLE = 0.05   # chosen: real Kinetics-400 val copies lose ~0.5-2% of videos; 5% means a broken copy
 
@@ -73,5 +73,5 @@ class VideoAccuracy(BaseMetric):
         out["eval_corrupt"] = float(skipped + self.known_corrupt)
         out["eval_missing"] = float(self.missing)
         out["eval_skipped"] = float(skipped)
-        out["skipped_videos"] = float(len(self.skip_log.skipped()))
+        out["skipped_videos"] = float(len(self.skip_log.files()))
         return out

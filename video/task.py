@@ -9,16 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rs_transfer.tasks._corrupt import SKIP_LOG, SkipLog  # one skip log (phase, path, reason) for every task
 from rs_transfer.tasks.base import DataReport, RunContext, Task, home
 
 from . import mini as mini_data
-from .kinetics import SkipLog, _class_names, scan_split
+from .kinetics import _class_names, scan_split
 
 LAYOUT = ("ROOT/{train,val}/<class>/*.mp4, or the official csv files ROOT/[annotations/]{train,validate}.csv "
           "(label,youtube_id,time_start,time_end,split) with ROOT/{train,val}/{youtube_id}_{start:06d}_{end:06d}.mp4")
 SOURCE = ("https://github.com/cvdfoundation/kinetics-dataset (CVDF mirror of the Kinetics-400 videos and the "
           "official csv files)")
-SKIP_LOG = "skipped_videos.txt"
 
 
 @dataclass
@@ -233,7 +233,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
 
 def skipped_videos(work_dir: Path) -> list[str]:
     """Files a run skipped (training and evaluation), from its skip log."""
-    return SkipLog(Path(work_dir) / SKIP_LOG).skipped()
+    return SkipLog(Path(work_dir) / SKIP_LOG).files()
 
 
 TASK = Task(

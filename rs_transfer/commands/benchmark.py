@@ -116,7 +116,8 @@ def time_backend(root: str, backend: str, *, split: str, videos: int, frames: in
     """Seconds for ``videos`` training samples (same indices and seed for every backend) and the skip count."""
     import torch
 
-    from rs_transfer.video.kinetics import KineticsDataset, SkipLog
+    from rs_transfer.tasks._corrupt import SkipLog
+    from rs_transfer.video.kinetics import KineticsDataset
 
     with tempfile.TemporaryDirectory() as tmp:
         log = str(Path(tmp) / "skipped.txt")
@@ -132,7 +133,7 @@ def time_backend(root: str, backend: str, *, split: str, videos: int, frames: in
             ds[i]
         dt = time.perf_counter() - t0
         return {"clips": n, "seconds": dt, "clips_per_s": n / dt, "ms_per_clip": 1000 * dt / n,
-                "skipped": len(SkipLog(log).skipped())}
+                "skipped": len(SkipLog(log).files())}
 
 
 def run_video_input(args: argparse.Namespace) -> int:
