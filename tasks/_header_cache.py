@@ -80,9 +80,8 @@ def cached_problems(root: Path, paths: Sequence[str], check: Callable[[str], str
         todo = [i for i, (p, s) in enumerate(zip(paths, stamps))
                 if s is None or (hit := cache.get(p)) is None or hit[:2] != s]
         fresh = list(pool.map(check, [paths[i] for i in todo], chunksize=256))
-    results: list[str | None] = [hit[2] if (hit := cache.get(p)) is not None else None for p in paths]
-    for i, why in zip(todo, fresh):   # the (re)checked ones replace whatever was cached for them
-        results[i] = why
+    checked = dict(zip(todo, fresh))   # the (re)checked ones; every other path has a valid cache entry
+    results: list[str | None] = [checked[i] if i in checked else cache[p][2] for i, p in enumerate(paths)]
     entries = {p: (s[0], s[1], why) for p, s, why in zip(paths, stamps, results) if s is not None}
     if todo or entries.keys() != cache.keys():
         _write(file, entries)

@@ -169,7 +169,11 @@ class ImageNetDataPreprocessor(ImgDataPreprocessor):
             if self.device_transform is None:
                 raise RuntimeError("a batch of encoded images reached a preprocessor without device_transform "
                                    "(set decode='device' through the imagenet task's configure)")
-            data = dict(data, inputs=self.device_transform(data, self._device, training))
+            decoded = self.device_transform(data, self._device, training)
+            # The metric reads the per-sample flags from the raw batch, the dict the loop handed to val_step (this
+            # one): its ``unreadable`` entry is replaced (a new tensor), so files that failed here are counted.
+            data["unreadable"] = decoded["unreadable"]
+            data = decoded
         out = super().forward({k: data[k] for k in ("inputs", "data_samples") if k in data}, training)
         x = out["inputs"]
         if self.channels_last is True or (self.channels_last == "cuda" and x.is_cuda):

@@ -93,7 +93,12 @@ def decode_batch(items: list[torch.Tensor], device: torch.device) -> list[torch.
 
 
 class DeviceTransform:
-    """Decode + per-image transforms of a ``collate`` batch on ``device``; returns a uint8 NCHW batch."""
+    """Decode + per-image transforms of a ``collate`` batch on ``device``.
+
+    Returns a new batch dict: ``inputs`` (uint8 NCHW on ``device``), ``data_samples`` (labels; in training an
+    unreadable image's slot holds another image of the batch and that image's label) and ``unreadable`` (0/1 per
+    sample; evaluation placeholders are 1). The input batch is left as it was: the caller decides where the flags go
+    (:class:`~._imagenet_data.ImageNetDataPreprocessor` hands them to the metric)."""
 
     def __init__(self, resolution: int, crop_padding: int = 32, randaugment: dict | None = None,
                  skip_log: str | None = None) -> None:
@@ -103,10 +108,12 @@ class DeviceTransform:
         self.train = train_transform(self.resolution, randaugment)
         self.skip_log = SkipLog(skip_log)
 
-    def __call__(self, data: dict[str, Any], device: torch.device, training: bool) -> torch.Tensor:
+    def __call__(self, data: dict[str, Any], device: torch.device, training: bool) -> dict[str, Any]:
         from ._imagenet_data import eval_transform
 
         images = decode_batch(data["inputs"], device)
+        labels = torch.as_tensor(data["data_samples"]).clone()
+        unreadable = torch.as_tensor(data.get("unreadable", [0] * len(images))).clone()
         bad = [i for i, img in enumerate(images) if img is None]
         for i in bad:
             self.skip_log.add("train" if training else "eval", data["path"][i], "decode failed on device and CPU")
@@ -115,7 +122,6 @@ class DeviceTransform:
             if not good:
                 raise RuntimeError(f"every image of a training batch failed to decode (first: {data['path'][0]}); "
                                    "see the skip log in the work dir")
-            labels = data["data_samples"]
             for k, i in enumerate(bad):      # another image of the batch, with its label (counted in the log)
                 j = good[k % len(good)]
                 images[i], labels[i] = images[j], labels[j]
@@ -124,7 +130,7 @@ class DeviceTransform:
         for i, img in enumerate(images):
             if img is None:                  # evaluation: a placeholder the metric leaves out and counts
                 out[i].zero_()
-                data["unreadable"][i] = 1
+                unreadable[i] = 1
             else:
                 out[i] = self.train(img) if training else eval_transform(img, res, self.crop_padding)
-        return out
+        return dict(data, inputs=out, data_samples=labels, unreadable=unreadable)

@@ -14,7 +14,8 @@ import torch
 
 from rs_transfer.tasks import _imagenet_device as dev
 from rs_transfer.tasks._corrupt import SkipLog
-from rs_transfer.tasks._imagenet_data import ImageNetDataPreprocessor, ImageNetDataset, decode, eval_transform
+from rs_transfer.tasks._imagenet_data import (ImageNetAccuracy, ImageNetDataPreprocessor, ImageNetDataset, decode,
+                                             eval_transform)
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +84,27 @@ def test_unreadable_files_are_logged_and_handled_like_worker_mode(mini_root: Pat
     assert items[1]["inputs"].ndim == 1                              # it reaches the batched decoder
 
     data = dev.collate(items)
-    out = t(data, torch.device("cpu"), training=False)
-    assert data["unreadable"].tolist() == [0, 1, 0, 0] and out[1].sum() == 0
+    res = t(data, torch.device("cpu"), training=False)
+    out = res["inputs"]
+    assert res["unreadable"].tolist() == [0, 1, 0, 0] and out[1].sum() == 0
+    assert data["unreadable"].tolist() == [0, 0, 0, 0]                # the input batch is not mutated
     assert torch.equal(out[2], eval_transform(decode(str(good[1])), 32, 8))   # the batch's others survive
     assert SkipLog(log).files("eval") == [str(bad)]
 
+    # Through the preprocessor the raw batch (what the loop hands the metric) carries the flag; the metric counts it.
+    pre = ImageNetDataPreprocessor(mean=[0, 0, 0], std=[1, 1, 1], device_transform=dict(resolution=32, crop_padding=8))
+    raw = dev.collate(items)
+    pre(raw, training=False)
+    metric = ImageNetAccuracy(topk=(1,), max_skipped_fraction=0.5)
+    metric.process(raw, [{"scores": torch.tensor([y]), "label": y} for y in raw["data_samples"].tolist()])  # top-k ids
+    assert metric.compute_metrics(metric.results) == {"eval_images": 3.0, "eval_skipped": 1.0, "top1": 100.0}
+
     torch.manual_seed(0)
     data = dev.collate(items)
-    out = t(data, torch.device("cpu"), training=True)
-    assert out.shape == (4, 3, 32, 32) and out.dtype == torch.uint8
-    assert data["data_samples"][1].item() in (0, 2, 3)                # replaced with another image and its label
+    res = t(data, torch.device("cpu"), training=True)
+    assert res["inputs"].shape == (4, 3, 32, 32) and res["inputs"].dtype == torch.uint8
+    assert res["data_samples"][1].item() in (0, 2, 3)                 # replaced with another image and its label
+    assert res["data_samples"][[0, 2, 3]].tolist() == [0, 2, 3]
     assert SkipLog(log).files("train") == [str(bad)]
 
     only_bad = dev.collate([items[1], dict(items[1])])
