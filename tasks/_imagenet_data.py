@@ -152,7 +152,7 @@ class ImageNetDataPreprocessor(ImgDataPreprocessor):
     the same either way.
 
     ``device_transform``: :class:`~._imagenet_device.DeviceTransform` arguments for batches of encoded images
-    (``decode="device"``: a list in ``inputs``), decoded and cropped here on the model's device."""
+    (``decode="device"``: ``PackedImages`` in ``inputs``), decoded and cropped here on the model's device."""
 
     def __init__(self, *args: Any, channels_last: bool | str = "cuda", device_transform: dict | None = None,
                  **kwargs: Any) -> None:
@@ -165,7 +165,9 @@ class ImageNetDataPreprocessor(ImgDataPreprocessor):
             self.device_transform = DeviceTransform(**device_transform)
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        if "path" in data and isinstance(data.get("inputs"), list):   # a tasks/_imagenet_device.collate batch
+        from ._imagenet_device import PackedImages
+
+        if isinstance(data.get("inputs"), PackedImages):   # a tasks/_imagenet_device.collate batch
             if self.device_transform is None:
                 raise RuntimeError("a batch of encoded images reached a preprocessor without device_transform "
                                    "(set decode='device' through the imagenet task's configure)")

@@ -55,9 +55,37 @@ def read_item(path: str) -> torch.Tensor:
     return decode_image(raw, mode=ImageReadMode.RGB)
 
 
+class PackedImages:
+    """A batch's images (encoded bytes or CPU-decoded CHW) in one flat uint8 tensor, with each item's shape.
+
+    Why one tensor: a data-loader worker hands its batch to the main process through shared memory, one segment
+    (and one file descriptor) per tensor storage. A list of ``batch`` small tensors per batch made that hand-over
+    fail (``OSError: Bad file descriptor`` in the worker's queue feeder), after which the loader waited forever;
+    one storage per batch is one segment. ``pin_memory`` is what the ``DataLoader`` calls with ``pin_memory=True``."""
+
+    def __init__(self, flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> None:
+        self.flat, self.shapes = flat, shapes
+
+    @classmethod
+    def pack(cls, items: list[torch.Tensor]) -> "PackedImages":
+        flat = torch.cat([t.reshape(-1) for t in items]) if items else torch.empty(0, dtype=torch.uint8)
+        return cls(flat, [tuple(t.shape) for t in items])
+
+    def unpack(self) -> list[torch.Tensor]:
+        sizes = [int(torch.Size(s).numel()) for s in self.shapes]
+        return [t.view(s) for t, s in zip(torch.split(self.flat, sizes), self.shapes)]
+
+    def pin_memory(self) -> "PackedImages":
+        return PackedImages(self.flat.pin_memory(), self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Images of different sizes and encodings stay a list; labels and tags become tensors."""
-    out: dict[str, Any] = {"inputs": [b["inputs"] for b in batch], "path": [b["path"] for b in batch]}
+    """Images of different sizes and encodings packed into one tensor; labels and tags become tensors."""
+    out: dict[str, Any] = {"inputs": PackedImages.pack([b["inputs"] for b in batch]),
+                           "path": [b["path"] for b in batch]}
     for key in ("data_samples", "split", "unreadable"):
         out[key] = torch.as_tensor([b[key] for b in batch])
     return out
@@ -111,7 +139,7 @@ class DeviceTransform:
     def __call__(self, data: dict[str, Any], device: torch.device, training: bool) -> dict[str, Any]:
         from ._imagenet_data import eval_transform
 
-        images = decode_batch(data["inputs"], device)
+        images = decode_batch(data["inputs"].unpack(), device)
         labels = torch.as_tensor(data["data_samples"]).clone()
         unreadable = torch.as_tensor(data.get("unreadable", [0] * len(images))).clone()
         bad = [i for i, img in enumerate(images) if img is None]

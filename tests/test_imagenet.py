@@ -296,7 +296,10 @@ def test_train_input_benchmark_prints_a_ratio(mini_root: Path) -> None:
     r = run_benchmark(mini_root, resolution=32, images=16, batch=8, workers=0, rounds=1)
     ours, ref = r["images_per_s"]["torchvision.io"], r["images_per_s"]["ImageFolder+PIL"]
     assert ours > 0 and ref > 0 and r["ratio"] == pytest.approx(ours / ref) and r["images"] == 16
-    assert "ratio torchvision.io / ImageFolder+PIL" in format_result(r)
+    text = format_result(r)
+    assert "ratio torchvision.io / ImageFolder+PIL" in text and "ratio decode=device / ImageFolder+PIL" in text
+    rows = [ln.split()[0] for ln in text.splitlines()[2:5]]
+    assert rows == ["torchvision.io", "ImageFolder+PIL", "decode=device"] and r["images_per_s"]["decode=device (cpu)"] > 0
 
 
 def test_preprocessor_drops_tags_and_can_hand_over_channels_last() -> None:

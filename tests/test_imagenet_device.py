@@ -63,7 +63,7 @@ def test_eval_batches_equal_the_worker_pipeline(mini_root: Path) -> None:
                                    device_transform=dict(resolution=res, crop_padding=pad))
     idx = list(range(min(12, len(worker))))
     data = _batch(device, idx)
-    assert all(t.ndim == 1 for t in data["inputs"])          # the workers only read bytes
+    assert all(t.ndim == 1 for t in data["inputs"].unpack())  # the workers only read bytes
     out = pre(data, training=False)
     ref = torch.stack([worker[i]["inputs"] for i in idx]).float()
     assert out["inputs"].shape == (len(idx), 3, res, res)
@@ -126,3 +126,17 @@ def test_nvjpeg_batch_matches_cpu_closely(mini_root: Path) -> None:
         ref = decode(str(p))
         assert img is not None and img.shape == ref.shape
         assert (img.cpu().int() - ref.int()).abs().float().mean() < 2.0   # nvJPEG's IDCT differs by a level or so
+
+
+def test_workers_hand_over_whole_batches(mini_root: Path) -> None:
+    """Worker processes ship each batch as one packed tensor; a list of per-image tensors (one shared-memory
+    segment each) broke the hand-over and the loader then waited forever (``timeout`` turns that into a failure)."""
+    from torch.utils.data import DataLoader
+
+    ds = ImageNetDataset(str(mini_root), "train", augment=True, resolution=32, decode="device")
+    loader = DataLoader(ds, batch_size=64, num_workers=2, collate_fn=dev.collate, timeout=120)
+    t, n = dev.DeviceTransform(resolution=32), 0
+    for data in loader:
+        assert isinstance(data["inputs"], dev.PackedImages) and len(data["inputs"]) == len(data["path"])
+        n += int(t(data, torch.device("cpu"), training=True)["inputs"].shape[0])
+    assert n == len(ds)
