@@ -5,9 +5,9 @@ Transforms (TF ``resnet_preprocessing.py``, the RS training code's input pipelin
 
 - train: random-resized crop, area 0.08-1 of the image, aspect 3/4-4/3 (TF's ``distorted_bounding_box_crop``;
   torchvision falls back to a centre crop after 10 tries, as TF does), resized to ``resolution``, horizontal flip,
-  then RandAugment when the recipe turns it on (``torchvision.transforms.v2.RandAugment``, ``num_ops`` layers; the
-  magnitude is on torchvision's 31-bin scale, whose maximum 30 equals TF's level 10, so TF's "15" is stronger than
-  our 15: a documented approximation);
+  then RandAugment when the recipe turns it on (``tasks/_randaugment.py``: TF Model Garden's ``RandAugment``
+  re-implemented on uint8 tensors, ``num_ops`` layers; the magnitude is on TF's scale, level / 10, so the recipe's
+  10 and 15 mean what they mean in the TF configs: e.g. Rotate 30 and 45 degrees);
 - eval: the centre crop of side ``resolution / (resolution + crop_padding) * short side`` (TF: ``CROP_PADDING =
   32``: 224 px sees 87.5% of the short side), resized to ``resolution`` x ``resolution``.
 
@@ -63,13 +63,21 @@ def eval_transform(img: torch.Tensor, resolution: int, crop_padding: int) -> tor
 
 
 def train_transform(resolution: int, randaugment: dict | None) -> Any:
+    """Crop, flip, then TF's RandAugment (``randaugment``: ``num_ops``, ``magnitude`` on TF's scale, optionally
+    ``translate_const``/``cutout_const``/``prob_to_apply``; TF's defaults otherwise). Works on CPU and CUDA tensors
+    (``tasks/_imagenet_device.py`` calls it on the device)."""
     import torchvision.transforms.v2 as T
+
+    from ._randaugment import TFRandAugment
 
     ops: list[Any] = [T.RandomResizedCrop(resolution, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
                       T.RandomHorizontalFlip()]
     if randaugment:
-        ops.append(T.RandAugment(num_ops=int(randaugment.get("num_ops", 2)),
-                                 magnitude=int(randaugment.get("magnitude", 9))))
+        ra = dict(randaugment)
+        unknown = set(ra) - {"num_ops", "magnitude", "translate_const", "cutout_const", "prob_to_apply"}
+        if unknown:
+            raise ValueError(f"randaugment: unknown keys {sorted(unknown)}")
+        ops.append(TFRandAugment(num_ops=int(ra.pop("num_ops", 2)), magnitude=float(ra.pop("magnitude", 10)), **ra))
     return T.Compose(ops)
 
 

@@ -63,7 +63,7 @@ def apply_recipe(cfg: Any, ctx: RunContext) -> None:
     arch = arch_of(ctx.backbone, ctx.backbone_kwargs)
     resolution = (int(r.get("mini_resolution") or MINI["resolution"]) if ctx.mini
                   else int(r.get("resolution") or arch.resolution))
-    magnitude = int(r.get("randaugment_magnitude") or randaugment_magnitude(arch.depth))
+    magnitude = float(r.get("randaugment_magnitude") or randaugment_magnitude(arch.depth))  # TF scale, level / 10
     ra = dict(num_ops=int(r.get("randaugment_layers", 2)), magnitude=magnitude) if r.randaugment else None
     epochs = max(1, round(r.epochs / MINI_EPOCH_DIVISOR)) if ctx.mini else int(r.epochs)
     warmup = max(1, round(r.warmup_epochs / MINI_EPOCH_DIVISOR)) if ctx.mini else int(r.warmup_epochs)
