@@ -2,8 +2,8 @@
 torchvision ``ImageFolder`` + PIL pipeline, on the same files, cores and loader settings, as a ratio.
 
 Ours (``tasks/_imagenet_data.py``): ``torchvision.io.decode_image`` (libjpeg-turbo via ``decode_jpeg``) on the raw
-bytes, then ``transforms.v2`` random-resized crop + flip (+ RandAugment if asked) on uint8 tensors. Reference:
-``torchvision.datasets.ImageFolder`` (PIL decode, RGB convert), the same crop/flip on PIL images, then
+bytes, then ``transforms.v2`` random-resized crop + flip (+ TF's RandAugment, ``tasks/_randaugment.py``, if asked)
+on uint8 tensors. Reference (+ torchvision's RandAugment, if asked): ``torchvision.datasets.ImageFolder`` (PIL decode, RGB convert), the same crop/flip on PIL images, then
 ``PILToTensor``. Both end as uint8 CHW batches (normalisation happens on the device in both set-ups), through the
 same ``DataLoader`` (workers, batch, pinned memory). Rounds alternate between the pipelines and the median of
 each is reported, so a noisy neighbour on shared cores hits all alike.
@@ -121,7 +121,7 @@ def run_benchmark(root: Path, *, resolution: int, images: int, batch: int, worke
 def format_result(r: dict[str, Any]) -> str:
     lines = [f"train-input: {r['images']} images per round, {r['resolution']} px crops, batch {r['batch']}, "
              f"{r['workers']} workers, median of {r['rounds']} interleaved rounds"
-             + (", RandAugment 2x10 in both" if r["randaugment"] else ""),
+             + (", RandAugment 2x10 (ours: TF's, reference: torchvision's)" if r["randaugment"] else ""),
              f"{'pipeline':<22} {'images/s':>10}"]
     lines += [f"{k:<22} {v:>10.1f}" for k, v in r["images_per_s"].items()]
     lines.append(f"ratio torchvision.io / ImageFolder+PIL: {r['ratio']:.2f}x")
