@@ -3,10 +3,11 @@ torchvision ``ImageFolder`` + PIL pipeline, on the same files, cores and loader 
 
 Ours (``tasks/_imagenet_data.py``): ``torchvision.io.decode_image`` (libjpeg-turbo via ``decode_jpeg``) on the raw
 bytes, then ``transforms.v2`` random-resized crop + flip (+ TF's RandAugment, ``tasks/_randaugment.py``, if asked)
-on uint8 tensors. Reference: ``torchvision.datasets.ImageFolder`` (PIL decode, RGB convert), the same crop/flip
-(+ torchvision's RandAugment, if asked) on PIL images, then ``PILToTensor``. Both end as uint8 CHW batches (normalisation happens on the device in both set-ups), through the
-same ``DataLoader`` (workers, batch, pinned memory). Rounds alternate between the pipelines and the median of
-each is reported, so a noisy neighbour on shared cores hits all alike.
+on uint8 tensors. Reference: ``torchvision.datasets.ImageFolder`` (PIL decode, RGB convert), the same crop/flip (+
+torchvision's RandAugment, if asked) on PIL images, then ``PILToTensor``. Both end as uint8 CHW batches
+(normalisation happens on the device in both set-ups), through the same ``DataLoader`` (workers, batch, pinned
+memory). Rounds alternate between the pipelines and the median of each is reported, so a noisy neighbour on shared
+cores hits all alike.
 
 A third row times ``decode="device"`` (``tasks/_imagenet_device.py``): the workers only read file bytes, and the
 batch is decoded (``decode_jpeg(list, device)``: nvJPEG on CUDA) and cropped on the device, as the training
