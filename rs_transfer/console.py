@@ -189,6 +189,10 @@ def build_runner(cfg: Any, header: Sequence[str] | None = None) -> Any:
             route_logger(logger)
             return logger
 
+    # mmengine renders the config 6 times a run (log, work-dir dump, visualizer, every checkpoint's meta) and has
+    # yapf format it each time: 0.12 s apiece here, a fifth of a mini run. Unformatted it is the same Python (one
+    # key per line) in 1 ms.
+    object.__setattr__(cfg, "_format_python_code", False)
     runner = ConsoleRunner.from_cfg(cfg)
     if header is not None:
         log_file = getattr(runner.logger, "log_file", None)

@@ -179,7 +179,14 @@ def test_mini_run_console_fits_on_one_screen_and_verbose_shows_the_full_log(tmp_
     assert sum(x.startswith("train ") for x in lines) == 10  # not a terminal: a line every 10 %
     log = Path(next(x for x in lines if "full log:" in x).split("full log:")[1].split()[0])
     assert log.is_file() and "Config:" in log.read_text() and "Iter(train)" in log.read_text()
-    assert json.loads((tmp_path / "quiet" / "results.json").read_text())["preset"] == "mini"
+    res = json.loads((tmp_path / "quiet" / "results.json").read_text())
+    assert res["preset"] == "mini"
+    # the config mmengine dumps into the work dir (unformatted since yapf is off) is Python that loads back as run
+    from mmengine.config import Config
+
+    (dump,) = (tmp_path / "quiet").glob("*.py")
+    dumped = Config.fromfile(str(dump))
+    assert dumped.train_cfg.max_iters == res["config"]["train_cfg"]["max_iters"] and dumped.model.backbone.depth == 50
 
     # linear probe: no mmengine Runner, same console and log file
     assert main(_mini(tmp_path / "linear", "--protocol", "linear")) == 0
