@@ -163,8 +163,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["| depth | width | resolution | epochs | top-1 | minival top-1 | GFLOPs | train time (s) | "
               "train img/s | infer ms/img |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
-        missing = r.get("train_time_missing", r.get("train_time_s") is None)
-        t, ips = (MISSING, MISSING) if missing else (f(r["train_time_s"]), f(r["train_images_per_s"]))
+        unmeasured = r.get("train_time_missing", r.get("train_time_s") is None)
+        t, ips = (MISSING, MISSING) if unmeasured else (f(r["train_time_s"]), f(r["train_images_per_s"]))
         lines.append(f"| {r['depth']} | {r['width']:g} | {r['resolution']} | {r['epochs']} | {f(r['top1'])} | "
                      f"{f(r['minival_top1'])} | {f(r['gflops'], 3)} | {t} | {ips} | "
                      f"{f(r['infer_ms_per_image'], 2)} |")
