@@ -102,7 +102,8 @@ class TrainTimeHook(Hook):
     copies the hub into the checkpoint before calling the hook). A resumed run therefore continues the sums of the
     segment that wrote the checkpoint: iterations that run after that checkpoint and are repeated after the resume
     are counted once, as in an uninterrupted run. A validation that ran after the checkpoint (mmengine saves
-    before validating) and is not repeated after the resume is missing from ``eval_time_s``.
+    before validating) and is not repeated after the resume is missing from ``eval_time_s``. A run resumed from a
+    checkpoint without the sums (older code) reports no times (None) instead of the last segments' part.
 
     Under DDP every rank measures; rank 0's values are what the checkpoint and results.json record (the gradient
     all-reduce of each iteration keeps the ranks within one iteration of each other).
@@ -120,7 +121,8 @@ class TrainTimeHook(Hook):
 
     @staticmethod
     def _zero() -> dict[str, Any]:
-        return {"train_time_s": 0.0, "eval_time_s": 0.0, "train_images": 0, "train_iters": 0, "segments": 0}
+        return {"train_time_s": 0.0, "eval_time_s": 0.0, "train_images": 0, "train_iters": 0, "segments": 0,
+                "complete": True}
 
     # ---- the clock ----
     def _pause(self, sync: bool = False) -> None:
@@ -146,6 +148,10 @@ class TrainTimeHook(Hook):
     def before_train(self, runner: Any) -> None:
         saved = runner.message_hub.get_info(TIMING_KEY)   # restored from the checkpoint by Runner.resume
         self.sums = {**self._zero(), **(saved if isinstance(saved, dict) else {})}
+        if not isinstance(saved, dict) and int(getattr(runner, "iter", 0) or 0) > 0:
+            # Resumed from a checkpoint written before these sums existed: the earlier segments are unknown, and
+            # stay so in every later checkpoint (summary() then reports no training time rather than a part).
+            self.sums["complete"] = False
         self.sums["segments"] += 1
         self.segment = {"train_time_s": 0.0, "eval_time_s": 0.0}
         self._training, self._mark = True, None   # the clock starts at the first iteration (after any replay)
@@ -194,7 +200,12 @@ class TrainTimeHook(Hook):
         self._resume()   # validation inside the train loop: training continues
 
     def summary(self) -> dict[str, Any]:
-        """results.json's timing keys (rounded; ``train_images_per_s`` None without training time)."""
+        """results.json's timing keys (rounded; ``train_images_per_s`` None without training time). A run resumed
+        from a checkpoint without the sums reports None for all but ``train_segments``: a part of the training time
+        is not the training time."""
+        if not self.sums.get("complete", True):
+            return {"train_time_s": None, "eval_time_s": None, "train_images": None, "train_images_per_s": None,
+                    "train_segments": int(self.sums["segments"])}
         train, images = float(self.sums["train_time_s"]), int(self.sums["train_images"])
         return {"train_time_s": round(train, 3), "eval_time_s": round(float(self.sums["eval_time_s"]), 3),
                 "train_images": images, "train_images_per_s": round(images / train, 3) if train > 0 else None,

@@ -173,7 +173,7 @@ def _timing_keys(timing: dict[str, Any] | None, wall_time_s: float) -> dict[str,
     keys = ("train_time_s", "eval_time_s", "startup_s", "train_images", "train_images_per_s", "train_segments")
     if timing is None:
         return dict.fromkeys(keys)
-    seg = timing["segment"]
+    seg = timing["segment"]   # this process's own seconds, known even when the sums are not (summary())
     startup = max(0.0, wall_time_s - float(seg["train_time_s"]) - float(seg["eval_time_s"]))
     return {**{k: timing[k] for k in keys if k != "startup_s"}, "startup_s": round(startup, 3)}
 

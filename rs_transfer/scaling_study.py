@@ -16,7 +16,8 @@ Training time is results.json's ``train_time_s`` (:class:`rs_transfer.hooks.Trai
 iterations and data-loading waits, without start-up, validation and checkpoint writes, summed over every segment
 of a resumed cell; training images/s is ``train_images_per_s`` (all processes). ``wall_time_s`` is never used: it
 includes start-up and validation and covers only the last segment of a resumed run. A reused results.json written
-before training time was measured has no ``train_time_s``: its cell is marked (``train_time_missing``, "n/a" and a
+before training time was measured (or resumed from a checkpoint of that time) has no ``train_time_s``: its cell
+is marked (``train_time_missing``, "n/a" and a
 footnote in the table, no point in the training-time plot) until it runs again.
 
 ``--preset mini``: the generated ImageNet-format set, one block per stage (two for the deepest stage of depths
@@ -173,9 +174,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                   "writes), summed over the segments of a resumed run; train img/s over all processes."]
     missing = [r["id"] for r in report["rows"] if r.get("train_time_missing", r.get("train_time_s") is None)]
     if missing:
-        lines += ["", f"† {', '.join(missing)}: results.json written before training time was measured (no "
-                      "train_time_s; wall time is not training time). Delete the cell's results.json and run the "
-                      "study again to measure it."]
+        lines += ["", f"† {', '.join(missing)}: no train_time_s in results.json (written before training time "
+                      "was measured, or resumed from a checkpoint of that time; wall time is not training time). "
+                      "Delete the cell's results.json and run the study again to measure it."]
     return "\n".join(lines) + "\n"
 
 

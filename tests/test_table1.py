@@ -111,7 +111,7 @@ def test_scaling_report_marks_cells_without_train_time() -> None:
     md = to_markdown(report)
     assert "| 50 | 1 | 160 | 10 | 70.5 | - | 5.000 | n/a† | n/a† | 1.50 |" in md
     assert "| 101 | 1 | 160 | 10 | 71.0 | - | 10.100 | 321.5 | 12.2 | 1.50 |" in md
-    assert "† d50-w1-r160-e10: results.json written before training time was measured" in md
+    assert "† d50-w1-r160-e10: no train_time_s in results.json (written before training time was measured" in md
     assert "500" not in md
     csv = to_csv(rows, COLS).splitlines()
     assert csv[1].split(",")[COLS.index("train_time_s")] == "" and csv[1].split(",")[COLS.index(

@@ -74,7 +74,7 @@ def test_training_time_counts_iterations_and_data_waits_not_validation_saves_or_
     # The checkpoint holds the sums as of its save (two iterations, no validation yet), as a resumed key.
     saved = checkpoint["message_hub"]
     assert saved["runtime_info"][TIMING_KEY] == {"train_time_s": 2.75, "eval_time_s": 0.0, "train_images": 16,
-                                                 "train_iters": 2, "segments": 1}
+                                                 "train_iters": 2, "segments": 1, "complete": True}
     assert saved["resumed_keys"][TIMING_KEY] is True
     assert runner.message_hub.get_info(TIMING_KEY)["eval_time_s"] == 5.0
 
@@ -107,3 +107,16 @@ def test_batch_size_fallback_when_the_batch_has_no_inputs() -> None:
     hook.before_train_iter(runner, 0, data_batch=None)
     hook.after_train(runner)
     assert hook.summary()["train_images"] == 99 * 3 and hook.summary()["train_images_per_s"] is None
+
+
+def test_resuming_a_checkpoint_without_the_sums_reports_no_training_time() -> None:
+    """A checkpoint from before the measurement: the earlier segments are unknown, so no time (never a part)."""
+    clock, runner = Clock(), _runner(world_size=1)
+    runner.iter = 15   # resumed mid-run, nothing under TIMING_KEY in the restored hub
+    hook = TrainTimeHook(clock=clock)
+    hook.before_train(runner)
+    _iteration(hook, runner, clock, data_wait=0.0, step=2.0)
+    hook.after_train(runner)
+    assert hook.summary() == {"train_time_s": None, "eval_time_s": None, "train_images": None,
+                              "train_images_per_s": None, "train_segments": 1}
+    assert hook.segment["train_time_s"] == 2.0 and runner.message_hub.get_info(TIMING_KEY)["complete"] is False
