@@ -1,6 +1,8 @@
 """Small mmengine hooks and wrappers the runner adds to every training run.
 
 - :class:`RunStatsHook`: the last validation metrics (what results.json reports) and training throughput.
+- :class:`TrainTimeHook`: training time, validation time and training images, summed over resumed segments
+  (results.json ``train_time_s``, ``eval_time_s``, ``train_images_per_s``; the scaling study's training time).
 - :class:`RngStateHook`: stores the torch RNG state in each checkpoint and restores it when training resumes, so
   that dropout / stochastic depth draw the same numbers as in an uninterrupted run (mmengine replays the data loader
   on resume, which reproduces the data-side randomness, but not the model-side torch RNG).
@@ -10,6 +12,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -52,6 +55,161 @@ class RunStatsHook(Hook):
         if self.train_iters == 0 or self.train_time <= 0:
             return None
         return self.train_iters * batch_size * world_size / self.train_time
+
+
+TIMING_KEY = "rs_transfer_train_timing"   # message_hub runtime info: saved in every checkpoint, restored on resume
+
+
+def _cuda_sync() -> None:
+    """Wait for queued GPU work before a clock stops, so that a step's kernels are not billed to what follows."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _batch_len(data_batch: Any) -> int | None:
+    """Images (or clips) of one process's batch: mmengine's ``{"inputs": tensor or list, ...}``."""
+    inputs = data_batch.get("inputs") if isinstance(data_batch, dict) else None
+    try:
+        return len(inputs) if inputs is not None else None
+    except TypeError:
+        return None
+
+
+@HOOKS.register_module(force=True)
+class TrainTimeHook(Hook):
+    """Training time, validation time and training images of a run, continued across resumes.
+
+    What counts (rank 0's clock, ``time.perf_counter``):
+
+    - **training**: a clock that runs from the first training iteration of a segment (a process's run of the
+      train loop) to its end, including the wait for the next batch between iterations (data loading is part of
+      training) and the EMA / LR-scheduler / logging hooks of each iteration, and paused for
+    - **validation**: ``before_val`` .. ``after_val`` (the EMA weight swap and the evaluator included), counted
+      in ``eval_time_s`` instead, and for
+    - **checkpoint saving**: paused from ``before_save_checkpoint`` (mmengine calls it after copying the state to
+      CPU, which stays in training time: under a second per checkpoint) until the end of that iteration's
+      ``after_train_iter`` hooks (this hook runs last, priority LOWEST), i.e. the file write and its rotation.
+    - Not counted at all (it is start-up, ``startup_s`` in results.json): what precedes the first iteration of a
+      segment, including mmengine's replay of the data loader on resume (an uninterrupted run does not do it) and
+      the data-loader start-up and first batch of the segment.
+
+    Training images: the per-process batch of each iteration times the world size (mmengine's samplers give every
+    rank the same number of samples per iteration; padding included).
+
+    Persistence: the sums live in ``runner.message_hub`` runtime info under :data:`TIMING_KEY` (a ``resumed`` key:
+    ``Runner.save_checkpoint`` stores ``message_hub.state_dict()`` in the checkpoint, ``Runner.resume`` loads it
+    back), and :meth:`before_save_checkpoint` writes the values as of the save into the checkpoint itself (mmengine
+    copies the hub into the checkpoint before calling the hook). A resumed run therefore continues the sums of the
+    segment that wrote the checkpoint: iterations that run after that checkpoint and are repeated after the resume
+    are counted once, as in an uninterrupted run. A validation that ran after the checkpoint (mmengine saves
+    before validating) and is not repeated after the resume is missing from ``eval_time_s``. A run resumed from a
+    checkpoint without the sums (older code) reports no times (None) instead of the last segments' part.
+
+    Under DDP every rank measures; rank 0's values are what the checkpoint and results.json record (the gradient
+    all-reduce of each iteration keeps the ranks within one iteration of each other).
+    """
+
+    priority = "LOWEST"   # after_train_iter after the checkpoint hook (VERY_LOW): resumes the clock after a save
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.sums = self._zero()
+        self.segment = {"train_time_s": 0.0, "eval_time_s": 0.0}   # this process only (results.json startup_s)
+        self._mark: float | None = None    # the training clock runs since _mark; None: paused
+        self._val_start: float | None = None
+        self._training = False
+
+    @staticmethod
+    def _zero() -> dict[str, Any]:
+        return {"train_time_s": 0.0, "eval_time_s": 0.0, "train_images": 0, "train_iters": 0, "segments": 0,
+                "complete": True}
+
+    # ---- the clock ----
+    def _pause(self, sync: bool = False) -> None:
+        if self._mark is None:
+            return
+        if sync:
+            _cuda_sync()
+        spent = self.clock() - self._mark
+        self.sums["train_time_s"] += spent
+        self.segment["train_time_s"] += spent
+        self._mark = None
+
+    def _resume(self) -> None:
+        if self._training and self._mark is None:
+            self._mark = self.clock()
+
+    def _publish(self, runner: Any) -> dict[str, Any]:
+        value = dict(self.sums)
+        runner.message_hub.update_info(TIMING_KEY, value, resumed=True)
+        return value
+
+    # ---- training ----
+    def before_train(self, runner: Any) -> None:
+        saved = runner.message_hub.get_info(TIMING_KEY)   # restored from the checkpoint by Runner.resume
+        self.sums = {**self._zero(), **(saved if isinstance(saved, dict) else {})}
+        if not isinstance(saved, dict) and int(getattr(runner, "iter", 0) or 0) > 0:
+            # Resumed from a checkpoint written before these sums existed: the earlier segments are unknown, and
+            # stay so in every later checkpoint (summary() then reports no training time rather than a part).
+            self.sums["complete"] = False
+        self.sums["segments"] += 1
+        self.segment = {"train_time_s": 0.0, "eval_time_s": 0.0}
+        self._training, self._mark = True, None   # the clock starts at the first iteration (after any replay)
+        self._publish(runner)
+
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        self._resume()
+        n = _batch_len(data_batch)
+        if n is None:
+            n = int(getattr(runner.train_dataloader, "batch_size", None) or 0)
+        self.sums["train_images"] += n * int(getattr(runner, "world_size", 1) or 1)
+        self.sums["train_iters"] += 1
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        self._resume()   # after a checkpoint save in this iteration's hooks
+
+    def after_train_epoch(self, runner: Any) -> None:
+        self._resume()   # epoch-based loops save at epoch end: the next epoch's data-loader start is training
+
+    def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        self._pause(sync=True)
+        value = self._publish(runner)
+        hub = checkpoint.get("message_hub")
+        if isinstance(hub, dict):   # mmengine copied the hub's state before calling this hook: bring it up to date
+            hub.setdefault("runtime_info", {})[TIMING_KEY] = dict(value)
+            hub.setdefault("resumed_keys", {})[TIMING_KEY] = True
+
+    def after_train(self, runner: Any) -> None:
+        self._pause(sync=True)
+        self._training = False
+        self._publish(runner)
+
+    # ---- validation ----
+    def before_val(self, runner: Any) -> None:
+        self._pause(sync=True)
+        self._val_start = self.clock()
+
+    def after_val(self, runner: Any) -> None:
+        if self._val_start is not None:
+            _cuda_sync()
+            spent = self.clock() - self._val_start
+            self.sums["eval_time_s"] += spent
+            self.segment["eval_time_s"] += spent
+            self._val_start = None
+        self._publish(runner)
+        self._resume()   # validation inside the train loop: training continues
+
+    def summary(self) -> dict[str, Any]:
+        """results.json's timing keys (rounded; ``train_images_per_s`` None without training time). A run resumed
+        from a checkpoint without the sums reports None for all but ``train_segments``: a part of the training time
+        is not the training time."""
+        if not self.sums.get("complete", True):
+            return {"train_time_s": None, "eval_time_s": None, "train_images": None, "train_images_per_s": None,
+                    "train_segments": int(self.sums["segments"])}
+        train, images = float(self.sums["train_time_s"]), int(self.sums["train_images"])
+        return {"train_time_s": round(train, 3), "eval_time_s": round(float(self.sums["eval_time_s"]), 3),
+                "train_images": images, "train_images_per_s": round(images / train, 3) if train > 0 else None,
+                "train_segments": int(self.sums["segments"])}
 
 
 @HOOKS.register_module(force=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.recipes import TABLE1, arch_of
+from rs_transfer.studyargs import StudyArgs, add_additive_arguments, add_study_arguments, default_out, default_work_dir
 from rs_transfer.tables import add_deltas, fmt, write_files
 
 # Paper Table 1 (left), ImageNet validation top-1 (%), averaged over 2 runs, in TABLE1.order.
@@ -27,6 +28,9 @@ PAPER_TOP1: dict[str, float] = {
 DEFAULT_BACKBONE = "resnet200"
 RESOLUTION = 256          # "The baseline ResNet-200 is trained at resolution 256 x 256"
 MINI_MODEL = dict(layers=(1, 1, 1, 1), width=0.25)   # depth stays 200: the size-dependent values are RS-200's
+STUDY_ARGS = StudyArgs(name="table1", unit="row", dataset="ILSVRC2012",
+                       mini="generated ImageNet-format set, tiny ResNet-200, minutes on a CPU",
+                       cfg_options="after the row's toggles (e.g. recipe.minival=True)")
 
 
 def row_edits(enabled: tuple[str, ...], backbone: str, preset: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -60,9 +64,8 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
 
     if runner is None:
         from rs_transfer.runner import run_experiment as runner
-    suffix = "" if preset == "paper" else f"-{preset}"
-    work_dir = Path(work_dir or f"work_dirs/table1{suffix}")
-    out = Path(out or f"results/table1{suffix}")
+    work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
+    out = Path(out or default_out(STUDY_ARGS.name, preset))
     finished = _finished(work_dir)
     rows = []
     for row_id, label, enabled in TABLE1.additive_rows()[:max_rows]:
@@ -120,22 +123,11 @@ def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
 
 # ---- CLI (dispatched from `rs-transfer study table1`) ---------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=("paper", "mini"), default="paper",
-                        help="mini: generated ImageNet-format set, tiny ResNet-200, minutes on a CPU")
+    add_study_arguments(parser, STUDY_ARGS)
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="vanilla model to start from (default "
                                                                      "resnet200, as the paper)")
     parser.add_argument("--weights", default=None, help="initial weights (default: random, as the paper)")
-    parser.add_argument("--data-root", default=None, help="ILSVRC2012 folder (default: the task's data folder)")
-    parser.add_argument("--work-dir", default=None, help="runs go to WORK_DIR/<row> (default work_dirs/table1[-mini])")
-    parser.add_argument("--out", default=None, help="report path without suffix (default results/table1[-mini])")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--config", default=None, help="config file (default configs/imagenet.py)")
-    parser.add_argument("--rows", type=int, default=None, help="run only the first N rows (baseline = row 1)")
-    parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="config edits for every row, after the row's toggles (e.g. recipe.minival=True)")
-    parser.add_argument("--backbone-options", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="backbone edits for every row, after the row's toggles")
-    parser.add_argument("--launcher", default="none", choices=("none", "pytorch", "slurm"))
+    add_additive_arguments(parser, STUDY_ARGS, config="imagenet.py")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,6 +139,6 @@ def run(args: argparse.Namespace) -> int:
                        model_overrides=parse_cfg_options(args.backbone_options), max_rows=args.rows,
                        launcher=args.launcher)
     print(to_markdown(report))
-    out = Path(args.out or f"results/table1{'' if args.preset == 'paper' else '-' + args.preset}")
+    out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
     print(f"wrote {out.with_suffix('.md')}, .csv, .json")
     return 0

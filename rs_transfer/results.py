@@ -10,7 +10,14 @@ Keys written by :func:`rs_transfer.runner.run_experiment` (schema 1):
 mini runs), ``weights`` (``source``, ``path``, ``sha256``, ``named``, ``normalization``), ``seed``, ``metrics`` (all
 evaluator keys), ``config_file``, ``config`` (resolved, JSON-friendly), ``config_hash`` (sha256 with local folders
 replaced by placeholders), ``git`` (``commit``, ``dirty``), ``wall_time_s``, ``device``, ``world_size``,
-``launcher``, ``throughput_samples_per_s`` (training, global), the protocol's batch and length
+``launcher``, ``throughput_samples_per_s`` (training, global; this segment), the training time of
+:class:`rs_transfer.hooks.TrainTimeHook` (rank 0's clock; null for protocols that do not train): ``train_time_s``
+(train-loop iterations including data-loading waits, without validation and checkpoint writes, summed over every
+segment of a resumed run), ``eval_time_s`` (validation passes, summed likewise), ``train_images`` and
+``train_images_per_s`` (training images over all processes / ``train_time_s``), ``train_segments`` (1 + resumes)
+and ``startup_s`` (the rest of this segment's ``wall_time_s``: set-up, data check, model build, weight loading,
+resume replay, checkpoint writes; ``wall_time_s`` itself covers only the last segment), the protocol's batch and
+length
 (rs_transfer/batching.py: ``global_batch_size``, ``per_process_batch_size``, ``accumulation``,
 ``reference_batch_size``, ``optimizer_steps``, ``train_samples`` = samples consumed, ``lr`` = the optimizer's base LR
 as built, ``lr_scale`` = its factor from the reference batch, ``bn_momentum`` where a config sets one), ``amp``,

@@ -134,27 +134,48 @@ def _used(runner: Any, cfg: Any) -> dict[str, Any]:
     return out
 
 
-def _train(cfg: Any, header: list[str] | None = None) -> tuple[dict[str, float], float | None, int, dict[str, Any]]:
-    """Train + evaluate; metrics, throughput, rank, and what the built runner actually used (LR, samples).
-    The console shows ``header``, a progress bar and warnings; mmengine's full log goes to the work dir
-    (rs_transfer/console.py; ``--verbose`` shows it)."""
+def _train(cfg: Any, header: list[str] | None = None
+           ) -> tuple[dict[str, float], float | None, int, dict[str, Any], dict[str, Any]]:
+    """Train + evaluate; metrics, throughput, rank, what the built runner actually used (LR, samples) and the
+    timing of :class:`rs_transfer.hooks.TrainTimeHook` (its ``summary()`` plus ``segment``, this process's own
+    train and eval seconds). The console shows ``header``, a progress bar and warnings; mmengine's full log goes to
+    the work dir (rs_transfer/console.py; ``--verbose`` shows it)."""
     import torch
 
     from rs_transfer.checkpoints import preemption_guard
     from rs_transfer.console import build_runner
-    from rs_transfer.hooks import RunStatsHook
+    from rs_transfer.hooks import RunStatsHook, TrainTimeHook
     from rs_transfer.weights import mmengine_safe_globals
 
     # mmengine 0.10 checkpoints pickle HistoryBuffer, numpy scalars...: allow-list exactly those for resume.
     torch.serialization.add_safe_globals(mmengine_safe_globals())
     with preemption_guard():  # SIGTERM/SIGINT: checkpoint at the next iteration boundary, then RunInterrupted
         runner = build_runner(cfg, header)
+        # Measurement only (it changes nothing the run computes): registered here, not through the config's
+        # custom_hooks, so the resolved config and its hash stay as they were and finished runs stay reusable.
+        runner.register_hook(TrainTimeHook(), priority="LOWEST")
         runner.train()
     stats = next(h for h in runner.hooks if isinstance(h, RunStatsHook))
     if not stats.metrics and cfg.get("resume") and runner.iter >= runner.max_iters and runner.val_loop is not None:
         runner.val_loop.run()  # resumed from the final checkpoint (killed during the last validation): evaluate it
     thr = stats.throughput(int(cfg.train_dataloader.batch_size), runner.world_size)
-    return stats.metrics, thr, runner.rank, _used(runner, cfg)
+    clock = next(h for h in runner.hooks if isinstance(h, TrainTimeHook))
+    timing = {**clock.summary(), "segment": dict(clock.segment)}
+    return stats.metrics, thr, runner.rank, _used(runner, cfg), timing
+
+
+def _timing_keys(timing: dict[str, Any] | None, wall_time_s: float) -> dict[str, Any]:
+    """results.json's timing keys. ``train_time_s`` / ``eval_time_s`` / ``train_images`` are summed over every
+    segment of a resumed run (TrainTimeHook); ``startup_s`` is the rest of THIS segment's ``wall_time_s`` (set-up,
+    data check, model build and weight loading, data-loader start and resume replay, checkpoint writes), because
+    earlier segments' wall time is not recorded anywhere. All None for protocols that do not train (linear probe,
+    kNN: features + scikit-learn)."""
+    keys = ("train_time_s", "eval_time_s", "startup_s", "train_images", "train_images_per_s", "train_segments")
+    if timing is None:
+        return dict.fromkeys(keys)
+    seg = timing["segment"]   # this process's own seconds, known even when the sums are not (summary())
+    startup = max(0.0, wall_time_s - float(seg["train_time_s"]) - float(seg["eval_time_s"]))
+    return {**{k: timing[k] for k in keys if k != "startup_s"}, "startup_s": round(startup, 3)}
 
 
 def _portable(resolved: dict[str, Any], ctx: RunContext) -> Any:
@@ -226,7 +247,7 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
 
     from rs_transfer.console import header_lines, print_header, start_log
 
-    rank, throughput, trained = 0, None, False
+    rank, throughput, trained, timing = 0, None, False, None
     if the_task.run_protocol is not None and protocol != "finetune":
         from mmengine.runner import set_random_seed
 
@@ -234,7 +255,7 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
         print_header(header_lines(ctx, facts) + start_log(work_dir))
         metrics = the_task.run_protocol(cfg, ctx)
     else:
-        metrics, throughput, rank, used = _train(cfg, header_lines(ctx, facts))
+        metrics, throughput, rank, used, timing = _train(cfg, header_lines(ctx, facts))
         facts.update(used)
         trained = True
     if the_task.metric not in metrics:
@@ -243,14 +264,16 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
                             "train_cfg.val_interval divide train_cfg.max_iters (or leave val_interval out)")
         raise RuntimeError(f"task {task}: the evaluator reported {sorted(metrics)} but not the headline metric "
                            f"{the_task.metric!r} (Task.metric must name one of the evaluator's keys)")
+    wall_time_s = round(time.time() - t0, 3)
     results = {
         "schema": 1, "task": task, "task_title": the_task.title, "metric": the_task.metric,
         "value": float(metrics[the_task.metric]), "higher_is_better": the_task.higher_is_better,
         "backbone": backbone, "backbone_kwargs": ctx.backbone_kwargs, "protocol": protocol, "preset": preset,
         "weights": winfo, "seed": seed, "metrics": {k: to_jsonable(v) for k, v in metrics.items()},
         "config_file": str(cfg_path), "config": resolved, "config_hash": config_hash(_portable(resolved, ctx)),
-        "git": git_revision(), "wall_time_s": round(time.time() - t0, 3), "device": _device(),
+        "git": git_revision(), "wall_time_s": wall_time_s, "device": _device(),
         "world_size": world_size, "launcher": launcher, "throughput_samples_per_s": throughput,
+        **_timing_keys(timing, wall_time_s),
         "resumed_from": point.iteration if point else None, "final_weights": None, "data_root": str(root),
         "work_dir": str(work_dir), "extra": ctx.extra, **facts,
         # Unreadable images/annotations the datasets skipped (tasks/_corrupt.py): counts per phase, a few names.

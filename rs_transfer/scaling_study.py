@@ -8,9 +8,17 @@ regularisation per model (its Appendix F, not available to us); these are the re
 
 The report gives per cell top-1 (val; minival too when ``recipe.minival=True``, the paper's Figures 2-4 use
 minival), FLOPs (one 1000-class forward at the cell's resolution, multiply-add = 2, Table 2's convention),
-training time (wall time of the run and training images/s) and inference time (ms per image of a forward pass at
-batch ``--latency-batch``, median of 5, on this machine), and plots top-1 against FLOPs, training time and
-inference time (``OUT.png``), one line per (epochs, width) through the depths, as the paper's Figures 2-4 do.
+training time and inference time (ms per image of a forward pass at batch ``--latency-batch``, median of 5, on
+this machine), and plots top-1 against FLOPs, training time and inference time (``OUT.png``), one line per
+(epochs, width) through the depths, as the paper's Figures 2-4 do.
+
+Training time is results.json's ``train_time_s`` (:class:`rs_transfer.hooks.TrainTimeHook`): the train loop's
+iterations and data-loading waits, without start-up, validation and checkpoint writes, summed over every segment
+of a resumed cell; training images/s is ``train_images_per_s`` (all processes). ``wall_time_s`` is never used: it
+includes start-up and validation and covers only the last segment of a resumed run. A reused results.json written
+before training time was measured (or resumed from a checkpoint of that time) has no ``train_time_s``: its cell
+is marked (``train_time_missing``, "n/a" and a
+footnote in the table, no point in the training-time plot) until it runs again.
 
 ``--preset mini``: the generated ImageNet-format set, one block per stage (two for the deepest stage of depths
 above 100, so depth still changes the model), widths x 0.25, resolution = paper resolution / 5.
@@ -27,8 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.recipes import TABLE1, Arch
+from rs_transfer.studyargs import StudyArgs, add_study_arguments, default_out, default_work_dir
 
 BACKBONE = "resnetrs50"   # the RS architecture; depth and width are overridden per cell
+STUDY_ARGS = StudyArgs(name="scaling", unit="cell", dataset="ILSVRC2012",
+                       mini="generated ImageNet-format set, stand-in models (one block per stage, widths x 0.25) at "
+                            "resolution / 5",
+                       cfg_options="after the cell's recipe (e.g. recipe.minival=True, as the paper's figures)",
+                       outputs="OUT.md, OUT.csv, OUT.json, OUT.png")
 
 
 def cell_id(depth: int, width: float, resolution: int, epochs: int) -> str:
@@ -51,6 +65,16 @@ def cell_edits(depth: int, width: float, resolution: int, epochs: int,
     if preset == "mini":
         opts["recipe.mini_resolution"] = max(16, resolution // 5)
     return opts, {**model, **cell_model(depth, width, preset)}
+
+
+def training_time(res: dict[str, Any]) -> dict[str, Any]:
+    """A cell's training-time columns from its results.json (see the module docstring): train-only time, images/s
+    and validation time; ``train_time_missing`` when the results predate the measurement (never wall time)."""
+    t = res.get("train_time_s")
+    if t is None:
+        return dict(train_time_s=None, train_images_per_s=None, eval_time_s=None, train_time_missing=True)
+    return dict(train_time_s=float(t), train_images_per_s=res.get("train_images_per_s"),
+                eval_time_s=res.get("eval_time_s"), train_time_missing=False)
 
 
 def flops(model_kwargs: dict[str, Any], resolution: int) -> int:
@@ -95,9 +119,8 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
 
     if runner is None:
         from rs_transfer.runner import run_experiment as runner
-    suffix = "" if preset == "paper" else f"-{preset}"
-    work_dir = Path(work_dir or f"work_dirs/scaling{suffix}")
-    out = Path(out or f"results/scaling{suffix}")
+    work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
+    out = Path(out or default_out(STUDY_ARGS.name, preset))
     finished = _finished(work_dir)
     rows = []
     for d, w, r, e in itertools.product(depths, widths, resolutions, epochs):
@@ -116,8 +139,7 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
         measured_res = int(res.get("extra", {}).get("resolution") or r)
         rows.append(dict(id=cell_id(d, w, r, e), depth=d, width=w, resolution=r, epochs=e,
                          top1=float(m["top1"]), top5=m.get("top5"), minival_top1=m.get("minival_top1"),
-                         gflops=flops(model, measured_res) / 1e9, train_time_s=res.get("wall_time_s"),
-                         train_images_per_s=res.get("throughput_samples_per_s"),
+                         gflops=flops(model, measured_res) / 1e9, **training_time(res),
                          infer_ms_per_image=inference_ms(model, measured_res, latency_batch),
                          work_dir=str(row_dir), reused=reused))
     report = dict(study="scaling", preset=preset, backbone=BACKBONE, seed=seed, rows=rows,
@@ -128,7 +150,8 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
 
 
 COLS = ["id", "depth", "width", "resolution", "epochs", "top1", "top5", "minival_top1", "gflops", "train_time_s",
-        "train_images_per_s", "infer_ms_per_image"]
+        "train_images_per_s", "eval_time_s", "train_time_missing", "infer_ms_per_image"]
+MISSING = "n/a†"   # a cell whose results.json has no train_time_s (see the table's footnote)
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -141,11 +164,20 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["| depth | width | resolution | epochs | top-1 | minival top-1 | GFLOPs | train time (s) | "
               "train img/s | infer ms/img |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
+        unmeasured = r.get("train_time_missing", r.get("train_time_s") is None)
+        t, ips = (MISSING, MISSING) if unmeasured else (f(r["train_time_s"]), f(r["train_images_per_s"]))
         lines.append(f"| {r['depth']} | {r['width']:g} | {r['resolution']} | {r['epochs']} | {f(r['top1'])} | "
-                     f"{f(r['minival_top1'])} | {f(r['gflops'], 3)} | {f(r['train_time_s'])} | "
-                     f"{f(r['train_images_per_s'])} | {f(r['infer_ms_per_image'], 2)} |")
-    return "\n".join(lines + ["", "FLOPs: one 1000-class forward at the cell's resolution (multiply-add = 2). "
-                                  "Times: this machine."]) + "\n"
+                     f"{f(r['minival_top1'])} | {f(r['gflops'], 3)} | {t} | {ips} | "
+                     f"{f(r['infer_ms_per_image'], 2)} |")
+    lines += ["", "FLOPs: one 1000-class forward at the cell's resolution (multiply-add = 2). Times: this machine. "
+                  "Train time: the train loop's iterations and data loading (no start-up, validation or checkpoint "
+                  "writes), summed over the segments of a resumed run; train img/s over all processes."]
+    missing = [r["id"] for r in report["rows"] if r.get("train_time_missing", r.get("train_time_s") is None)]
+    if missing:
+        lines += ["", f"† {', '.join(missing)}: no train_time_s in results.json (written before training time "
+                      "was measured, or resumed from a checkpoint of that time; wall time is not training time). "
+                      "Delete the cell's results.json and run the study again to measure it."]
+    return "\n".join(lines) + "\n"
 
 
 def to_png(report: dict[str, Any]) -> bytes:
@@ -154,7 +186,7 @@ def to_png(report: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes_spec = [("gflops", "GFLOPs"), ("train_time_s", "training time (s)"),
+    axes_spec = [("gflops", "GFLOPs"), ("train_time_s", "training time (s, train loop, summed over resumes)"),
                  ("infer_ms_per_image", "inference time (ms / image)")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     series: dict[tuple[int, float, int], list[dict]] = {}
@@ -171,6 +203,9 @@ def to_png(report: dict[str, Any]) -> bytes:
         ax.set_xlabel(label)
         ax.set_ylabel("top-1 (%)")
         ax.grid(True, alpha=0.3)
+    missing = [r["id"] for r in report["rows"] if r.get("train_time_s") is None]
+    if missing:   # left out of the training-time plot, said on it
+        axes[1].set_title(f"not measured (left out): {', '.join(missing)}", fontsize=7)
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     buf = io.BytesIO()
@@ -191,16 +226,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--widths", nargs="+", type=float, default=[1.0], help="e.g. 0.25 0.5 1.0 1.5 2.0")
     parser.add_argument("--resolutions", nargs="+", type=int, default=[160], help="e.g. 128 160 224 320 448")
     parser.add_argument("--epochs", nargs="+", type=int, default=[350], help="e.g. 10 100 350")
-    parser.add_argument("--preset", choices=("paper", "mini"), default="paper")
-    parser.add_argument("--data-root", default=None, help="ILSVRC2012 folder (default: the task's data folder)")
-    parser.add_argument("--work-dir", default=None,
-                        help="runs go to WORK_DIR/<cell> (default work_dirs/scaling[-mini])")
-    parser.add_argument("--out", default=None, help="report path without suffix (default results/scaling[-mini])")
-    parser.add_argument("--seed", type=int, default=0)
+    add_study_arguments(parser, STUDY_ARGS)
     parser.add_argument("--latency-batch", type=int, default=8, help="batch of the inference-time measurement")
-    parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="config edits for every cell (e.g. recipe.minival=True, as the paper's figures)")
-    parser.add_argument("--launcher", default="none", choices=("none", "pytorch", "slurm"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -211,6 +238,6 @@ def run(args: argparse.Namespace) -> int:
                        seed=args.seed, cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
                        latency_batch=args.latency_batch)
     print(to_markdown(report))
-    out = Path(args.out or f"results/scaling{'' if args.preset == 'paper' else '-' + args.preset}")
+    out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
     print(f"wrote {out.with_suffix('.md')}, .csv, .json, .png")
     return 0

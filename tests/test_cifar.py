@@ -53,6 +53,12 @@ def test_mini_finetune_through_cli_learns(tmp_path: Path, capsys: pytest.Capture
     assert res["global_batch_size"] == 16 and res["train_samples"] == 16 * 30
     assert len(res["config_hash"]) == 64 and res["world_size"] == 1 and res["throughput_samples_per_s"] > 0
     assert res["config"]["train_cfg"]["max_iters"] == 30
+    # Training time is the train loop's only (rs_transfer/hooks.py TrainTimeHook); the rest of the wall time is
+    # validation and start-up.
+    assert 0 < res["train_time_s"] < res["wall_time_s"] and res["eval_time_s"] > 0 and res["startup_s"] > 0
+    assert res["train_time_s"] + res["eval_time_s"] + res["startup_s"] == pytest.approx(res["wall_time_s"], abs=0.01)
+    assert res["train_images"] == res["train_samples"] and res["train_segments"] == 1
+    assert res["train_images_per_s"] == pytest.approx(res["train_images"] / res["train_time_s"], rel=1e-3)
     assert list(wd.rglob("events.out.tfevents*")), "TensorBoard logs missing"
     # A complete run keeps the evaluated weights, not the training state (optimizer, last_checkpoint).
     assert (wd / "weights.safetensors").is_file() and not list(wd.glob("iter_*.pth"))

@@ -141,8 +141,16 @@ def test_killed_during_final_validation_resumes_to_evaluate(tmp_path: Path, refe
     with pytest.raises(Killed):
         run_experiment("cifar100", "resnetrs50", work_dir=tmp_path, cfg_options=_kill("final-val"), **KW)
     assert (tmp_path / "iter_30.pth").is_file() and not (tmp_path / "results.json").exists()
+    from rs_transfer.hooks import TIMING_KEY
+
+    saved = torch.load(tmp_path / "iter_30.pth", weights_only=False)["message_hub"]["runtime_info"][TIMING_KEY]
     res = run_experiment("cifar100", "resnetrs50", work_dir=tmp_path, resume=True, **KW)
     assert res["resumed_from"] == 30 and res["metrics"] == reference["metrics"]
+    # Training time is the sum over segments: this one trained nothing, so it is exactly the first segment's (as
+    # its final checkpoint recorded it); the images are the uninterrupted run's; the re-run validation is timed.
+    assert res["train_time_s"] == round(saved["train_time_s"], 3) > 0 and res["train_segments"] == 2
+    assert res["train_images"] == reference["train_images"] == saved["train_images"]
+    assert res["eval_time_s"] > 0
 
 
 def test_final_weights_carry_normalisation_and_load(reference: dict) -> None:

@@ -46,9 +46,21 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
         run_experiment("cifar100", "resnetrs50", work_dir=broken, cfg_options={
             "custom_hooks": [dict(type="InterruptAt", at=20)]}, **kw)
     assert (broken / "iter_15.pth").is_file() and not (broken / "results.json").exists()
+    # The checkpoint carries the training-time sums of its segment (message_hub runtime info, saved and resumed).
+    from rs_transfer.hooks import TIMING_KEY
+
+    first = torch.load(broken / "iter_15.pth", weights_only=False)["message_hub"]["runtime_info"][TIMING_KEY]
+    assert first["train_iters"] == 15 and first["train_images"] == 15 * 16 and first["segments"] == 1
+    assert first["train_time_s"] > 0
     resumed = run_experiment("cifar100", "resnetrs50", work_dir=broken, resume=True, **kw)
     assert resumed["resumed_from"] == 15 and full["resumed_from"] is None
     assert resumed["metrics"] == full["metrics"]
+    # Summed over both segments: the images of all 30 iterations, once each (iterations 16-20 of the killed
+    # segment are not in the checkpoint and ran again), and more time than the first segment's 15 iterations.
+    assert resumed["train_images"] == full["train_images"] == 30 * 16
+    assert (resumed["train_segments"], full["train_segments"]) == (2, 1)
+    assert resumed["train_time_s"] > round(first["train_time_s"], 3)
+    assert 0 < full["train_time_s"] < full["wall_time_s"] and full["eval_time_s"] > 0
     a, b = load_file(full["final_weights"]), load_file(resumed["final_weights"])  # the evaluated models
     assert a.keys() == b.keys()
     for k in a:
@@ -68,8 +80,9 @@ def test_one_and_two_processes_run_the_same_protocol(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((wd / "results.json").read_text())
     assert (one["world_size"], two["world_size"], two["launcher"]) == (1, 2, "pytorch")
-    for key in ("global_batch_size", "train_samples", "lr", "optimizer_steps", "accumulation"):
+    for key in ("global_batch_size", "train_samples", "lr", "optimizer_steps", "accumulation", "train_images"):
         assert one[key] == two[key], key
+    assert two["train_images"] == two["train_samples"] and two["train_time_s"] > 0   # images over both processes
     assert one["global_batch_size"] == 16 and one["train_samples"] == 16 * 30
     assert (one["per_process_batch_size"], two["per_process_batch_size"]) == (16, 8)
     assert two["config"]["train_dataloader"]["batch_size"] == 8 and two["lr"] == pytest.approx(0.05 * 16 / 256)

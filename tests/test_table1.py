@@ -82,8 +82,65 @@ def test_mini_scaling_study_report(tmp_path: Path) -> None:
     assert small["gflops"] < big["gflops"] and all(r["infer_ms_per_image"] > 0 for r in report["rows"])
     assert all(0 <= r["top1"] <= 100 and r["train_time_s"] > 0 for r in report["rows"])
     res = json.loads((tmp_path / "runs" / "d200-w1-r160-e10" / "results.json").read_text())
+    # Training time is the train loop's (results' train_time_s), never the run's wall time.
+    assert big["train_time_s"] == res["train_time_s"] < res["wall_time_s"] and not big["train_time_missing"]
+    assert big["train_images_per_s"] == res["train_images_per_s"] and big["eval_time_s"] == res["eval_time_s"] > 0
     assert res["backbone_kwargs"]["drop_path_rate"] == 0.1 and res["config"]["recipe"]["randaugment_magnitude"] == 15
     assert res["extra"]["resolution"] == 32 and res["config"]["recipe"]["epochs"] == 10
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
     calls.clear()
     assert [r["reused"] for r in scaling(**kw)["rows"]] == [True, True] and calls == []
+
+
+def test_scaling_report_marks_cells_without_train_time() -> None:
+    """A reused results.json from before training time was measured: its cell says so (table, footnote, CSV, plot),
+    and wall time never stands in for training time."""
+    from rs_transfer.scaling_study import COLS, to_markdown, to_png, training_time
+    from rs_transfer.tables import to_csv
+
+    old = {"wall_time_s": 500.0, "throughput_samples_per_s": 9.0}
+    new = {"wall_time_s": 500.0, "train_time_s": 321.5, "eval_time_s": 40.0, "train_images_per_s": 12.25}
+    assert training_time(old) == dict(train_time_s=None, train_images_per_s=None, eval_time_s=None,
+                                      train_time_missing=True)
+    assert training_time(new) == dict(train_time_s=321.5, train_images_per_s=12.25, eval_time_s=40.0,
+                                      train_time_missing=False)
+    rows = [dict(id=f"d{d}-w1-r160-e10", depth=d, width=1.0, resolution=160, epochs=10, top1=70.0 + d / 100,
+                 top5=None, minival_top1=None, gflops=d / 10, infer_ms_per_image=1.5, **training_time(res))
+            for d, res in ((50, old), (101, new))]
+    report = dict(study="scaling", preset="mini", rows=rows, note="")
+    md = to_markdown(report)
+    assert "| 50 | 1 | 160 | 10 | 70.5 | - | 5.000 | n/a† | n/a† | 1.50 |" in md
+    assert "| 101 | 1 | 160 | 10 | 71.0 | - | 10.100 | 321.5 | 12.2 | 1.50 |" in md
+    assert "† d50-w1-r160-e10: no train_time_s in results.json (written before training time was measured" in md
+    assert "500" not in md
+    csv = to_csv(rows, COLS).splitlines()
+    assert csv[1].split(",")[COLS.index("train_time_s")] == "" and csv[1].split(",")[COLS.index(
+        "train_time_missing")] == "True"
+    assert to_png(report)[:4] == b"\x89PNG"
+
+
+def test_row_studies_share_their_common_options() -> None:
+    """table1, table5 and scaling take the same common options (one definition, rs_transfer/studyargs.py), each
+    with its own folders in the help; the additive studies also share --config/--rows/--backbone-options."""
+    import argparse
+
+    from rs_transfer import pretrain_study, scaling_study
+    from rs_transfer.runner import LAUNCHERS
+    from rs_transfer.studyargs import LAUNCHER_CHOICES
+    from rs_transfer.video import table5
+
+    assert LAUNCHER_CHOICES == LAUNCHERS
+    common = dict(preset="paper", data_root=None, work_dir=None, out=None, seed=0, cfg_options=None, launcher="none")
+    for mod, name, extra in ((pretrain_study, "table1", {"rows": None, "config": None, "backbone_options": None}),
+                             (table5, "table5", {"rows": None, "config": None, "backbone_options": None}),
+                             (scaling_study, "scaling", {"latency_batch": 8})):
+        parser = argparse.ArgumentParser()
+        mod.add_arguments(parser)
+        args = vars(parser.parse_args([]))
+        assert {k: args[k] for k in {**common, **extra}} == {**common, **extra}, name
+        text = parser.format_help()
+        assert f"work_dirs/{name}[-mini]" in text and f"results/{name}[-mini]" in text, name
+        seeded = parser.parse_args(["--preset", "mini", "--seed", "3", "--launcher", "pytorch", "--cfg-options",
+                                    "a=1", "b=2"])
+        assert (seeded.preset, seeded.seed, seeded.launcher, seeded.cfg_options) == ("mini", 3, "pytorch",
+                                                                                     ["a=1", "b=2"])

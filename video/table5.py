@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rs_transfer.studyargs import StudyArgs, add_additive_arguments, add_study_arguments, default_out, default_work_dir
 from rs_transfer.tables import add_deltas, count, fmt, write_files
 
 from .recipes import additive_rows, recipe_edits
@@ -27,6 +28,9 @@ PAPER_TOP1: dict[str, float] = {
     "09_resnet_d": 78.2,
 }
 DEFAULT_BACKBONE = "resnet3d50"
+STUDY_ARGS = StudyArgs(name="table5", unit="row", dataset="Kinetics-400",
+                       mini="generated mp4 set, tiny model, minutes on a CPU",
+                       cfg_options="after the row's own toggles")
 
 
 def mini_model_overrides(backbone: str) -> dict[str, Any]:
@@ -68,9 +72,8 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
 
     if runner is None:
         from rs_transfer.runner import run_experiment as runner
-    suffix = "" if preset == "paper" else f"-{preset}"
-    work_dir = Path(work_dir or f"work_dirs/table5{suffix}")
-    out = Path(out or f"results/table5{suffix}")
+    work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
+    out = Path(out or default_out(STUDY_ARGS.name, preset))
     base_model = mini_model_overrides(backbone) if preset == "mini" else {}
     rows = []
     for row_id, label, enabled in additive_rows()[:max_rows]:
@@ -125,22 +128,11 @@ def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
 
 # ---- CLI (dispatched from `rs-transfer study table5`) ---------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=("paper", "mini"), default="paper",
-                        help="mini: generated mp4 set, tiny model, minutes on a CPU (default: paper)")
+    add_study_arguments(parser, STUDY_ARGS)
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help="3D model name (default: resnet3d50)")
     parser.add_argument("--weights", default=None, help="2D or 3D checkpoint; 2D kernels are inflated")
-    parser.add_argument("--data-root", default=None, help="Kinetics-400 folder (default: the task's data folder)")
-    parser.add_argument("--work-dir", default=None, help="runs go to WORK_DIR/<row> (default work_dirs/table5[-mini])")
-    parser.add_argument("--out", default=None, help="report path without suffix (default results/table5[-mini])")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--config", default=None, help="config file (default configs/kinetics400.py)")
-    parser.add_argument("--rows", type=int, default=None, help="run only the first N rows (baseline = row 1)")
-    parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="config edits applied to every row (after the row's own toggles)")
-    parser.add_argument("--backbone-options", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="backbone arguments for every row, e.g. layout=2d (inflate 2D checkpoints key for key) "
-                             "or inflate=mean")
-    parser.add_argument("--launcher", default="none", choices=("none", "pytorch", "slurm"))
+    add_additive_arguments(parser, STUDY_ARGS, config="kinetics400.py",
+                           backbone_example="layout=2d (inflate 2D checkpoints key for key) or inflate=mean")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                        model_overrides=parse_cfg_options(args.backbone_options), max_rows=args.rows,
                        launcher=args.launcher)
     print(to_markdown(report))
-    out = Path(args.out or f"results/table5{'' if args.preset == 'paper' else '-' + args.preset}")
+    out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
     print(f"wrote {out.with_suffix('.md')}, .csv, .json")
     return 0
 
