@@ -47,6 +47,10 @@ recipe = dict(
     randaugment=True,
     randaugment_layers=2,
     randaugment_magnitude=None,   # None: by model size (10 for depth <= 50, else 15); TF scale, level / 10
+    # px at level 10: TF RandAugment's defaults (its class, tensorflow/tpu's hparams); Model Garden's experiment
+    # config defaults translate_const to 10, so "RandAugment 15" there shifts by 15 px where ours shifts by 150
+    randaugment_translate_const=100,
+    randaugment_cutout_const=40,
     weight_decay=4e-5,
     resolution=None,        # None: the backbone's published resolution
     crop_padding=32,        # eval centre crop = res / (res + 32) of the short side (TF)

@@ -1,6 +1,6 @@
 """Small mmengine hooks and wrappers the runner adds to every training run.
 
-- :class:`RunStatsHook`: the last validation metrics (what results.json reports) and training throughput.
+- :class:`RunStatsHook`: the last validation metrics (what results.json reports).
 - :class:`TrainTimeHook`: training time, validation time and training images, summed over resumed segments
   (results.json ``train_time_s``, ``eval_time_s``, ``train_images_per_s``; the scaling study's training time).
 - :class:`RngStateHook`: stores the torch RNG state in each checkpoint and restores it when training resumes, so
@@ -23,38 +23,15 @@ from mmengine.registry import HOOKS, MODEL_WRAPPERS
 
 @HOOKS.register_module(force=True)
 class RunStatsHook(Hook):
-    """Records the metrics of the last validation and samples/second over training iterations.
-
-    Throughput counts the time between consecutive training iterations (data loading included, validation
-    excluded), times the global batch size (per-process batch x world size).
-    """
+    """Records the metrics of the last validation. (Training speed: :class:`TrainTimeHook`, the one clock.)"""
 
     priority = "VERY_LOW"
 
     def __init__(self) -> None:
         self.metrics: dict[str, float] = {}
-        self.train_time = 0.0
-        self.train_iters = 0
-        self._mark: float | None = None
-
-    def before_train(self, runner: Any) -> None:
-        self._mark = time.perf_counter()
-
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
-        now = time.perf_counter()
-        if self._mark is not None:
-            self.train_time += now - self._mark
-            self.train_iters += 1
-        self._mark = now
 
     def after_val_epoch(self, runner: Any, metrics: dict[str, float] | None = None) -> None:
         self.metrics = dict(metrics or {})
-        self._mark = time.perf_counter()   # validation time is not training time
-
-    def throughput(self, batch_size: int, world_size: int) -> float | None:
-        if self.train_iters == 0 or self.train_time <= 0:
-            return None
-        return self.train_iters * batch_size * world_size / self.train_time
 
 
 TIMING_KEY = "rs_transfer_train_timing"   # message_hub runtime info: saved in every checkpoint, restored on resume
@@ -114,7 +91,8 @@ class TrainTimeHook(Hook):
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
         self.sums = self._zero()
-        self.segment = {"train_time_s": 0.0, "eval_time_s": 0.0}   # this process only (results.json startup_s)
+        # this segment only: results.json startup_s and throughput_samples_per_s
+        self.segment: dict[str, float] = {"train_time_s": 0.0, "eval_time_s": 0.0, "train_images": 0}
         self._mark: float | None = None    # the training clock runs since _mark; None: paused
         self._val_start: float | None = None
         self._training = False
@@ -153,7 +131,7 @@ class TrainTimeHook(Hook):
             # stay so in every later checkpoint (summary() then reports no training time rather than a part).
             self.sums["complete"] = False
         self.sums["segments"] += 1
-        self.segment = {"train_time_s": 0.0, "eval_time_s": 0.0}
+        self.segment = {"train_time_s": 0.0, "eval_time_s": 0.0, "train_images": 0}
         self._training, self._mark = True, None   # the clock starts at the first iteration (after any replay)
         self._publish(runner)
 
@@ -163,6 +141,7 @@ class TrainTimeHook(Hook):
         if n is None:
             n = int(getattr(runner.train_dataloader, "batch_size", None) or 0)
         self.sums["train_images"] += n * int(getattr(runner, "world_size", 1) or 1)
+        self.segment["train_images"] += n * int(getattr(runner, "world_size", 1) or 1)
         self.sums["train_iters"] += 1
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:

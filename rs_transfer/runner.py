@@ -158,9 +158,10 @@ def _train(cfg: Any, header: list[str] | None = None
     stats = next(h for h in runner.hooks if isinstance(h, RunStatsHook))
     if not stats.metrics and cfg.get("resume") and runner.iter >= runner.max_iters and runner.val_loop is not None:
         runner.val_loop.run()  # resumed from the final checkpoint (killed during the last validation): evaluate it
-    thr = stats.throughput(int(cfg.train_dataloader.batch_size), runner.world_size)
     clock = next(h for h in runner.hooks if isinstance(h, TrainTimeHook))
     timing = {**clock.summary(), "segment": dict(clock.segment)}
+    seg = clock.segment   # this segment's global training images / seconds (the one training clock)
+    thr = seg["train_images"] / seg["train_time_s"] if seg["train_time_s"] > 0 and seg["train_images"] else None
     return stats.metrics, thr, runner.rank, _used(runner, cfg), timing
 
 

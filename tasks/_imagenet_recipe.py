@@ -64,7 +64,9 @@ def apply_recipe(cfg: Any, ctx: RunContext) -> None:
     resolution = (int(r.get("mini_resolution") or MINI["resolution"]) if ctx.mini
                   else int(r.get("resolution") or arch.resolution))
     magnitude = float(r.get("randaugment_magnitude") or randaugment_magnitude(arch.depth))  # TF scale, level / 10
-    ra = dict(num_ops=int(r.get("randaugment_layers", 2)), magnitude=magnitude) if r.randaugment else None
+    ra = dict(num_ops=int(r.get("randaugment_layers", 2)), magnitude=magnitude,
+              translate_const=float(r.get("randaugment_translate_const", 100)),
+              cutout_const=float(r.get("randaugment_cutout_const", 40))) if r.randaugment else None
     epochs = max(1, round(r.epochs / MINI_EPOCH_DIVISOR)) if ctx.mini else int(r.epochs)
     warmup = max(1, round(r.warmup_epochs / MINI_EPOCH_DIVISOR)) if ctx.mini else int(r.warmup_epochs)
     minival = bool(r.get("minival", False))

@@ -90,7 +90,12 @@ def test_paper_config_of_each_recipe(tmp_path: Path, mini_root: Path) -> None:
     cfg, ctx, _ = _build(tmp_path, "resnetrs200", "rs", mini_root)
     tr, va = cfg.train_dataloader.dataset, cfg.val_dataloader.dataset
     assert (tr.resolution, va.resolution, va.crop_padding) == (256, 256, 32)      # Table 1: ResNet-200 at 256
-    assert tr.randaugment == dict(num_ops=2, magnitude=15) and tr.augment
+    # TF's RandAugment constants (tasks/_randaugment.py), and they reach the built transform
+    assert tr.randaugment == dict(num_ops=2, magnitude=15, translate_const=100, cutout_const=40) and tr.augment
+    from rs_transfer.tasks._imagenet_data import train_transform
+
+    ra = train_transform(tr.resolution, tr.randaugment).transforms[-1]
+    assert (ra.num_ops, ra.magnitude, ra.translate_const, ra.cutout_const) == (2, 15, 100, 40)
     assert cfg.model.label_smoothing == 0.1 and cfg.model.backbone.num_classes == 8
     assert cfg.model.backbone.drop_path_rate == 0.1 and cfg.model.backbone.se_ratio == 0.25
     assert cfg.optim_wrapper.optimizer.weight_decay == 4e-5 and cfg.optim_wrapper.optimizer.nesterov
