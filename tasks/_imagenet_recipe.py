@@ -64,9 +64,13 @@ def apply_recipe(cfg: Any, ctx: RunContext) -> None:
     resolution = (int(r.get("mini_resolution") or MINI["resolution"]) if ctx.mini
                   else int(r.get("resolution") or arch.resolution))
     magnitude = float(r.get("randaugment_magnitude") or randaugment_magnitude(arch.depth))  # TF scale, level / 10
+    # TF's pixel constants were set for ~224 px crops. Mini crops are 32 px: there a 100 px translation or an 80 px
+    # cutout leaves a grey image (a third of the samples with 2 layers), so mini scales them by resolution / 224
+    # (32 px: 14.3 px and 5.7 px at level 10), the same relative strength. Paper runs use TF's values as given.
+    px = resolution / 224 if ctx.mini else 1.0
     ra = dict(num_ops=int(r.get("randaugment_layers", 2)), magnitude=magnitude,
-              translate_const=float(r.get("randaugment_translate_const", 100)),
-              cutout_const=float(r.get("randaugment_cutout_const", 40))) if r.randaugment else None
+              translate_const=round(float(r.get("randaugment_translate_const", 100)) * px, 3),
+              cutout_const=round(float(r.get("randaugment_cutout_const", 40)) * px, 3)) if r.randaugment else None
     epochs = max(1, round(r.epochs / MINI_EPOCH_DIVISOR)) if ctx.mini else int(r.epochs)
     warmup = max(1, round(r.warmup_epochs / MINI_EPOCH_DIVISOR)) if ctx.mini else int(r.warmup_epochs)
     minival = bool(r.get("minival", False))

@@ -261,6 +261,9 @@ def test_mini_named_recipes_learn(recipe: str, tmp_path: Path) -> None:
     assert res["value"] > 30.0, res["metrics"]
     r = res["config"]["recipe"]
     assert r["randaugment"] and r["label_smoothing"] == 0.1 and r["weight_decay"] == 4e-5 and r["cosine"]
+    # TF's pixel constants (100 px translate, 40 px cutout at level 10, for ~224 px) scaled to the 32 px mini crops
+    ra = res["config"]["train_dataloader"]["dataset"]["randaugment"]
+    assert (ra["translate_const"], ra["cutout_const"]) == (round(100 * 32 / 224, 3), round(40 * 32 / 224, 3))
     assert r["ema"] is (recipe == "rs") and r["epochs"] == (350 if recipe == "rs" else 400)
     assert res["backbone_kwargs"]["se_ratio"] == (0.25 if recipe == "rs" else 0.0)
     assert res["backbone_kwargs"]["drop_rate"] == 0.25

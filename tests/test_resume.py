@@ -187,10 +187,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(CLI + args, env=ENV, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def _interrupt(wd: Path, signum: int) -> tuple[subprocess.CompletedProcess, int]:
-    """Start the run, wait until the mmengine log shows a training iteration, send ``signum``."""
-    proc = subprocess.Popen(CLI + RUN + ["--work-dir", str(wd)], env=ENV, cwd=wd.parent, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _start_training(cmd: list[str], wd: Path, cwd: Path) -> subprocess.Popen:
+    """Start ``cmd`` and return once the mmengine log in ``wd`` shows a training iteration (still running)."""
+    proc = subprocess.Popen(cmd, env=ENV, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         logs = list(wd.glob("*/*.log"))
@@ -198,6 +197,12 @@ def _interrupt(wd: Path, signum: int) -> tuple[subprocess.CompletedProcess, int]
             break
         time.sleep(0.01)
     assert proc.poll() is None, "the run ended before the signal could be sent"
+    return proc
+
+
+def _interrupt(wd: Path, signum: int) -> tuple[subprocess.CompletedProcess, int]:
+    """Start the run, wait until the mmengine log shows a training iteration, send ``signum``."""
+    proc = _start_training(CLI + RUN + ["--work-dir", str(wd)], wd, wd.parent)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=300)
     stopped = re.search(r"stopped by (SIG\w+) after iteration (\d+)/150; checkpoint (\S+)", err)
@@ -269,15 +274,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_the_same_iteration(tmp_path: Pa
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
                 "rs_transfer.cli"]
     args = RUN + ["--launcher", "pytorch", "--work-dir", str(wd)]
-    proc = subprocess.Popen(torchrun + args, env=ENV, cwd=tmp_path, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        logs = list(wd.glob("*/*.log"))
-        if logs and re.search(r"Iter\(train\) \[\s*\d+/150\]", logs[0].read_text()):
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before the signal could be sent"
+    proc = _start_training(torchrun + args, wd, tmp_path)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     stops = re.findall(r"stopped by SIGTERM after iteration (\d+)/150", err)
