@@ -148,7 +148,11 @@ class TrainTimeHook(Hook):
         self._resume()   # after a checkpoint save in this iteration's hooks
 
     def after_train_epoch(self, runner: Any) -> None:
-        self._resume()   # epoch-based loops save at epoch end: the next epoch's data-loader start is training
+        # Epoch-based loops save at epoch end: the next epoch's data-loader start is training. After the last
+        # epoch (mmengine's iteration loop calls this once, at its end) nothing trains: the clock stays paused,
+        # so a run resumed from its final checkpoint adds no time between here and after_train.
+        if int(getattr(runner, "iter", 0) or 0) < int(getattr(runner, "max_iters", 0) or 0):
+            self._resume()
 
     def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
         self._pause(sync=True)

@@ -70,7 +70,7 @@ def test_training_time_counts_iterations_and_data_waits_not_validation_saves_or_
     # 3 steps + 2 data waits + the 0.25 s CPU copy that precedes before_save_checkpoint
     assert hook.summary() == {"train_time_s": 4.25, "eval_time_s": 5.0, "train_images": 24,
                               "train_images_per_s": round(24 / 4.25, 3), "train_segments": 1}
-    assert hook.segment == {"train_time_s": 4.25, "eval_time_s": 5.0}
+    assert hook.segment == {"train_time_s": 4.25, "eval_time_s": 5.0, "train_images": 24}
     # The checkpoint holds the sums as of its save (two iterations, no validation yet), as a resumed key.
     saved = checkpoint["message_hub"]
     assert saved["runtime_info"][TIMING_KEY] == {"train_time_s": 2.75, "eval_time_s": 0.0, "train_images": 16,
@@ -97,7 +97,8 @@ def test_a_resumed_segment_continues_the_checkpoint_sums() -> None:
 
     assert resumed.summary() == {"train_time_s": 5.25, "eval_time_s": 1.5, "train_images": 8,
                                  "train_images_per_s": round(8 / 5.25, 3), "train_segments": 2}
-    assert resumed.segment == {"train_time_s": 3.0, "eval_time_s": 1.5}   # this process only (startup_s)
+    assert resumed.segment == {"train_time_s": 3.0, "eval_time_s": 1.5, "train_images": 4}   # this process only
+
 
 
 def test_batch_size_fallback_when_the_batch_has_no_inputs() -> None:
@@ -120,3 +121,26 @@ def test_resuming_a_checkpoint_without_the_sums_reports_no_training_time() -> No
     assert hook.summary() == {"train_time_s": None, "eval_time_s": None, "train_images": None,
                               "train_images_per_s": None, "train_segments": 1}
     assert hook.segment["train_time_s"] == 2.0 and runner.message_hub.get_info(TIMING_KEY)["complete"] is False
+
+
+def test_a_segment_resumed_from_the_final_checkpoint_adds_no_training_time() -> None:
+    """mmengine's iteration loop calls after_train_epoch once, at its end: the clock must not restart there (it did,
+    and the time up to after_train was billed to training: a flaky extra millisecond under load)."""
+    clock, runner = Clock(), _runner(world_size=1)
+    runner.message_hub.update_info(TIMING_KEY, {"train_time_s": 7.0, "eval_time_s": 1.0, "train_images": 40,
+                                                "train_iters": 10, "segments": 1, "complete": True}, resumed=True)
+    runner.iter = runner.max_iters = 10
+    hook = TrainTimeHook(clock=clock)
+    hook.before_train(runner)
+    clock.advance(3.0)
+    hook.after_train_epoch(runner)
+    clock.advance(2.0)
+    hook.after_train(runner)
+    _validate(hook, runner, clock, 1.5)
+    assert hook.summary()["train_time_s"] == 7.0 and hook.summary()["eval_time_s"] == 2.5
+    runner.iter = 5   # an epoch-based loop with epochs to go: the next epoch's loader start is training again
+    hook.before_train(runner)
+    hook.after_train_epoch(runner)
+    clock.advance(0.5)
+    hook.after_train(runner)
+    assert hook.summary()["train_time_s"] == 7.5
