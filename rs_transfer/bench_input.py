@@ -2,9 +2,10 @@
 torchvision ``ImageFolder`` + PIL pipeline, on the same files, cores and loader settings, as a ratio.
 
 Ours (``tasks/_imagenet_data.py``): ``torchvision.io.decode_image`` (libjpeg-turbo via ``decode_jpeg``) on the raw
-bytes, then ``transforms.v2`` random-resized crop + flip (+ TF's RandAugment, ``tasks/_randaugment.py``, if asked)
-on uint8 tensors. Reference: ``torchvision.datasets.ImageFolder`` (PIL decode, RGB convert), the same crop/flip (+
-torchvision's RandAugment, if asked) on PIL images, then ``PILToTensor``. Both end as uint8 CHW batches
+bytes, then TF's distorted crop (``tasks/_tf_crop.py``) resized bicubic + flip (+ TF's RandAugment,
+``tasks/_randaugment.py``, if asked) on uint8 tensors. Reference: ``torchvision.datasets.ImageFolder`` (PIL decode,
+RGB convert), torchvision's random-resized crop with the same ranges, bicubic, and flip (+ torchvision's
+RandAugment, if asked) on PIL images, then ``PILToTensor``. Both end as uint8 CHW batches
 (normalisation happens on the device in both set-ups), through the same ``DataLoader`` (workers, batch, pinned
 memory). Rounds alternate between the pipelines and the median of each is reported, so a noisy neighbour on shared
 cores hits all alike.
@@ -27,7 +28,8 @@ def _reference_dataset(root: Path, resolution: int, randaugment: bool) -> Any:
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
 
-    ops = [T.RandomResizedCrop(resolution, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)), T.RandomHorizontalFlip()]
+    ops = [T.RandomResizedCrop(resolution, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                               interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip()]
     ops += [T.RandAugment(num_ops=2, magnitude=10)] if randaugment else []
     return ImageFolder(str(root / "train"), transform=T.Compose([*ops, T.PILToTensor()]))
 

@@ -1,18 +1,21 @@
 """ImageNet samples for the one runner: JPEG decoding with ``torchvision.io``, the ResNet-RS train/eval transforms,
 the minival hold-out, and top-1/top-5 over ``val`` (+ ``minival``) with unreadable files skipped and counted.
 
-Transforms (TF ``resnet_preprocessing.py``, the RS training code's input pipeline):
+Transforms (tensorflow/tpu ``resnet_preprocessing.py``, the RS training code's input pipeline):
 
-- train: random-resized crop, area 0.08-1 of the image, aspect 3/4-4/3 (TF's ``distorted_bounding_box_crop``;
-  torchvision falls back to a centre crop after 10 tries, as TF does), resized to ``resolution``, horizontal flip,
-  then RandAugment when the recipe turns it on (``tasks/_randaugment.py``: TF Model Garden's ``RandAugment``
-  re-implemented on uint8 tensors, ``num_ops`` layers; the magnitude is on TF's scale, level / 10, so the recipe's
-  10 and 15 mean what they mean in the TF configs: e.g. Rotate 30 and 45 degrees);
-- eval: the centre crop of side ``resolution / (resolution + crop_padding) * short side`` (TF: ``CROP_PADDING =
-  32``: 224 px sees 87.5% of the short side), resized to ``resolution`` x ``resolution``.
+- train: TF's distorted crop (``tasks/_tf_crop.py``: ``sample_distorted_bounding_box`` with area 0.08-1,
+  aspect 3/4-4/3, ``min_object_covered`` 0.1, 10 attempts; when none succeeds, or the crop is the whole image, TF
+  takes the eval centre crop instead), resized bicubic to ``resolution``, horizontal flip, then RandAugment when the
+  recipe turns it on (``tasks/_randaugment.py``: TF Model Garden's ``RandAugment`` re-implemented on uint8 tensors,
+  ``num_ops`` layers; the magnitude is on TF's scale, level / 10, so the recipe's 10 and 15 mean what they mean in
+  the TF configs: e.g. Rotate 30 and 45 degrees);
+- eval: TF's ``_decode_and_center_crop``: a square of side ``int(resolution / (resolution + crop_padding) * short
+  side)`` (``CROP_PADDING = 32``: 224 px sees 87.5 % of the short side), offset ``(side - crop + 1) // 2``,
+  resized bicubic to ``resolution`` x ``resolution``.
 
-Resizing is bilinear with antialiasing. Images stay uint8 CHW; mean/std normalisation happens on the device in the
-model's data preprocessor with the weight source's values (0-255 units).
+Resizing is bicubic (TF's ``resize_bicubic``; timm's ResNet-RS configs also evaluate bicubic), anti-aliased when
+shrinking as PIL is (TF's v1 kernel is not). Images stay uint8 CHW; mean/std normalisation happens on the device in
+the model's data preprocessor with the weight source's values (0-255 units).
 """
 from __future__ import annotations
 
@@ -53,16 +56,47 @@ def decode(path: str) -> torch.Tensor:
     return decode_image(read_file(path), mode=ImageReadMode.RGB)
 
 
-def eval_transform(img: torch.Tensor, resolution: int, crop_padding: int) -> torch.Tensor:
+def centre_box(height: int, width: int, resolution: int, crop_padding: int) -> tuple[int, int, int, int]:
+    """(top, left, side, side) of TF's eval crop: ``tf.cast`` truncates the side, the offset rounds up."""
+    side = max(1, int(resolution / (resolution + crop_padding) * min(height, width)))
+    return (height - side + 1) // 2, (width - side + 1) // 2, side, side
+
+
+def resize_box(img: torch.Tensor, box: tuple[int, int, int, int], resolution: int) -> torch.Tensor:
+    """Crop ``box`` of a uint8 CHW image and resize it bicubic to ``resolution`` x ``resolution``."""
     import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
 
-    side = min(img.shape[-2:])
-    crop = max(1, int(round(resolution / (resolution + crop_padding) * side)))
-    img = TF.center_crop(img, [crop, crop])
-    return TF.resize(img, [resolution, resolution], antialias=True)
+    top, left, h, w = box
+    crop = img[..., top:top + h, left:left + w]
+    if (h, w) == (resolution, resolution):
+        return crop
+    return TF.resize(crop, [resolution, resolution], interpolation=InterpolationMode.BICUBIC, antialias=True)
 
 
-def train_transform(resolution: int, randaugment: dict | None) -> Any:
+def eval_transform(img: torch.Tensor, resolution: int, crop_padding: int) -> torch.Tensor:
+    return resize_box(img, centre_box(*img.shape[-2:], resolution, crop_padding), resolution)
+
+
+class TFTrainCrop(torch.nn.Module):
+    """The RS training crop: TF's distorted crop (10 attempts) resized bicubic; when TF's crop is the whole image
+    (every attempt failed, or it drew the whole image) the eval centre crop, as ``_decode_and_random_crop``."""
+
+    def __init__(self, resolution: int, crop_padding: int = 32) -> None:
+        super().__init__()
+        self.resolution, self.crop_padding = int(resolution), int(crop_padding)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        from ._tf_crop import sample_crop
+
+        h, w = img.shape[-2:]
+        box = sample_crop(h, w, attempts=10)
+        if box is None or box[2:] == (h, w):
+            box = centre_box(h, w, self.resolution, self.crop_padding)
+        return resize_box(img, box, self.resolution)
+
+
+def train_transform(resolution: int, randaugment: dict | None, crop_padding: int = 32) -> Any:
     """Crop, flip, then TF's RandAugment (``randaugment``: ``num_ops``, ``magnitude`` on TF's scale, optionally
     ``translate_const``/``cutout_const``/``prob_to_apply``; TF's defaults otherwise). Works on CPU and CUDA tensors
     (``tasks/_imagenet_device.py`` calls it on the device)."""
@@ -70,8 +104,7 @@ def train_transform(resolution: int, randaugment: dict | None) -> Any:
 
     from ._randaugment import TFRandAugment
 
-    ops: list[Any] = [T.RandomResizedCrop(resolution, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
-                      T.RandomHorizontalFlip()]
+    ops: list[Any] = [TFTrainCrop(resolution, crop_padding), T.RandomHorizontalFlip()]
     if randaugment:
         ra = dict(randaugment)
         unknown = set(ra) - {"num_ops", "magnitude", "translate_const", "cutout_const", "prob_to_apply"}
@@ -115,7 +148,7 @@ class ImageNetDataset(Dataset):
             self.samples += [(p, y, k) for p, y in items]
         self.classes = listing.classes
         self.augment, self.resolution, self.crop_padding = augment, int(resolution), int(crop_padding)
-        self.transform = train_transform(self.resolution, randaugment) if augment else None
+        self.transform = train_transform(self.resolution, randaugment, self.crop_padding) if augment else None
         self.skip_log = SkipLog(skip_log)
         if decode not in ("worker", "device"):
             raise ValueError(f"decode={decode!r}: use 'worker' (CPU, in the data loader) or 'device' (batched, "

@@ -133,7 +133,7 @@ class DeviceTransform:
         from ._imagenet_data import train_transform
 
         self.resolution, self.crop_padding = int(resolution), int(crop_padding)
-        self.train = train_transform(self.resolution, randaugment)
+        self.train = train_transform(self.resolution, randaugment, self.crop_padding)
         self.skip_log = SkipLog(skip_log)
 
     def __call__(self, data: dict[str, Any], device: torch.device, training: bool) -> dict[str, Any]:

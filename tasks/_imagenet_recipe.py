@@ -78,7 +78,8 @@ def apply_recipe(cfg: Any, ctx: RunContext) -> None:
     crop_padding = MINI["crop_padding"] if ctx.mini else int(r.get("crop_padding", 32))
 
     tr = cfg.train_dataloader.dataset
-    tr.update(resolution=resolution, randaugment=ra, exclude_minival=minival, minival_fraction=fraction)
+    tr.update(resolution=resolution, crop_padding=crop_padding, randaugment=ra, exclude_minival=minival,
+              minival_fraction=fraction)
     splits = ["val", "minival"] if minival else ["val"]
     for loader in _loaders(cfg)[1:]:
         loader.dataset.update(resolution=resolution, crop_padding=crop_padding, splits=splits,

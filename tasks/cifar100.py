@@ -54,17 +54,14 @@ def resolve_root(root: Path | str) -> Path:
 
 def inception_crop(height: int, width: int, area: tuple[float, float] = (0.08, 1.0),
                    aspect: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 100) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of a random crop with ``area`` of the image's area and aspect ratio (w/h) log-uniform in
-    ``aspect`` -- TF's ``sample_distorted_bounding_box`` as SimCLR's ``crop_and_resize`` calls it (area 0.08-1,
-    aspect 3/4-4/3, 100 attempts, else the whole image); torchvision's ``RandomResizedCrop`` has the same ranges.
-    Drawn from numpy's global RNG (see :class:`Cifar100Dataset`)."""
-    for _ in range(attempts):
-        target = height * width * np.random.uniform(*area)
-        ratio = float(np.exp(np.random.uniform(np.log(aspect[0]), np.log(aspect[1]))))
-        w, h = int(round(np.sqrt(target * ratio))), int(round(np.sqrt(target / ratio)))
-        if 0 < w <= width and 0 < h <= height:
-            return int(np.random.randint(0, height - h + 1)), int(np.random.randint(0, width - w + 1)), h, w
-    return 0, 0, height, width
+    """(top, left, h, w) of SimCLR's ``crop_and_resize`` crop: TF's ``sample_distorted_bounding_box`` with area
+    0.08-1, aspect 3/4-4/3, ``min_object_covered`` 0.1 and 100 attempts, else the whole image
+    (``tasks/_tf_crop.py``). Drawn from numpy's global RNG (see :class:`Cifar100Dataset`)."""
+    from ._tf_crop import sample_crop
+
+    box = sample_crop(height, width, area=area, aspect=aspect, min_object_covered=0.1, attempts=attempts,
+                      rand=np.random.random_sample)
+    return box if box is not None else (0, 0, height, width)
 
 
 def center_crop(height: int, width: int, fraction: float) -> tuple[int, int, int, int]:
