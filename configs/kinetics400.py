@@ -25,7 +25,7 @@ recipe = dict(
     weight_decay=4e-5,     # RS; vanilla 1e-4. Never on BN/bias (paramwise_cfg below)
     label_smoothing=0.1,
     ema=True,              # EMA of weights and BN statistics, decay 0.9999 per step at global batch 1024:
-    ema_decay=0.9999,      # a run at global batch B uses 0.9999 ** (B / 1024) (video/recipes.py ema_momentum)
+    ema_decay=0.9999,      # a run at global batch B uses 0.9999 ** (B / 1024), warmed up (rs_transfer/ema.py)
     ema_reference_batch=1024,
     scale_jitter=True,     # random-resized crop area 0.08-1, aspect 0.5-2; off = random 224 crop of short side 256
 )

@@ -173,7 +173,8 @@ def ema_momentum(ema: Any, ema_momentum_switch: Any, global_batch: int, accumula
     """EMAHook momentum per micro-iteration from the runner switches (None: no EMA).
 
     ``ema = dict(decay=0.9999, reference_batch=4096)``: decay per optimizer step at the reference global batch
-    (the RS recipe: 0.9999 at 4096 on ImageNet; at 1024 for Kinetics). At global batch G a step sees G/ref
+    (the RS recipe: 0.9999 at 4096 on ImageNet; at 1024 for Kinetics), warmed up as TF's (rs_transfer/ema.py:
+    the momenta here are the ones after the warm-up). At global batch G a step sees G/ref
     reference steps' worth of samples: decay_G = decay ** (G / ref), mmengine momentum = 1 - decay_G (mmengine:
     ema = (1 - momentum) * ema + momentum * weights). The legacy ``ema_momentum = m`` is that momentum per step
     directly. EMAHook updates after every micro-iteration, and the weights do not change between the A micro-
@@ -188,8 +189,8 @@ def ema_momentum(ema: Any, ema_momentum_switch: Any, global_batch: int, accumula
         ref = _positive_int(ema.get("reference_batch", global_batch), "ema.reference_batch")
         if not 0.0 < decay < 1.0:
             raise UserError(f"ema.decay must be in (0, 1), got {decay}")
-        per_step = 1.0 - decay ** (global_batch / ref)
-        out: dict[str, Any] = dict(decay=decay, reference_batch=ref)
+        per_step = 1.0 - decay ** (global_batch / ref)      # after the warm-up (rs_transfer/ema.py)
+        out: dict[str, Any] = dict(decay=decay, reference_batch=ref, warmup="min(decay, (1 + t) / (10 + t))")
     elif ema_momentum_switch:
         per_step = float(ema_momentum_switch)
         out = dict(ema_momentum=per_step)

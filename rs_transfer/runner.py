@@ -10,8 +10,10 @@ mmengine objects):
   (recorded in results.json as ``amp``; CPU runs are fp32).
 - ``ema = dict(decay=0.9999, reference_batch=4096) | None``: ``EMAHook`` with BN statistics averaged too
   (``update_buffers=True``; PROTOCOLS.md "EMA of weights ... also of BN statistics"); ``decay`` is per optimizer
-  step at ``reference_batch``, converted to the run's global batch and accumulation (rs_transfer/batching.py).
-  The legacy ``ema_momentum = float`` (mmengine momentum per optimizer step) still works.
+  step at ``reference_batch``, converted to the run's global batch and accumulation (rs_transfer/batching.py),
+  with TF's warm-up ``min(decay, (1 + t) / (10 + t))`` (rs_transfer/ema.py: without it a 10-epoch run would
+  evaluate mostly its first step's weights). The legacy ``ema_momentum = float`` (mmengine momentum per optimizer
+  step, constant) still works.
 - ``checkpoint_interval`` (optimizer steps, default: every validation) and ``log_interval`` (default 50).
 - ``global_batch_size``, ``max_per_process_batch``, ``accumulation``: the protocol's batch, independent of the
   number of processes (rs_transfer/batching.py): per-process batch, gradient accumulation, LR and iteration counts

@@ -272,6 +272,7 @@ def test_ema_run_uses_the_converted_decay(tmp_path: Path) -> None:
     expected = 1 - 0.99 ** (16 / 8)   # mini global batch 16, no accumulation
     hooks = [h for h in res["config"]["custom_hooks"] if "EMAHook" in str(h["type"])]
     assert len(hooks) == 1 and hooks[0]["momentum"] == pytest.approx(expected) and hooks[0]["update_buffers"]
+    assert "WarmupEMA" in str(hooks[0]["ema_type"]) and hooks[0]["batch_ratio"] == 2.0 and hooks[0]["decay"] == 0.99
     assert res["ema"]["momentum_per_step"] == pytest.approx(expected) and res["ema"]["decay"] == 0.99
 
 

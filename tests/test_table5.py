@@ -60,15 +60,27 @@ def test_row_09_is_the_registered_3d_resnet_rs_50() -> None:
 
 
 def test_ema_decay_follows_the_global_batch() -> None:
-    """TF's 0.9999 is per step at batch 1024: decay ** (B / 1024) per step at batch B (else '+EMA' is a no-op at
-    small batches, or averages over far too many samples at large ones)."""
-    from rs_transfer.video.recipes import ema_momentum
+    """TF's 0.9999 is per step at batch 1024: the recipe hands the runner's switch that reference, and the switch
+    makes it decay ** (B / 1024) per step at batch B (else '+EMA' is a no-op at small batches, or averages over far
+    too many samples at large ones)."""
+    from mmengine.config import Config
 
-    assert ema_momentum(0.9999, 1024) == pytest.approx(1e-4)
-    assert ema_momentum(0.9999, 256) == pytest.approx(1 - 0.9999 ** 0.25)
-    assert 1 - ema_momentum(0.9999, 4096) == pytest.approx(0.9999 ** 4)
+    from rs_transfer.batching import ema_momentum
+    from rs_transfer.video.recipes import apply_recipe
+
+    cfg = Config.fromfile(str(REPO / "configs" / "kinetics400.py"))
+    cfg.recipe.ema = True
+    apply_recipe(cfg)
+    assert cfg.ema == dict(decay=0.9999, reference_batch=1024) and "ema_momentum" not in cfg
+
+    def m(batch: int, accumulation: int = 1) -> float:
+        return ema_momentum(cfg.ema, None, batch, accumulation)["momentum_per_iteration"]
+
+    assert m(1024) == pytest.approx(1e-4)
+    assert m(256) == pytest.approx(1 - 0.9999 ** 0.25)
+    assert 1 - m(4096) == pytest.approx(0.9999 ** 4)
     # 16 micro-batches of 64 per step: 16 EMA updates compose to one step's decay
-    assert (1 - ema_momentum(0.9999, 1024, accumulation=16)) ** 16 == pytest.approx(0.9999)
+    assert (1 - m(1024, accumulation=16)) ** 16 == pytest.approx(0.9999)
 
 
 def test_paper_numbers_file_matches_the_code() -> None:
@@ -162,13 +174,12 @@ def test_paper_preset_config(small_root, tmp_path) -> None:
     assert cfg.train_cfg.max_epochs == cfg.train_cfg.val_interval == 350
     assert cfg.optim_wrapper.optimizer.weight_decay == 4e-5 and cfg.optim_wrapper.optimizer.lr == 0.8
     assert [s["end"] for s in cfg.param_scheduler] == [5, 350]
-    from rs_transfer.video.recipes import ema_momentum
-
     ema = [h for h in cfg.custom_hooks if "EMAHook" in str(h["type"])]
-    batch = cfg.get("global_batch_size") or facts.get("global_batch_size", facts.get("effective_batch_size"))
-    accum = facts.get("accumulation", facts.get("accumulative_counts", 1))
-    assert len(ema) == 1 and ema[0]["update_buffers"]
-    assert ema[0]["momentum"] == pytest.approx(ema_momentum(0.9999, batch, accum))   # 0.9999 per step at 1024
+    batch, accum = facts["global_batch_size"], facts["accumulation"]
+    assert len(ema) == 1 and ema[0]["update_buffers"] and "WarmupEMA" in str(ema[0]["ema_type"])
+    # 0.9999 per step at 1024 clips, for this run's global batch and accumulation (after TF's warm-up)
+    assert (1 - ema[0]["momentum"]) ** accum == pytest.approx(0.9999 ** (batch / 1024))
+    assert ema[0]["batch_ratio"] == batch / 1024 and ema[0]["accumulation"] == accum
     assert tr.skip_log == str(tmp_path / "skipped_files.tsv") == cfg.val_evaluator.skip_log
     assert ctx.extra["views"] == "10x3" and ctx.extra["frames"] == "32x2"
     assert ctx.extra["architecture"] == ("layout tf: stem deep + max pool (temporal stride 1), conv shortcuts, "

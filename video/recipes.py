@@ -35,19 +35,6 @@ MINI_EMA_MOMENTUM = 0.1     # a ~10-iteration horizon (0.9999 would keep the ini
 EMA_REFERENCE_BATCH = 1024  # k400_resnet3drs_50_tpu: average_decay 0.9999 per step at global_batch_size 1024
 
 
-def ema_momentum(decay: float, global_batch: int, accumulation: int = 1,
-                 reference_batch: int = EMA_REFERENCE_BATCH) -> float:
-    """mmengine ``EMAHook`` momentum per iteration for a decay given per step at ``reference_batch``.
-
-    A step at global batch B sees B / ref reference steps' worth of samples, so its decay is decay ** (B / ref)
-    (TF's 0.9999 at 1024 is 0.99999 per step at batch 102); mmengine's ``ema = (1 - m) * ema + m * w`` makes
-    m = 1 - decay ** (B / ref). EMAHook updates after every micro-iteration and the weights do not move between
-    the ``accumulation`` micro-iterations of a step, so each of them uses 1 - (1 - m) ** (1 / accumulation).
-    """
-    per_step = 1.0 - float(decay) ** (global_batch / reference_batch)
-    return 1.0 - (1.0 - per_step) ** (1.0 / max(1, accumulation))
-
-
 def _lazy(obj: Any) -> Any:
     """Classes inserted into a new-style config must be LazyObjects like the config's own imports, or mmengine
     cannot print/dump the config."""
@@ -60,11 +47,9 @@ def _type_name(t: Any) -> str:
     return t.__name__ if isinstance(t, type) else str(t).rsplit(".", 1)[-1]  # a class, LazyObject or string
 
 
-def apply_recipe(cfg: Any, mini: bool = False, world_size: int = 1) -> None:
-    """Write ``cfg.recipe`` into optimizer, schedule, loss, augmentation and hooks (mmengine ``Config``).
-    ``world_size`` gives the global batch the EMA decay follows when the config declares no
-    ``global_batch_size``."""
-    from mmengine.hooks import EMAHook
+def apply_recipe(cfg: Any, mini: bool = False) -> None:
+    """Write ``cfg.recipe`` into optimizer, schedule, loss, augmentation and the EMA switch (mmengine ``Config``).
+    A config's own EMAHook is dropped: the recipe decides."""
     from mmengine.optim import CosineAnnealingLR, LinearLR
 
     r = cfg.recipe
@@ -91,20 +76,12 @@ def apply_recipe(cfg: Any, mini: bool = False, world_size: int = 1) -> None:
     hooks = [h for h in cfg.get("custom_hooks", []) if _type_name(h.get("type")) != "EMAHook"]
     for key in ("ema", "ema_momentum"):
         cfg.pop(key, None)
-    ref = int(r.get("ema_reference_batch", EMA_REFERENCE_BATCH))
-    from rs_transfer.runconfig import RUNNER_SWITCHES
-
-    if r.ema and "ema" in RUNNER_SWITCHES:
-        # The runner's switch converts the decay to the run's global batch and accumulation (rs_transfer/batching.py,
-        # the same rule as ema_momentum below); mini: a per-step momentum of its own.
+    if r.ema:
+        # The runner's switch converts the decay to the run's global batch and accumulation and warms it up as
+        # TF's (rs_transfer/batching.py, rs_transfer/ema.py); mini: a per-step momentum of its own.
         if mini:
             cfg.ema_momentum = MINI_EMA_MOMENTUM
         else:
-            cfg.ema = dict(decay=float(r.ema_decay), reference_batch=ref)
-    elif r.ema:
-        accum = int(cfg.optim_wrapper.get("accumulative_counts", 1))
-        batch = int(cfg.get("global_batch_size") or cfg.train_dataloader.batch_size * world_size * accum)
-        momentum = MINI_EMA_MOMENTUM if mini else ema_momentum(r.ema_decay, batch, accum, ref)
-        hooks.append(dict(type=_lazy(EMAHook), ema_type="ExponentialMovingAverage", momentum=momentum,
-                          update_buffers=True))
+            cfg.ema = dict(decay=float(r.ema_decay), reference_batch=int(r.get("ema_reference_batch",
+                                                                               EMA_REFERENCE_BATCH)))
     cfg.custom_hooks = hooks

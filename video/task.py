@@ -221,7 +221,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
                 loader.batch_size = 4
         cfg.model.view_batch = 64
         cfg.global_batch_size = MINI["batch_size"]   # the mini run's GLOBAL batch (rs_transfer/batching.py)
-    apply_recipe(cfg, mini=ctx.mini, world_size=ctx.world_size)
+    apply_recipe(cfg, mini=ctx.mini)
     hooks = [h for h in cfg.get("custom_hooks", []) if "ResumeSamplerHook" not in str(h.get("type"))]
     cfg.custom_hooks = hooks + [dict(type=lazy(ResumeSamplerHook))]
     views = f"{cfg.val_dataloader.dataset.num_clips}x{cfg.val_dataloader.dataset.num_crops}"
