@@ -7,7 +7,8 @@ with those peers). Followed:
   the 50,000 training images), cosine decay to 0; the global batch stays 256 on any number of GPUs (gradient
   accumulation where fewer than 8 devices hold 32 each; rs_transfer/batching.py).
 - Training augmentation, "random crops with resize and flips" only (no colour distortion or blur): an inception
-  crop of the 32 px image (area 8-100%, aspect 3/4-4/3: SimCLR's ``crop_and_resize``) resized to 224 x 224 with
+  crop of the 32 px image (SimCLR's ``crop_and_resize``: TF's sampler, area 8-100% with min_object_covered 0.1,
+  so 10-100% in effect, aspect 3/4-4/3, 100 attempts; tasks/_tf_crop.py) resized to 224 x 224 with
   bicubic interpolation, and a horizontal flip (tasks/cifar100.py ``Cifar100Dataset``). The crop box is drawn on the
   32 px image and resized once (cropping an upsampled copy would interpolate twice for the same region).
 - Test: "resized to 256 along the shorter side, 224 x 224 centre crop" = the central 87.5% of each side
