@@ -34,8 +34,8 @@ def momentum_per_iteration(decay: float, update: int, batch_ratio: float = 1.0, 
     hook copies the weights at update 0), at global batch ``batch_ratio`` x the reference."""
     step = max(1.0, (update + 1) / accumulation)            # optimizer steps done when the update runs
     ref_decay = tf_decay(decay, step * batch_ratio) if warmup else decay
-    per_step = ref_decay ** batch_ratio
-    return -math.expm1(math.log(per_step) / accumulation) if accumulation > 1 else 1.0 - per_step
+    step_decay = ref_decay ** batch_ratio
+    return -math.expm1(math.log(step_decay) / accumulation) if accumulation > 1 else 1.0 - step_decay
 
 
 class WarmupEMA(ExponentialMovingAverage):
