@@ -23,7 +23,7 @@ Values (TF ``resnet_rs/configs/resnetrs*.yaml``, PROTOCOLS.md "Training recipes"
 - Evaluation: ``val`` (50,000 images, centre crop res/(res+32)) at the end; ``recipe.minival=True`` also holds out
   2% of train (deterministic, tasks/_imagenet_data.py ``in_minival``) and reports ``minival_top1``/``minival_top5``.
 - Input: persistent, pinned-memory workers; batches reach the model channels_last on CUDA (the data preprocessor's
-  ``channels_last``); bf16 autocast on CUDA; ``compile = True`` (mmengine Runner) turns on ``torch.compile``.
+  ``channels_last``); bf16 autocast on CUDA; ``compile = True`` (the runner's switch) compiles the backbone.
 
 ``--preset mini`` (tasks/_imagenet_recipe.py): 32 px, batch 16, epochs / 30, no workers.
 """

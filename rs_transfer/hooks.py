@@ -6,6 +6,7 @@
 - :class:`RngStateHook`: stores the torch RNG state in each checkpoint and restores it when training resumes, so
   that dropout / stochastic depth draw the same numbers as in an uninterrupted run (mmengine replays the data loader
   on resume, which reproduces the data-side randomness, but not the model-side torch RNG).
+- :class:`CompileHook`: the runner's ``compile`` switch, ``torch.compile`` of the model's backbone in place.
 - :class:`CPUDistributedDataParallel`: mmengine passes ``device_ids=[LOCAL_RANK]`` to DDP, which torch rejects for
   CPU modules; this wrapper drops it so that ``torchrun`` + gloo works on CPU-only machines (tests, laptops).
 """
@@ -193,6 +194,35 @@ class TrainTimeHook(Hook):
         return {"train_time_s": round(train, 3), "eval_time_s": round(float(self.sums["eval_time_s"]), 3),
                 "train_images": images, "train_images_per_s": round(images / train, 3) if train > 0 else None,
                 "train_segments": int(self.sums["segments"])}
+
+
+@HOOKS.register_module(force=True)
+class CompileHook(Hook):
+    """``compile = True`` or ``dict(**torch.compile options)``: compiles the model's ``backbone`` (the whole model
+    when it has none) in place with ``nn.Module.compile``, so state-dict keys, checkpoints, the EMA copy and the
+    exported weights are what they are without it.
+
+    Not mmengine's own ``compile`` switch: that compiles ``train_step`` with the optimizer step inside, which Dynamo
+    cannot trace through mmengine's optim wrapper (torch 2.13: ``InternalTorchDynamoError`` in ``SGD.step``,
+    "'UserDefinedDictVariable' object has no attribute 'items'"). Runs at ``before_train``, after ``EMAHook`` made
+    its copy in ``before_run``; EMA evaluation swaps the averaged weights into this (compiled) model."""
+
+    priority = "LOW"
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+        self.compiled: str | None = None
+
+    def before_train(self, runner: Any) -> None:
+        from mmengine.model import is_model_wrapper
+
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        target = getattr(model, "backbone", None)
+        target = target if isinstance(target, torch.nn.Module) else model
+        target.compile(**self.options)
+        self.compiled = type(target).__name__
+        runner.logger.info(f"torch.compile: {self.compiled} compiled in place ({self.options or 'defaults'}); "
+                           "the first iterations include compilation")
 
 
 @HOOKS.register_module(force=True)

@@ -16,7 +16,7 @@ from rs_transfer.errors import UserError
 from rs_transfer.tasks import RunContext, Task
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-RUNNER_SWITCHES = ("amp", "ema", "ema_momentum", "checkpoint_interval", "log_interval")
+RUNNER_SWITCHES = ("amp", "ema", "ema_momentum", "compile", "checkpoint_interval", "log_interval")
 
 
 def config_dir() -> Path:
@@ -199,6 +199,15 @@ def _apply_generic(cfg: Any, ctx: RunContext, resume: bool, batch: dict[str, Any
         hooks.append(dict(type=lazy(EMAHook), momentum=ema["momentum_per_iteration"], update_buffers=True))
     facts["ema"] = ema
     facts["ema_momentum"] = ema["momentum_per_step"] if ema else None
+    compile_opts = switches.get("compile")
+    if compile_opts:   # our hook, not mmengine's whole-train_step compile (rs_transfer/hooks.py CompileHook)
+        from rs_transfer.hooks import CompileHook
+
+        opts = dict(compile_opts) if hasattr(compile_opts, "keys") else {}
+        hooks.append(dict(type=lazy(CompileHook), options=opts))
+        facts["compile"] = opts or True
+    else:
+        facts["compile"] = False
     # Before the first step, after the weights load: the data preprocessor's mean/std = the weights' (issue 8 §4).
     hooks += [dict(type=lazy(NormalizationCheckHook)), dict(type="RunStatsHook"), dict(type="RngStateHook")]
     from rs_transfer.weights.runhook import NormalizationMetaHook  # checkpoints record their normalisation

@@ -14,6 +14,9 @@ mmengine objects):
   with TF's warm-up ``min(decay, (1 + t) / (10 + t))`` (rs_transfer/ema.py: without it a 10-epoch run would
   evaluate mostly its first step's weights). The legacy ``ema_momentum = float`` (mmengine momentum per optimizer
   step, constant) still works.
+- ``compile = True | dict(**torch.compile options)``: ``torch.compile`` of the model's backbone in place
+  (rs_transfer/hooks.py ``CompileHook``; mmengine's own switch, which compiles the optimizer step too, fails on
+  torch 2.13). Recorded in results.json as ``compile``.
 - ``checkpoint_interval`` (optimizer steps, default: every validation) and ``log_interval`` (default 50).
 - ``global_batch_size``, ``max_per_process_batch``, ``accumulation``: the protocol's batch, independent of the
   number of processes (rs_transfer/batching.py): per-process batch, gradient accumulation, LR and iteration counts
