@@ -101,14 +101,22 @@ def header_lines(ctx: Any, facts: Mapping[str, Any]) -> list[str]:
     mean = ", ".join(f"{v:g}" for v in norm.get("mean", []))
     std = ", ".join(f"{v:g}" for v in norm.get("std", []))
     weights = ctx.weights or "none (random initialisation)"
-    extras = [k for k in ("amp", "ema_momentum") if facts.get(k)]
+    extras = [f"amp {facts['amp']}"] if facts.get("amp") else []
+    ema = facts.get("ema") or {}
+    if "decay" in ema:      # rs_transfer/ema.py: TF's warm-up, then this momentum per step
+        extras.append(f"EMA decay {ema['decay']:g}/step at batch {ema['reference_batch']} = "
+                      f"{1 - ema['momentum_per_step']:.8g}/step here, after TF's warm-up")
+    elif facts.get("ema_momentum"):
+        extras.append(f"ema_momentum {facts['ema_momentum']:g}")
+    if facts.get("compile"):
+        extras.append("torch.compile")
     lines = [
         f"rs-transfer run: {ctx.task} | {ctx.backbone} | protocol {ctx.protocol} | preset {ctx.preset} | "
         f"seed {ctx.seed}",
         f"  weights:       {weights}",
         f"  normalisation: {norm.get('name', '?')} (mean {mean}; std {std}, 0-255 pixel units)",
         f"  global batch:  {_global_batch(facts, int(getattr(ctx, 'world_size', 1) or 1))}"
-        + ("".join(f"; {k} {facts[k]}" for k in extras)),
+        + "".join(f"; {e}" for e in extras),
         f"  work dir:      {ctx.work_dir}",
     ]
     if ctx.preset == "mini":
