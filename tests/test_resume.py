@@ -137,6 +137,20 @@ def test_truncated_last_checkpoint_falls_back_to_newest_complete(tmp_path: Path,
     assert not (tmp_path / "last_checkpoint").exists()
 
 
+def test_resumed_ema_continues_its_warm_up(tmp_path: Path) -> None:
+    """The EMA's warm-up (rs_transfer/ema.py) depends on the update count: a run killed after iteration 20 and
+    resumed from iteration 15 ends on the same averaged weights as an uninterrupted one (the count is saved)."""
+    ema = {"ema": dict(decay=0.99, reference_batch=8)}     # mini batch 16: two reference steps per step
+    whole = run_experiment("cifar100", "resnetrs50", work_dir=tmp_path / "whole", cfg_options=ema, **KW)
+    with pytest.raises(Killed):
+        run_experiment("cifar100", "resnetrs50", work_dir=tmp_path / "cut", cfg_options={**ema, **_kill(20)}, **KW)
+    saved = torch.load(tmp_path / "cut" / "iter_15.pth", map_location="cpu", weights_only=False)
+    assert int(saved["ema_state_dict"]["steps"]) == 15
+    res = run_experiment("cifar100", "resnetrs50", work_dir=tmp_path / "cut", resume=True, cfg_options=ema, **KW)
+    assert res["resumed_from"] == 15 and res["metrics"] == whole["metrics"]
+    _same_weights(res["final_weights"], whole["final_weights"])
+
+
 def test_killed_during_final_validation_resumes_to_evaluate(tmp_path: Path, reference: dict) -> None:
     with pytest.raises(Killed):
         run_experiment("cifar100", "resnetrs50", work_dir=tmp_path, cfg_options=_kill("final-val"), **KW)
