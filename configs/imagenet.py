@@ -15,8 +15,9 @@ Values (TF ``resnet_rs/configs/resnetrs*.yaml``, PROTOCOLS.md "Training recipes"
 - Weight decay 4e-5 (vanilla 1e-4), never on BN (TF adds L2 to every variable except batch norm's: biases keep it).
 - Label smoothing 0.1; EMA of weights and BN statistics, decay 0.9999 per step at batch 4096 (the runner's ``ema``
   switch converts it for the global batch and the accumulation, and warms it up as TF's ``num_updates`` does:
-  rs_transfer/ema.py); RandAugment 2 layers, magnitude 10 (depth <= 50) or 15 (rs_transfer/recipes.py), on TF's
-  scale (level / 10; tasks/_randaugment.py follows TF Model Garden's ops).
+  rs_transfer/ema.py); RandAugment 2 layers, magnitude 10 (RS-50; RS-101 at <= 160 px) or 15
+  (rs_transfer/recipes.py: the released configs), on TF's scale (level / 10; tasks/_randaugment.py follows TF
+  Model Garden's ops).
 - Resolution: the backbone's published one (registry: RS-50 160, RS-101 192, RS-152/200/270/350 256,
   RS-350_i320/420 320, vanilla ResNet 224; Table 1 uses ResNet-200 at 256). Table 8 (per-model hyper-parameters) is not available to
   us; the released configs agree with these.
@@ -47,7 +48,7 @@ recipe = dict(
     label_smoothing=0.1,
     randaugment=True,
     randaugment_layers=2,
-    randaugment_magnitude=None,   # None: by model size (10 for depth <= 50, else 15); TF scale, level / 10
+    randaugment_magnitude=None,   # None: by size (rs_transfer/recipes.py: 10 or 15); TF scale, level / 10
     # px at level 10: TF RandAugment's defaults (its class, tensorflow/tpu's hparams); Model Garden's experiment
     # config defaults translate_const to 10, so "RandAugment 15" there shifts by 15 px where ours shifts by 150
     randaugment_translate_const=100,

@@ -15,9 +15,9 @@ built by one function with the value as argument. Image values that depend on th
 Numbers (PROTOCOLS.md "Training recipes"; TF ``resnet_rs/configs/resnetrs*.yaml``): label smoothing 0.1; EMA decay
 0.9999 (per step at batch 4096 for images, 1024 for video); weight decay 1e-4 -> 4e-5 (never on BN); dropout
 before the FC 0.25 (0.4 for the 320 px models; video 0.5); stochastic depth 0.1 from depth 200 up, none below
-(``drop_connect_rate`` null in resnetrs50/101/152, 0.1 in 200..420; video 0.1); RandAugment 2 layers, magnitude 10
-for depth <= 50 and 15 otherwise; SE ratio 0.25; ResNet-D = 3-conv stem, stride-2 conv instead of the max-pool,
-average-pool shortcuts. Video (PROTOCOLS.md, 3D section): epochs 200 -> 350 (chosen: the paper gives no baseline
+(``drop_connect_rate`` null in resnetrs50/101/152, 0.1 in 200..420; video 0.1); RandAugment 2 layers, magnitude
+10 for RS-50 and RS-101 at 160 px, 15 otherwise (RS-101 at 192, RS-152 and up); SE ratio 0.25; ResNet-D = 3-conv
+stem, stride-2 conv instead of the max-pool, average-pool shortcuts. Video (PROTOCOLS.md, 3D section): epochs 200 -> 350 (chosen: the paper gives no baseline
 epoch count; 350 is the RS config's); scale jittering = random-resized crop area 0.08-1, aspect 0.5-2 instead of a
 random 224 crop of the 256 short side; ResNet-D = TF's 3D ResNet-RS stem and temporal layout (``RESNET_D_3D``).
 """
@@ -70,9 +70,12 @@ def dropout_rate(resolution: int) -> float:
     return 0.4 if resolution >= 320 else 0.25
 
 
-def randaugment_magnitude(depth: int) -> int:
-    """10 for ResNet-RS-50 (and smaller), 15 otherwise (``randaug_magnitude`` in the TF configs)."""
-    return 10 if depth <= 50 else 15
+def randaugment_magnitude(depth: int, resolution: int = 224) -> int:
+    """``randaug_magnitude`` of the released TF configs (tensorflow/tpu ``resnet_rs/configs``): 10 for
+    resnetrs50_i160 and resnetrs101_i160, 15 for resnetrs101_i192 and every model from RS-152 up. Sizes without a
+    release follow the paper's "more regularization with model size": RS-50 keeps 10 at any resolution, RS-101
+    takes 10 up to 160 px, deeper models 15 (the scaling grid's 128/160 px cells too)."""
+    return 10 if depth <= 50 or (depth <= 101 and resolution <= 160) else 15
 
 
 # ---- the toggles -------------------------------------------------------------------------------------------------
@@ -111,7 +114,7 @@ RESNET_D_3D = Toggle("resnet_d", "+ ResNet-D",
 COSINE = Toggle("cosine", "+ Cosine LR decay", {"recipe.cosine": False}, {"recipe.cosine": True})
 RANDAUGMENT = Toggle("randaugment", "+ RandAugment", {"recipe.randaugment": False},
                      lambda a: {"recipe.randaugment": True, "recipe.randaugment_layers": 2,
-                                "recipe.randaugment_magnitude": randaugment_magnitude(a.depth)})
+                                "recipe.randaugment_magnitude": randaugment_magnitude(a.depth, a.resolution)})
 # Video-only ingredient: random-resized crop (area 0.08-1, aspect 0.5-2) instead of a 224 crop of the 256 side.
 SCALE_JITTER = Toggle("scale_jitter", "+ Scale jittering", {"recipe.scale_jitter": False},
                       {"recipe.scale_jitter": True})

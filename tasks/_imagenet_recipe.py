@@ -65,7 +65,8 @@ def apply_recipe(cfg: Any, ctx: RunContext) -> None:
     arch = arch_of(ctx.backbone, ctx.backbone_kwargs)
     resolution = (int(r.get("mini_resolution") or MINI["resolution"]) if ctx.mini
                   else int(r.get("resolution") or arch.resolution))
-    magnitude = float(r.get("randaugment_magnitude") or randaugment_magnitude(arch.depth))  # TF scale, level / 10
+    magnitude = float(r.get("randaugment_magnitude")   # TF scale, level / 10; by size and training resolution
+                      or randaugment_magnitude(arch.depth, int(r.get("resolution") or arch.resolution)))
     # TF's pixel constants were set for ~224 px crops. Mini crops are 32 px: there a 100 px translation or an 80 px
     # cutout leaves a grey image (a third of the samples with 2 layers), so mini scales them by resolution / 224
     # (32 px: 14.3 px and 5.7 px at level 10), the same relative strength. Paper runs use TF's values as given.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rs_transfer.errors import UserError
-from rs_transfer.recipes import TABLE1, TABLE5, Arch, arch_of, recipe_for_task
+from rs_transfer.recipes import TABLE1, TABLE5, Arch, arch_of, randaugment_magnitude, recipe_for_task
 
 
 def test_table1_toggles_are_independent_and_explicit() -> None:
@@ -39,6 +39,10 @@ def test_values_by_model_size() -> None:
     assert on[rs50][0]["recipe.randaugment_magnitude"] == 10 and on[rs200][0]["recipe.randaugment_magnitude"] == 15
     assert on[rs200][1]["drop_rate"] == 0.25 and on[rs420][1]["drop_rate"] == 0.4          # 0.4 at 320 px
     assert on[rs200][0]["recipe.randaugment_layers"] == 2
+    # randaug_magnitude of the released configs: resnetrs50_i160 10, resnetrs101_i160 10, resnetrs101_i192 15,
+    # resnetrs152_i192 15, resnetrs200_i256 15, resnetrs420_i320 15
+    released = {(50, 160): 10, (101, 160): 10, (101, 192): 15, (152, 192): 15, (200, 256): 15, (420, 320): 15}
+    assert {k: randaugment_magnitude(*k) for k in released} == released
 
 
 def test_named_recipes_and_shared_ingredients() -> None:
