@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from rs_transfer.classification import Accuracy
 
 from ._corrupt import SKIP_LOG, SkipLog  # noqa: F401  (SKIP_LOG: the run's log name, set by configure)
+from ._tf_crop import sample_crop
 
 MAX_REDRAWS = 10   # a training sample whose file fails is replaced by another; this many failures in a row is a bug
 
@@ -87,8 +88,6 @@ class TFTrainCrop(torch.nn.Module):
         self.resolution, self.crop_padding = int(resolution), int(crop_padding)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        from ._tf_crop import sample_crop
-
         h, w = img.shape[-2:]
         box = sample_crop(h, w, attempts=10)
         if box is None or box[2:] == (h, w):

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from rs_transfer.errors import UserError
 from rs_transfer.safe_pickle import UnsafePickleError, load_data
 
+from ._tf_crop import sample_crop
 from .base import DataReport, RunContext, Task
 
 NUM_CLASSES = 100
@@ -57,8 +58,6 @@ def inception_crop(height: int, width: int, area: tuple[float, float] = (0.08, 1
     """(top, left, h, w) of SimCLR's ``crop_and_resize`` crop: TF's ``sample_distorted_bounding_box`` with area
     0.08-1, aspect 3/4-4/3, ``min_object_covered`` 0.1 and 100 attempts, else the whole image
     (``tasks/_tf_crop.py``). Drawn from numpy's global RNG (see :class:`Cifar100Dataset`)."""
-    from ._tf_crop import sample_crop
-
     box = sample_crop(height, width, area=area, aspect=aspect, min_object_covered=0.1, attempts=attempts,
                       rand=np.random.random_sample)
     return box if box is not None else (0, 0, height, width)
