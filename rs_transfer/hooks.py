@@ -12,8 +12,10 @@
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +38,7 @@ class RunStatsHook(Hook):
 
 
 TIMING_KEY = "rs_transfer_train_timing"   # message_hub runtime info: saved in every checkpoint, restored on resume
+EVAL_LOG = "eval_times.json"               # every validation's time by iteration (see TrainTimeHook)
 
 
 def _cuda_sync() -> None:
@@ -79,8 +82,10 @@ class TrainTimeHook(Hook):
     back), and :meth:`before_save_checkpoint` writes the values as of the save into the checkpoint itself (mmengine
     copies the hub into the checkpoint before calling the hook). A resumed run therefore continues the sums of the
     segment that wrote the checkpoint: iterations that run after that checkpoint and are repeated after the resume
-    are counted once, as in an uninterrupted run. A validation that ran after the checkpoint (mmengine saves
-    before validating) and is not repeated after the resume is missing from ``eval_time_s``. A run resumed from a
+    are counted once, as in an uninterrupted run. mmengine saves *before* validating, so the validation of the
+    checkpoint's own iteration is not in its sums and is not repeated after a resume: each validation is also
+    written to ``WORK_DIR/eval_times.json`` (:data:`EVAL_LOG`; rank 0, atomically), and a resumed segment adds the
+    ones of its start iteration that its sums do not hold (``eval_through_iter``). A run resumed from a
     checkpoint without the sums (older code) reports no times (None) instead of the last segments' part.
 
     Under DDP every rank measures; rank 0's values are what the checkpoint and results.json record (the gradient
@@ -101,7 +106,33 @@ class TrainTimeHook(Hook):
     @staticmethod
     def _zero() -> dict[str, Any]:
         return {"train_time_s": 0.0, "eval_time_s": 0.0, "train_images": 0, "train_iters": 0, "segments": 0,
-                "complete": True}
+                "complete": True, "eval_through_iter": -1}
+
+    # ---- the validations after the checkpoint ----
+    @staticmethod
+    def _eval_log(runner: Any) -> Path | None:
+        work_dir = getattr(runner, "work_dir", None)
+        return Path(work_dir) / EVAL_LOG if work_dir else None
+
+    def _read_eval_log(self, runner: Any) -> list[dict[str, Any]]:
+        path = self._eval_log(runner)
+        try:
+            entries = json.loads(path.read_text()) if path is not None and path.is_file() else []
+        except (OSError, ValueError):
+            return []          # unreadable: the gap stays, as before the log existed
+        if not isinstance(entries, list):
+            return []
+        return [e for e in entries if isinstance(e, dict) and {"iter", "s"} <= set(e)]
+
+    def _log_eval(self, runner: Any, spent: float) -> None:
+        from mmengine.dist import is_main_process
+
+        path = self._eval_log(runner)
+        if path is None or not is_main_process():
+            return
+        from rs_transfer.results import write_json_atomic
+
+        write_json_atomic(path, [*self._read_eval_log(runner), {"iter": int(runner.iter), "s": spent}])
 
     # ---- the clock ----
     def _pause(self, sync: bool = False) -> None:
@@ -132,6 +163,17 @@ class TrainTimeHook(Hook):
             # stay so in every later checkpoint (summary() then reports no training time rather than a part).
             self.sums["complete"] = False
         self.sums["segments"] += 1
+        start, last = int(getattr(runner, "iter", 0) or 0), int(getattr(runner, "max_iters", 0) or 0)
+        if start == 0:
+            path = self._eval_log(runner)
+            if path is not None and path.is_file():
+                path.unlink(missing_ok=True)      # an earlier run's validations in this work dir
+        elif start < last and self.sums["eval_through_iter"] < start:
+            # The validation of the checkpoint's iteration ran after the save and is not repeated. (Resumed at the
+            # end, the runner repeats an unfinished final validation itself.)
+            missed = [e["s"] for e in self._read_eval_log(runner) if int(e["iter"]) == start]
+            self.sums["eval_time_s"] += float(sum(missed))
+            self.sums["eval_through_iter"] = start if missed else self.sums["eval_through_iter"]
         self.segment = {"train_time_s": 0.0, "eval_time_s": 0.0, "train_images": 0}
         self._training, self._mark = True, None   # the clock starts at the first iteration (after any replay)
         self._publish(runner)
@@ -180,6 +222,8 @@ class TrainTimeHook(Hook):
             self.sums["eval_time_s"] += spent
             self.segment["eval_time_s"] += spent
             self._val_start = None
+            self.sums["eval_through_iter"] = int(getattr(runner, "iter", 0) or 0)
+            self._log_eval(runner, spent)
         self._publish(runner)
         self._resume()   # validation inside the train loop: training continues
 

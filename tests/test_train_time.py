@@ -3,8 +3,10 @@ sums travel through a checkpoint's message_hub into a resumed segment. The end-t
 resume) are assertions in tests/test_runner.py and tests/test_resume.py."""
 from __future__ import annotations
 
+import json
 import types
 import uuid
+from pathlib import Path
 
 from mmengine.logging import MessageHub
 
@@ -24,9 +26,9 @@ class Clock:
         self.now += seconds
 
 
-def _runner(world_size: int = 2) -> types.SimpleNamespace:
+def _runner(world_size: int = 2, work_dir: Path | None = None) -> types.SimpleNamespace:
     hub = MessageHub.get_instance(f"train-time-{uuid.uuid4().hex}")
-    return types.SimpleNamespace(message_hub=hub, world_size=world_size,
+    return types.SimpleNamespace(message_hub=hub, world_size=world_size, work_dir=work_dir, iter=0, max_iters=10,
                                  train_dataloader=types.SimpleNamespace(batch_size=99))
 
 
@@ -74,7 +76,8 @@ def test_training_time_counts_iterations_and_data_waits_not_validation_saves_or_
     # The checkpoint holds the sums as of its save (two iterations, no validation yet), as a resumed key.
     saved = checkpoint["message_hub"]
     assert saved["runtime_info"][TIMING_KEY] == {"train_time_s": 2.75, "eval_time_s": 0.0, "train_images": 16,
-                                                 "train_iters": 2, "segments": 1, "complete": True}
+                                                 "train_iters": 2, "segments": 1, "complete": True,
+                                                 "eval_through_iter": -1}
     assert saved["resumed_keys"][TIMING_KEY] is True
     assert runner.message_hub.get_info(TIMING_KEY)["eval_time_s"] == 5.0
 
@@ -144,3 +147,35 @@ def test_a_segment_resumed_from_the_final_checkpoint_adds_no_training_time() -> 
     clock.advance(0.5)
     hook.after_train(runner)
     assert hook.summary()["train_time_s"] == 7.5
+
+
+def test_the_validation_after_the_resume_checkpoint_is_counted_once(tmp_path: Path) -> None:
+    """mmengine saves before validating: the validation of the checkpoint's iteration is not in the checkpoint's
+    sums and a resumed run does not repeat it. The work dir's eval log carries it into the resumed segment, once,
+    also when the same checkpoint is resumed twice; a fresh run in the same work dir starts a new log."""
+    clock, first = Clock(), _runner(world_size=1, work_dir=tmp_path)
+    hook = TrainTimeHook(clock=clock)
+    hook.before_train(first)
+    _iteration(hook, first, clock, data_wait=0.0, step=1.0)
+    first.iter = 1
+    _validate(hook, first, clock, 2.0)                       # validation at iteration 1 (before any checkpoint)
+    checkpoint = _iteration(hook, first, clock, data_wait=0.0, step=1.0, save_seconds=0.5)
+    first.iter = 2
+    _validate(hook, first, clock, 4.0)                       # validation at 2, after the checkpoint of 2: killed
+    assert json.loads((tmp_path / "eval_times.json").read_text()) == [{"iter": 1, "s": 2.0}, {"iter": 2, "s": 4.0}]
+
+    for _ in range(2):                                       # resumed from iteration 2, twice
+        second = _runner(world_size=1, work_dir=tmp_path)
+        second.message_hub.load_state_dict(checkpoint["message_hub"])
+        second.iter = 2
+        resumed = TrainTimeHook(clock=clock)
+        resumed.before_train(second)
+        _iteration(resumed, second, clock, data_wait=0.0, step=1.0)
+        second.iter = 3
+        _validate(resumed, second, clock, 1.0)
+        resumed.after_train(second)
+        assert resumed.summary()["eval_time_s"] == 2.0 + 4.0 + 1.0       # as an uninterrupted run: 3 validations
+
+    fresh = TrainTimeHook(clock=clock)
+    fresh.before_train(_runner(world_size=1, work_dir=tmp_path))
+    assert not (tmp_path / "eval_times.json").exists()
