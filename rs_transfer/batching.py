@@ -169,6 +169,14 @@ def apply_batch(cfg: Any, world_size: int, reference_batch: int | None,
     return facts
 
 
+def per_iteration(step_momentum: float, accumulation: int) -> float:
+    """EMA momentum per micro-iteration for ``step_momentum`` per optimizer step: the weights stand still over the
+    ``accumulation`` micro-iterations of a step, so that many updates of 1 - (1 - m)^(1/A) are one update of m."""
+    if accumulation == 1 or step_momentum == 1.0:
+        return step_momentum
+    return -math.expm1(math.log1p(-step_momentum) / accumulation)
+
+
 def ema_momentum(ema: Any, ema_momentum_switch: Any, global_batch: int, accumulation: int) -> dict[str, Any] | None:
     """EMAHook momentum per micro-iteration from the runner switches (None: no EMA).
 
@@ -190,7 +198,8 @@ def ema_momentum(ema: Any, ema_momentum_switch: Any, global_batch: int, accumula
         if not 0.0 < decay < 1.0:
             raise UserError(f"ema.decay must be in (0, 1), got {decay}")
         per_step = 1.0 - decay ** (global_batch / ref)      # after the warm-up (rs_transfer/ema.py)
-        out: dict[str, Any] = dict(decay=decay, reference_batch=ref, warmup="min(decay, (1 + t) / (10 + t))")
+        out: dict[str, Any] = dict(decay=decay, reference_batch=ref, batch_ratio=global_batch / ref,
+                                   accumulation=accumulation, warmup="min(decay, (1 + t) / (10 + t))")
     elif ema_momentum_switch:
         per_step = float(ema_momentum_switch)
         out = dict(ema_momentum=per_step)
@@ -198,6 +207,5 @@ def ema_momentum(ema: Any, ema_momentum_switch: Any, global_batch: int, accumula
         return None
     if not 0.0 < per_step <= 1.0:
         raise UserError(f"EMA momentum per step must be in (0, 1], got {per_step}")
-    per_iter = per_step if accumulation == 1 or per_step == 1.0 else -math.expm1(math.log1p(-per_step) / accumulation)
-    out.update(momentum_per_step=per_step, momentum_per_iteration=per_iter)
+    out.update(momentum_per_step=per_step, momentum_per_iteration=per_iteration(per_step, accumulation))
     return out

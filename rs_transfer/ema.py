@@ -17,8 +17,6 @@ update uses ``1 - (1 - m) ** (1 / A)`` of the step's momentum ``m``.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from mmengine.model import ExponentialMovingAverage
 
@@ -32,10 +30,11 @@ def momentum_per_iteration(decay: float, update: int, batch_ratio: float = 1.0, 
                            warmup: bool = True) -> float:
     """mmengine momentum (``ema += momentum * (weights - ema)``) of the ``update``-th EMA update (1-based: the
     hook copies the weights at update 0), at global batch ``batch_ratio`` x the reference."""
+    from rs_transfer.batching import per_iteration
+
     step = max(1.0, (update + 1) / accumulation)            # optimizer steps done when the update runs
     ref_decay = tf_decay(decay, step * batch_ratio) if warmup else decay
-    step_decay = ref_decay ** batch_ratio
-    return -math.expm1(math.log(step_decay) / accumulation) if accumulation > 1 else 1.0 - step_decay
+    return per_iteration(1.0 - ref_decay ** batch_ratio, accumulation)
 
 
 class WarmupEMA(ExponentialMovingAverage):

@@ -191,9 +191,8 @@ def _apply_generic(cfg: Any, ctx: RunContext, resume: bool, batch: dict[str, Any
     if ema is not None and "decay" in ema:      # the recipe's decay at a reference batch, with TF's warm-up
         from rs_transfer.ema import WarmupEMA
 
-        ratio = int(batch.get("global_batch_size", 1)) / ema["reference_batch"]
         hooks.append(dict(type=lazy(EMAHook), ema_type=lazy(WarmupEMA), momentum=ema["momentum_per_iteration"],
-                          decay=ema["decay"], batch_ratio=ratio, accumulation=int(batch.get("accumulation", 1)),
+                          decay=ema["decay"], batch_ratio=ema["batch_ratio"], accumulation=ema["accumulation"],
                           update_buffers=True))
     elif ema is not None:                        # the legacy per-step momentum, constant
         hooks.append(dict(type=lazy(EMAHook), momentum=ema["momentum_per_iteration"], update_buffers=True))
