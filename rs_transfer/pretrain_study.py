@@ -54,6 +54,16 @@ def _finished(work_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def reuse(finished: dict[str, dict[str, Any]], expected: str, where: Path) -> dict[str, Any] | None:
+    """The finished row that ran ``expected``, if any (warning when another commit ran it)."""
+    from rs_transfer.study import warn_if_other_code
+
+    res = finished.get(expected)
+    if res is not None:
+        warn_if_other_code(res, str(where))
+    return res
+
+
 def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weights: str | None = None,
               work_dir: str | Path | None = None, out: str | Path | None = None, data_root: str | None = None,
               seed: int = 0, config: str | None = None, cfg_options: dict[str, Any] | None = None,
@@ -78,7 +88,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
                   model_overrides=model, data_root=data_root)
         expected = expected_hash("imagenet", backbone, work_dir=row_dir, world_size=launched_world_size(launcher),
                                  **kw)
-        results = finished.get(expected)
+        results = reuse(finished, expected, row_dir)
         reused = results is not None
         if results is None:
             results = runner("imagenet", backbone, work_dir=row_dir, launcher=launcher,

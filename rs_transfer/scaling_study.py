@@ -114,7 +114,7 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
               out: str | Path | None = None, data_root: str | None = None, seed: int = 0,
               cfg_options: dict[str, Any] | None = None, launcher: str = "none", latency_batch: int = 8,
               runner: Callable[..., dict] | None = None) -> dict[str, Any]:
-    from rs_transfer.pretrain_study import _finished
+    from rs_transfer.pretrain_study import _finished, reuse
     from rs_transfer.study import expected_hash, launched_world_size
 
     if runner is None:
@@ -130,7 +130,7 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
         kw = dict(preset=preset, seed=seed, cfg_options=opts, model_overrides=model, data_root=data_root)
         expected = expected_hash("imagenet", BACKBONE, work_dir=row_dir, world_size=launched_world_size(launcher),
                                  **kw)
-        res = finished.get(expected)
+        res = reuse(finished, expected, row_dir)
         reused = res is not None
         if res is None:
             res = runner("imagenet", BACKBONE, work_dir=row_dir, launcher=launcher,

@@ -9,7 +9,9 @@ module does not exist yet are recorded as missing (shown as "—" in the report)
 """
 from __future__ import annotations
 
+import functools
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,9 +99,30 @@ def launched_world_size(launcher: str) -> int:
     return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
 
 
-def reusable(res: dict[str, Any] | None, expected: str) -> bool:
-    """A finished row may be reused only if it ran exactly the expected configuration."""
-    return res is not None and recorded_hash(res) == expected
+def reusable(res: dict[str, Any] | None, expected: str, where: str = "a study row") -> bool:
+    """A finished row may be reused only if it ran exactly the expected configuration (and it warns when the code
+    that ran it was another commit: :func:`warn_if_other_code`)."""
+    ok = res is not None and recorded_hash(res) == expected
+    if ok:
+        warn_if_other_code(res, where)
+    return ok
+
+
+@functools.cache
+def _current_commit() -> str | None:
+    from rs_transfer.results import git_revision
+
+    return git_revision()["commit"]
+
+
+def warn_if_other_code(res: dict[str, Any], where: str) -> None:
+    """The config hash covers the configuration, not the code: a row reused from another commit may have run
+    another pipeline (a changed crop or schedule does not change the config). Warn, naming both commits."""
+    then, now = (res.get("git") or {}).get("commit"), _current_commit()
+    if then and now and then != now:
+        warnings.warn(f"{where}: reusing results.json computed by commit {then[:10]}; the code is now {now[:10]}. "
+                      "The configuration is the same, the code may not be: if the change touched this pipeline, "
+                      "run the study again in a new --work-dir", stacklevel=2)
 
 
 def run_dir(out: Path, task: str, backbone: str, weights: str | None, protocol: str, seed: int) -> Path:
@@ -157,7 +180,7 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                                 normalization=norm, trust=trust, strict=strict)
                         except UserError:   # e.g. its weights file is gone: the run itself says so
                             expected = None
-                        if expected is not None and reusable(done, expected):
+                        if expected is not None and reusable(done, expected, str(wd)):
                             cell.update(state="done", value=done["value"], skipped=True,
                                         **_denominators(done))
                             log(f"[skip] {wd} (results.json exists with the same config hash)")

@@ -113,3 +113,26 @@ def test_table5_dispatch(monkeypatch, capsys) -> None:
     assert main(["study", "table5"]) == 2
     err = capsys.readouterr().err
     assert "rs_transfer.video.table5" in err and "\n" not in err.strip()
+
+
+def test_a_row_reused_from_another_commit_warns(monkeypatch) -> None:
+    """The config hash does not cover the code: reusing a row that other code computed warns, naming both commits;
+    the same commit (or an unknown one) reuses silently."""
+    import warnings
+
+    from rs_transfer import study
+    from rs_transfer.pretrain_study import reuse
+
+    monkeypatch.setattr(study, "_current_commit", lambda: "b" * 40)
+    row = {"config_hash": "h", "git": {"commit": "a" * 40}}
+    monkeypatch.setattr(study, "recorded_hash", lambda res: res["config_hash"])
+    with pytest.warns(UserWarning, match=r"cell-1: reusing results.json computed by commit aaaaaaaaaa; the code is "
+                                         r"now bbbbbbbbbb"):
+        assert study.reusable(row, "h", "cell-1")
+    with pytest.warns(UserWarning, match="row-2: reusing"):
+        assert reuse({"h": row}, "h", Path("row-2")) is row
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert study.reusable({**row, "git": {"commit": "b" * 40}}, "h")
+        assert study.reusable({**row, "git": {"commit": None}}, "h")
+        assert not study.reusable(row, "other")

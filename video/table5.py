@@ -84,7 +84,8 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
                       model_overrides={**base_model, **model, **(model_overrides or {})}, data_root=data_root)
         results = read_results(row_dir)
         reused = results is not None and reusable(
-            results, expected_hash("kinetics400", backbone, **kwargs, world_size=launched_world_size(launcher)))
+            results, expected_hash("kinetics400", backbone, **kwargs, world_size=launched_world_size(launcher)),
+            str(row_dir))
         if results is not None and not reused:
             log(f"[stale] {row_dir}: results.json ran another configuration (config hash differs); running again")
         if not reused:
