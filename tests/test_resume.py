@@ -266,8 +266,8 @@ def test_a_preempted_study_stops_instead_of_failing_the_cell(tmp_path: Path, mon
 
     monkeypatch.setattr(runner_mod, "run_experiment", preempted)
     with pytest.raises(RunInterrupted):
-        run_table4(backbone="resnetrs50", weights=[None, None], out_dir=tmp_path, tasks=["cifar100"], preset="mini",
-                   paper=False, log=lambda *a: None)
+        run_table4(backbone="resnetrs50", weights=[None], out_dir=tmp_path, tasks=["cifar100"], preset="mini",
+                   seeds=2, paper=False, log=lambda *a: None)
     assert len(calls) == 1
 
 
