@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import os
 import stat
 import subprocess
@@ -82,7 +83,28 @@ def git_revision(path: Path | None = None) -> dict[str, Any]:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    return write_bytes_atomic(path, (json.dumps(to_jsonable(obj), indent=2) + "\n").encode())
+    """``obj`` as indented JSON, atomically. NaN and Infinity are refused (``ValueError`` naming the key): they are
+    not JSON (strict parsers reject the file) and a metric that is not a number must not pass for a result."""
+    data = to_jsonable(obj)
+    try:
+        text = json.dumps(data, indent=2, allow_nan=False)
+    except ValueError:
+        key, value = _non_finite(data) or ("?", "?")
+        raise ValueError(f"refusing to write {path}: {key} is {value}, not a finite number (JSON has no NaN or "
+                         "Infinity; whatever computed it had no valid input)") from None
+    return write_bytes_atomic(path, (text + "\n").encode())
+
+
+def _non_finite(obj: Any, where: str = "") -> tuple[str, float] | None:
+    """(dotted key path, value) of the first NaN/Infinity inside a JSON-friendly object, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "the value", obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
 
 
 def _new_file_mode(path: Path) -> int:
@@ -148,6 +170,9 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
         raise UnreadableResults(f"missing key(s) {', '.join(missing)}")
     if isinstance(data["value"], bool) or not isinstance(data["value"], (int, float)):
         raise UnreadableResults(f"value is {data['value']!r}, not a number")
+    if not math.isfinite(data["value"]):  # written before the writer refused NaN: an evaluation without valid data
+        raise UnreadableResults(f"value is {data['value']!r}, not a finite number (an evaluation without valid "
+                                "ground truth; re-run it)")
     return data
 
 
