@@ -171,6 +171,9 @@ class Task:
     run_protocol(cfg, ctx) -> metrics dict: for protocols not trained by the mmengine Runner (linear, knn).
     data_files(root) -> paths: every image/mask/annotation file a run decodes, for ``rs-transfer data check
                --deep`` (which decodes each completely; ``check_data`` reads headers only). None: no deep check.
+    check_values(path, pixels) -> problem or None: ``data check --deep`` passes every decoded image (Pillow's
+               array: palette indices for palette PNGs) so that the task can name ground truth it cannot use
+               (mask values outside the class range, depth maps without a measured pixel; ``tasks/_labels.py``).
     """
 
     name: str
@@ -189,6 +192,7 @@ class Task:
     data_dirname: str = ""
     description: str = ""
     data_files: Callable[[Path], list[Path]] | None = None
+    check_values: Callable[[Path, Any], str | None] | None = None
 
     def config_for(self, protocol: str) -> str:
         if protocol not in self.protocols:

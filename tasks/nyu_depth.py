@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _corrupt, _dense, _synthetic, _voc
+from . import _corrupt, _dense, _labels, _synthetic, _voc
 from .base import DataReport, RunContext, Task
 
 LAYOUT = ("{images,annotations}/{train,test}/<scene>_<n>.{jpg,png} (annotations: 16-bit PNG, depth in mm), or BTS's "
@@ -303,6 +303,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
 TASK = Task(
     name="nyu-depth", title="NYU depth", metric="d1", config="nyu_depth.py", data_layout=LAYOUT, data_source=SOURCE,
     make_mini=make_mini, check_data=check_data, configure=configure, data_files=data_files, data_dirname="nyu",
+    check_values=_labels.depth_file_check,
     description="NYU Depth v2 (Eigen split 795/654): FPN depth head, delta<1.25 (%) in the Eigen crop, cap 10 m")
 
 
