@@ -119,6 +119,16 @@ class DataReport:
                 "unreadable": list(self.unreadable)}
 
 
+def single_class_warning(split: str, labels: "list[Any] | dict[Any, int]") -> str | None:
+    """A warning when a classification split's labels (a list, or counts per class) hold a single class: training
+    is then trivial and accuracy 100% or chance, typically a label column read wrongly or one folder copied."""
+    present = [c for c, n in labels.items() if n] if isinstance(labels, dict) else sorted(set(labels))
+    if len(present) != 1:
+        return None
+    return (f"{split}: a single class ({present[0]}): every image has the same label, so a classifier learns "
+            "nothing from it; were the labels read from the right field, or only one class folder copied?")
+
+
 @dataclass
 class RunContext:
     """Everything about one run that a task may need in ``configure``/``run_protocol``.
