@@ -307,9 +307,70 @@ TASK = Task(
     description="NYU Depth v2 (Eigen split 795/654): FPN depth head, delta<1.25 (%) in the Eigen crop, cap 10 m")
 
 
+USAGE = ("usage: python -m rs_transfer.tasks.nyu_depth nyu_depth_v2_labeled.mat splits.mat OUT_DIR [--filled-depth]"
+         "   (default: the raw depth, as BTS/AdaBins/mmseg evaluate)")
+
+
+def _input_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be the converter's ``what`` input before anything is opened, or None."""
+    if not path.exists():
+        return f"{what} {path} does not exist"
+    if not path.is_file():
+        return f"{what} {path} is not a file"
+    if path.stat().st_size == 0:
+        return f"{what} {path} is empty (an interrupted download?)"
+    return None
+
+
+def _convert_or_explain(labeled: Path, splits: Path, out: Path, depth: str) -> dict[str, int]:
+    """:func:`convert_labeled_mat`, with what h5py/scipy raise on a wrong file turned into one-line UserErrors."""
+    import h5py
+    from scipy.io import loadmat
+
+    from rs_transfer.errors import UserError
+
+    for path, what in ((labeled, "labeled file"), (splits, "splits file")):
+        problem = _input_problem(path, what)
+        if problem:
+            raise UserError(problem)
+    if not h5py.is_hdf5(labeled):
+        raise UserError(f"labeled file {labeled} is not a MATLAB v7.3 (HDF5) file; the official "
+                        "nyu_depth_v2_labeled.mat (2.8 GB) is one. Pass it first and splits.mat second")
+    try:
+        idx = loadmat(str(splits))
+    except Exception as err:  # noqa: BLE001  scipy raises ValueError, MatReadError, TypeError, ... on non-MATLAB files
+        raise UserError(f"splits file {splits} is not a MATLAB file scipy can read ({type(err).__name__}: "
+                        f"{str(err).strip().splitlines()[0] if str(err).strip() else 'unreadable'}); the Eigen "
+                        "splits.mat holds trainNdxs and testNdxs") from None
+    missing = [k for k in ("trainNdxs", "testNdxs") if k not in idx]
+    if missing:
+        raise UserError(f"splits file {splits} has no {' or '.join(missing)} (it holds "
+                        f"{', '.join(k for k in idx if not k.startswith('__')) or 'nothing'}); the Eigen "
+                        "splits.mat holds trainNdxs (795) and testNdxs (654)")
+    try:
+        return convert_labeled_mat(labeled, splits, out, depth=depth)
+    except (KeyError, OSError) as err:
+        raise UserError(f"converting {labeled}: {type(err).__name__}: {err} (is it the official "
+                        "nyu_depth_v2_labeled.mat, completely downloaded?)") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The README's converter command: 0 and the split counts on stdout, or 2 and one line on stderr."""
+    from rs_transfer.errors import UserError
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) not in (3, 4) or (len(args) == 4 and args[3] != "--filled-depth"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        counts = _convert_or_explain(Path(args[0]), Path(args[1]), Path(args[2]),
+                                     depth="filled" if len(args) == 4 else "raw")
+    except UserError as err:
+        print(f"nyu_depth: error: {err}", file=sys.stderr)
+        return 2
+    print(counts)
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (4, 5) or (len(sys.argv) == 5 and sys.argv[4] not in ("--filled-depth",)):
-        sys.exit("usage: python -m rs_transfer.tasks.nyu_depth nyu_depth_v2_labeled.mat splits.mat OUT_DIR "
-                 "[--filled-depth]   (default: the raw depth, as BTS/AdaBins/mmseg evaluate)")
-    print(convert_labeled_mat(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]),
-                              depth="filled" if len(sys.argv) == 5 else "raw"))
+    sys.exit(main())
