@@ -100,6 +100,31 @@ def add_label_check(dataset: Any, task: str) -> None:
             return
 
 
+def _pixels(path: Path) -> np.ndarray | None:
+    """A mask/depth PNG as stored (palette indices for palette PNGs), or None when it does not decode (unreadable
+    files are the skip rule's business, ``tasks/_corrupt.py``)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return np.asarray(img)
+    except Exception:  # noqa: BLE001  Pillow raises many types for damaged files
+        return None
+
+
+def sampled_problem(paths: list[Path], judge: Any, what: str, sample: int = 10, every: bool = False) -> str | None:
+    """The ordinary ``data check`` reads headers only; it also decodes the first ``sample`` of ``paths`` so that
+    masks a run would stop at (or, ``every``: a split in which none of them is usable) are found before training,
+    not at the first validation. ``judge(pixels) -> problem``; ``what`` names the split."""
+    judged = [(p, judge(a)) for p in paths[:sample] if (a := _pixels(p)) is not None]
+    bad = [(p, why) for p, why in judged if why]
+    if not bad or (every and len(bad) < len(judged)):
+        return None
+    p, why = bad[0]
+    many = f"all {len(judged)} of the first" if every else f"{len(bad)} of the first {len(judged)}"
+    return (f"{p}: {why} ({many} {what} checked; `rs-transfer data check --deep` checks every file)")
+
+
 def mask_file_check(num_classes: int, reduce_zero_label: bool, mask_dirs: tuple[str, ...]):
     """A ``Task.check_values`` for ``data check --deep``: masks are the PNGs in one of ``mask_dirs``."""
 

@@ -67,6 +67,9 @@ def check_data(root: Path) -> DataReport:
         _dense.check_split_pairs(
             report, split, ade / "images" / split, ade / "annotations" / split, expected=expected if full else None,
             check_pair=_check_pair)
+    report.add(_labels.sampled_problem(sorted((ade / "annotations" / "validation").glob("*.png")),
+                                       lambda a: _labels.mask_problem(a, 150, reduce_zero_label=True),
+                                       "validation annotations"))
     return report
 
 

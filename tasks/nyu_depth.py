@@ -186,6 +186,8 @@ def check_data(root: Path) -> DataReport:
                                      check_pair=_check_pair, ann_noun="depth map")
         else:
             _check_bts_split(report, split, root / where.img, root / where.file_list if where.file_list else None)
+    report.add(_labels.sampled_problem(_test_maps(root, prep.splits["test"]), _labels.depth_problem,
+                                       "test depth maps", every=True))
     if not _voc.is_mini(root):
         _warn_if_filled(report, root, prep.splits["test"])
         for split, n in EXPECTED.items():
@@ -204,15 +206,19 @@ def _count(root: Path, where: Split) -> int:
     return len(bts_pairs(root / where.img, root / where.file_list if where.file_list else None))
 
 
+def _test_maps(root: Path, where: Split) -> list[Path]:
+    """The depth PNGs of a split, in the order the dataset reads them."""
+    if where.layout == "mmseg":
+        return sorted((root / where.ann).glob("*.png"))
+    return [d for _, d in bts_pairs(root / where.img, root / where.file_list if where.file_list else None)]
+
+
 def _warn_if_filled(report: DataReport, root: Path, where: Split, sample: int = 10) -> None:
     """Raw Kinect depth has holes (0 = not measured) in practically every frame; test maps without a single 0 look
     like the in-painted ``depths`` of the labeled .mat, which published numbers do not use."""
     import cv2
 
-    if where.layout == "mmseg":
-        pngs = sorted((root / where.ann).glob("*.png"))[:sample]
-    else:
-        pngs = [d for _, d in bts_pairs(root / where.img, root / where.file_list if where.file_list else None)][:sample]
+    pngs = _test_maps(root, where)[:sample]
     maps = [m for m in (cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in pngs if p.is_file()) if m is not None]
     if maps and all((m > 0).all() for m in maps):
         report.warnings.append(

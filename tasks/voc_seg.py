@@ -92,6 +92,10 @@ def check_data(root: Path) -> DataReport:
             for problem in (_voc.check_jpeg(voc / "JPEGImages" / f"{img_id}.jpg"),
                             _voc.check_png(voc / mask_dir / f"{img_id}.png")):
                 report.add(problem)
+        if split == "val":
+            report.add(_labels.sampled_problem(
+                [voc / mask_dir / f"{i}.png" for i in ids], lambda a: _labels.mask_problem(a, len(_voc.CLASSES) + 1),
+                "val masks"))
     return report
 
 

@@ -157,11 +157,11 @@ def test_deep_check_names_out_of_range_masks_and_empty_depth(tmp_path: Path, cap
 
     root = _mini_copy("voc-seg", tmp_path)
     voc = root / "VOCdevkit" / "VOC2012"
-    val_id = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
-    bad = voc / "SegmentationClass" / f"{val_id}.png"
+    train_id = (voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[-1]
+    bad = voc / "SegmentationClass" / f"{train_id}.png"
     _rewrite_mask(bad, 21)
     task = get_task("voc-seg")
-    assert task.check(root).ok                                      # headers only: the ordinary check cannot see it
+    assert task.check(root).ok                      # training masks: headers only, the ordinary check cannot see it
     _, damaged = deep_check(task, root, progress=False)
     assert damaged == [(bad, "label value 21 outside the 21 classes (valid: 0..20; 255 = ignore)")]
     assert main(["data", "check", "--task", "voc-seg", "--data-root", str(root), "--deep"]) == 1
@@ -181,6 +181,28 @@ def test_deep_check_names_out_of_range_masks_and_empty_depth(tmp_path: Path, cap
     assert set(found) == {zero, far}
     assert "no valid depth: every pixel is 0 (not measured)" in found[zero]
     assert "no pixel within 1..10000 mm" in found[far] and "40000" in found[far]
+
+
+def test_ordinary_check_stops_unusable_evaluation_ground_truth_before_training(tmp_path: Path) -> None:
+    """ADE validation labels all out of range and NYU test depth all zero: found by ``data check`` (and so before a
+    run trains), from the first 10 files of the evaluation split."""
+    ade = get_task("ade20k").make_mini(tmp_path / "ade")
+    masks = sorted((ade / "ADEChallengeData2016" / "annotations" / "validation").glob("*.png"))
+    for png in masks:
+        _synthetic.write_png(png, np.full((64, 80), 200, np.uint8))
+    with pytest.raises(UserError, match=rf"{masks[0]}: label value 200 outside the 150 classes.*8 of the first 8 "
+                                        "validation annotations checked"):
+        get_task("ade20k").check(ade).raise_if_bad()
+
+    nyu = _mini_copy("nyu-depth", tmp_path)
+    maps = sorted((nyu / "annotations" / "test").glob("*.png"))
+    _synthetic.write_png(maps[0], np.zeros((64, 80), np.uint16))
+    assert get_task("nyu-depth").check(nyu).ok                     # one frame: the evaluation skips and counts it
+    for png in maps[1:]:
+        _synthetic.write_png(png, np.zeros((64, 80), np.uint16))
+    report = get_task("nyu-depth").check(nyu)
+    assert any(f"{maps[0]}: no valid depth: every pixel is 0" in p and "all 8 of the first test depth maps" in p
+               for p in report.problems), report.problems
 
 
 # ---- CIFAR: float data, a single class ----------------------------------------------------------------------------
