@@ -167,10 +167,10 @@ def check_data(root: Path) -> DataReport:
                 report.problems.append(f"{split}: fine_labels outside 0..{NUM_CLASSES - 1}")
             elif split == "train":
                 report.warnings.extend(filter(None, [single_class_warning(split, y.tolist())]))
-    except UserError as err:
-        report.problems.append(str(err))
-    except UnsafePickleError as err:
+    except UnsafePickleError as err:      # a UserError too: this clause first
         report.problems.append(f"not a genuine CIFAR pickle, refused without running it ({err})")
+    except UserError as err:              # data that is not N x 3072 uint8 (read_split)
+        report.problems.append(str(err))
     except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as err:
         report.problems.append(f"unreadable pickle ({type(err).__name__}: {err})")
     return report
