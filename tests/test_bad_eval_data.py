@@ -21,7 +21,8 @@ from test_dense_data import _datasets, _mini_copy
 
 # ---- results.json: no NaN / Infinity -------------------------------------------------------------------------------
 def test_results_json_refuses_non_finite_numbers_and_names_the_key(tmp_path: Path) -> None:
-    from rs_transfer.results import UnreadableResults, load_results, write_json_atomic
+    from rs_transfer.atomic import write_json_atomic
+    from rs_transfer.results import UnreadableResults, load_results
 
     path = tmp_path / "results.json"
     for bad in (float("nan"), float("inf"), -float("inf"), np.float32("nan")):
@@ -153,7 +154,7 @@ def test_out_of_range_mask_values_are_named(tmp_path: Path) -> None:
 
 def test_deep_check_names_out_of_range_masks_and_empty_depth(tmp_path: Path, capsys) -> None:
     from rs_transfer.cli import main
-    from rs_transfer.datacheck import deep_check
+    from rs_transfer.tasks.datacheck import deep_check
 
     root = _mini_copy("voc-seg", tmp_path)
     voc = root / "VOCdevkit" / "VOC2012"

@@ -43,18 +43,18 @@ def run(args: argparse.Namespace) -> int:
 
     task = get_task(args.task)
     if args.action == "mini":
-        from rs_transfer.runner import ensure_mini
+        from rs_transfer.tasks.mini import ensure_mini
 
         print(ensure_mini(task))
         return 0
     root = Path(args.data_root).expanduser() if args.data_root else task.default_data_root()
-    from rs_transfer.datacheck import BadValues
+    from rs_transfer.tasks.datacheck import BadValues
 
     report = task.check(root)
     damaged: list = []
     decoded = 0
     if args.deep:
-        from rs_transfer.datacheck import deep_check
+        from rs_transfer.tasks.datacheck import deep_check
 
         decoded, damaged = deep_check(task, root, workers=args.workers, progress=None if not args.json else False)
     if args.json:
