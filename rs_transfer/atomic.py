@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import stat
 import tempfile
@@ -84,7 +85,29 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """``obj`` as indented JSON (configs' classes and numpy scalars made JSON-friendly first)."""
+    """``obj`` as indented JSON (configs' classes and numpy scalars made JSON-friendly first). NaN and Infinity are
+    refused (``ValueError`` naming the key; nothing is written): they are not JSON (Python's ``json`` writes a bare
+    ``NaN`` that strict parsers reject), and a metric that is not a number must not pass for a result."""
     from rs_transfer.results import to_jsonable
 
-    return write_bytes_atomic(path, (json.dumps(to_jsonable(obj), indent=2) + "\n").encode())
+    data = to_jsonable(obj)
+    try:
+        text = json.dumps(data, indent=2, allow_nan=False)
+    except ValueError:
+        key, value = _non_finite(data) or ("a value", "not finite")
+        raise ValueError(f"refusing to write {path}: {key} is {value}, not a finite number (JSON has no NaN or "
+                         "Infinity; whatever computed it had no valid input)") from None
+    return write_bytes_atomic(path, (text + "\n").encode())
+
+
+def _non_finite(obj: Any, where: str = "") -> tuple[str, float] | None:
+    """(key path such as ``metrics.d1`` or ``rows[1].mean``, value) of the first NaN/Infinity in a JSON-friendly
+    object, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "the value", obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None

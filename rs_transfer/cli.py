@@ -86,6 +86,18 @@ def plain(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+def user_message(err: UserError) -> str:
+    """The message of a UserError; one raised in a DataLoader worker (a bad mask, say) comes back from torch as
+    ``Caught UserError in DataLoader worker process 0.\nOriginal Traceback ...``: its own last line is the message."""
+    text = str(err)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        for line in reversed(text.splitlines()):
+            head, sep, rest = line.partition(": ")
+            if sep and head.split(".")[-1] == type(err).__name__:
+                return rest
+    return text
+
+
 def resume_command(argv: Sequence[str]) -> str:
     """The command that continues an interrupted one: ``run`` gets ``--resume``; a study resumes by itself."""
     argv = list(argv)
@@ -127,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except UserError as err:
-        print(f"rs-transfer {args.command}: error: {plain(str(err))}", file=sys.stderr)
+        print(f"rs-transfer {args.command}: error: {plain(user_message(err))}", file=sys.stderr)
         return 2
     except RunInterrupted as err:  # a checkpoint was saved: not an error, a pause
         if os.environ.get("RANK", "0") == "0":

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import os
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -107,6 +108,9 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
         raise UnreadableResults(f"missing key(s) {', '.join(missing)}")
     if isinstance(data["value"], bool) or not isinstance(data["value"], (int, float)):
         raise UnreadableResults(f"value is {data['value']!r}, not a number")
+    if not math.isfinite(data["value"]):  # written before the writer refused NaN: an evaluation without valid data
+        raise UnreadableResults(f"value is {data['value']!r}, not a finite number (an evaluation without valid "
+                                "ground truth; re-run it)")
     return data
 
 

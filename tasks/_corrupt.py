@@ -8,7 +8,11 @@ denominator (``eval_images``) and how many were skipped (``eval_skipped``). Too 
 (more than ``max_skipped_fraction``, or all of them) is an error: a metric over what happens to be readable is not
 the benchmark number.
 
-Only decoder/format errors count. When the pipeline raises, every file the sample reads (``img_path``,
+Evaluation samples whose files decode but whose ground truth has nothing to score (a depth map without one
+measured pixel: mmseg's per-image mean would make the whole metric NaN) are left out and counted the same way
+(``SkipCountingMetric._skip_no_target``), and the same limit applies.
+
+Only decoder/format errors count as unreadable. When the pipeline raises, every file the sample reads (``img_path``,
 ``seg_map_path``, ``depth_map_path``) is decoded again on its own; if all of them decode, the error was not the
 data's and is raised unchanged (a bug in a transform must not turn into a silently smaller data set).
 
@@ -189,6 +193,11 @@ class SkipCountingMetric:
                 self.results.append(_Skipped(str(sample.get("img_path", "?")), str(reason)))  # type: ignore
         return keep
 
+    def _skip_no_target(self, path: str, reason: str) -> None:
+        """Leave out a readable sample whose ground truth has nothing to score (e.g. a depth map without a single
+        measured pixel): counted like an unreadable one, never averaged in as NaN or 0."""
+        self.results.append(_Skipped(path, reason, NO_TARGET))  # type: ignore[attr-defined]
+
     def _counted(self, results: list) -> tuple[list, dict[str, float]]:
         from rs_transfer.errors import UserError
 
@@ -199,14 +208,24 @@ class SkipCountingMetric:
             return kept, {}
         if skipped and (not kept or len(skipped) > self.max_skipped_fraction * total):
             example = f"{skipped[0].path} ({skipped[0].reason})"
-            raise UserError(f"{len(skipped)} of {total} evaluation images are unreadable (allowed: "
+            kinds = {r.kind for r in skipped}
+            what = " or ".join(k for k in (UNREADABLE_KIND, NO_TARGET) if k in kinds)
+            fix = " or ".join(f for k, f in ((UNREADABLE_KIND, "re-extract those files"),
+                                             (NO_TARGET, "fix their ground truth (`rs-transfer data check --deep` "
+                                                         "lists them)")) if k in kinds)
+            raise UserError(f"{len(skipped)} of {total} evaluation images {what} (allowed: "
                             f"{self.max_skipped_fraction:.1%}), e.g. {example}; no metric is reported over the "
-                            "rest. Re-extract those files, or raise the evaluator's max_skipped_fraction.")
+                            f"rest. {fix[0].upper() + fix[1:]}, or raise the evaluator's max_skipped_fraction.")
         return kept, {"eval_images": float(len(kept)), "eval_skipped": float(len(skipped))}
 
 
-class _Skipped:
-    """A left-out evaluation sample (picklable: DDP collects metric results across ranks)."""
+UNREADABLE_KIND = "are unreadable"
+NO_TARGET = "have no valid ground truth"
 
-    def __init__(self, path: str, reason: str) -> None:
-        self.path, self.reason = path, reason
+
+class _Skipped:
+    """A left-out evaluation sample (picklable: DDP collects metric results across ranks). ``kind``: unreadable
+    file, or no valid ground truth (:meth:`SkipCountingMetric._skip_no_target`)."""
+
+    def __init__(self, path: str, reason: str, kind: str = UNREADABLE_KIND) -> None:
+        self.path, self.reason, self.kind = path, reason, kind

@@ -16,6 +16,7 @@ from mmseg.datasets import ADE20KDataset, NYUDataset, PascalVOCDataset
 from mmseg.evaluation import IoUMetric
 
 from ._corrupt import META_KEY, SkipCountingMetric, SkipUnreadableMixin
+from ._labels import add_label_check
 from .nyu_depth import bts_pairs, scene_type
 
 
@@ -42,19 +43,23 @@ class VOCDetDataset(SkipUnreadableMixin, VOCDataset):
 
 
 class VOCSegDataset(SkipUnreadableMixin, PascalVOCDataset):
-    """mmseg's ``PascalVOCDataset`` (split file + JPEGImages + masks), unreadable files skipped and counted."""
+    """mmseg's ``PascalVOCDataset`` (split file + JPEGImages + masks), unreadable files skipped and counted, mask
+    values outside the 21 classes an error naming the file (``tasks/_labels.py``)."""
 
     def __init__(self, *args: Any, skip_log: str | None = None, **kwargs: Any) -> None:
         self._init_skip_log(skip_log)
         super().__init__(*args, **kwargs)
+        add_label_check(self, "voc-seg")
 
 
 class ADE20KSegDataset(SkipUnreadableMixin, ADE20KDataset):
-    """mmseg's ``ADE20KDataset``, unreadable files skipped and counted."""
+    """mmseg's ``ADE20KDataset``, unreadable files skipped and counted, mask values outside the 150 classes an error
+    naming the file (``tasks/_labels.py``)."""
 
     def __init__(self, *args: Any, skip_log: str | None = None, **kwargs: Any) -> None:
         self._init_skip_log(skip_log)
         super().__init__(*args, **kwargs)
+        add_label_check(self, "ade20k")
 
 
 class NYUDepthDataset(SkipUnreadableMixin, NYUDataset):
@@ -91,16 +96,53 @@ class NYUDepthDataset(SkipUnreadableMixin, NYUDataset):
 
 
 class CountedIoUMetric(SkipCountingMetric, IoUMetric):
-    """mmseg's ``IoUMetric`` (mIoU in percent, mmseg's rounding) plus ``eval_images`` / ``eval_skipped``."""
+    """mmseg's ``IoUMetric`` (mIoU in percent, mmseg's rounding) plus ``eval_images`` / ``eval_skipped``.
+
+    Masks without a single scored pixel in the whole evaluation are an error (mmseg reported mIoU 0.0: IoU 0 for
+    every predicted class, aAcc NaN). A class that never occurs in any evaluation mask is a warning
+    (``warn_absent_classes``; off for the mini sets, which use a few classes on purpose): its IoU is 0 wherever the
+    model predicts it, which is what VOC masks whose background was relabelled to 255 look like.
+    """
 
     def __init__(self, *args: Any, max_skipped_fraction: float = 0.01, report_counts: bool = True,
-                 **kwargs: Any) -> None:
+                 warn_absent_classes: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_counts(max_skipped_fraction, report_counts)
+        self.warn_absent_classes = warn_absent_classes
+        self._example, self._reduce_zero = "?", False
 
     def process(self, data_batch: Any, data_samples: Any) -> None:
-        super().process(data_batch, self._split(data_samples))
+        kept = self._split(data_samples)
+        if kept and self._example == "?":
+            self._example = str(kept[0].get("seg_map_path") or kept[0].get("img_path", "?"))
+            self._reduce_zero = bool(kept[0].get("reduce_zero_label", False))
+        super().process(data_batch, kept)
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         kept, counts = self._counted(results)
+        if self.report_counts and kept:
+            self._check_labels(kept)
         return {**super().compute_metrics(kept), **counts}
+
+    def _check_labels(self, kept: list) -> None:
+        """Per-class ground-truth pixel totals (mmseg's 4th result entry) must not be all zero."""
+        import warnings
+
+        from rs_transfer.errors import UserError
+
+        classes = list(self.dataset_meta["classes"])  # type: ignore[index]
+        area = sum(r[3] for r in kept)
+        n = len(classes)
+        valid = (f"valid: 1..{n}; 0 and {self.ignore_index} = ignore" if self._reduce_zero else
+                 f"valid: 0..{n - 1}; {self.ignore_index} = ignore")
+        if float(area.sum()) == 0:
+            raise UserError(f"no valid ground-truth pixel in the {len(kept)} evaluation masks (e.g. "
+                            f"{self._example}): every label is ignored ({valid}), so there is no mIoU to report; "
+                            "the masks were not prepared for this task (check them with `rs-transfer data check "
+                            "--deep`)")
+        absent = [c for c, a in zip(classes, area.tolist()) if a == 0]
+        if absent and self.warn_absent_classes:
+            shown = ", ".join(absent[:10]) + (f" (and {len(absent) - 10} more)" if len(absent) > 10 else "")
+            warnings.warn(f"{len(absent)} of {n} classes never occur in the {len(kept)} evaluation masks (e.g. "
+                          f"{self._example}): {shown}; mIoU counts their IoU as 0 wherever the model predicts them "
+                          f"and aAcc leaves them out. Relabelled masks ({valid})?", UserWarning, stacklevel=2)

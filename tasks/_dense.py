@@ -140,6 +140,12 @@ def mini_segmentation(cfg: Any, *, crop: tuple[int, int], scale: tuple[int, int]
     small_loaders(cfg, batch)
     cfg.optim_wrapper.optimizer["lr"] = lr
     quiet_logs(cfg, max(1, iters // 4))
+    for key in ("val_evaluator", "test_evaluator"):     # the mini sets draw a few classes on purpose
+        ev = cfg.get(key)
+        kind = ev.get("type") if isinstance(ev, dict) else None
+        name = kind if isinstance(kind, str) else getattr(kind, "__name__", "")
+        if name.split(".")[-1] == "CountedIoUMetric" and "warn_absent_classes" not in ev:  # by name: no import circle
+            ev["warn_absent_classes"] = False
 
 
 def quiet_logs(cfg: Any, interval: int) -> None:

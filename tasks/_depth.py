@@ -12,7 +12,8 @@ meaningful on the mini set's small images. It also reports the delta accuracies 
 81.2, not 0.812), and ``silog`` as BTS/AdaBins report it, ``100 * sqrt(E[d^2] - E[d]^2)`` with
 ``d = log(pred) - log(gt)`` (mmseg's is ``sqrt(E[d^2] - 0.5 E[d]^2)``, the training loss's variance focus, not
 x100); predictions are clipped to the evaluation range first, as BTS does. Per-image averaging and the other
-formulas are mmseg's (= BTS's). Unreadable test frames are left out and counted (``tasks/_corrupt.py``).
+formulas are mmseg's (= BTS's). Unreadable test frames, and frames without a single valid depth pixel in the
+evaluated region (a per-image mean over nothing is NaN), are left out and counted (``tasks/_corrupt.py``).
 """
 from __future__ import annotations
 
@@ -112,7 +113,20 @@ class EigenCropDepthMetric(SkipCountingMetric, DepthMetric):
         return valid
 
     def process(self, data_batch: Any, data_samples: Any) -> None:
-        super().process(data_batch, self._split(data_samples))
+        scored = []
+        for sample in self._split(data_samples):
+            gt = sample["gt_depth_map"]["data"].squeeze()
+            if self._get_eval_mask(gt).any():
+                scored.append(sample)
+                continue
+            # No pixel to score: mmseg's per-image mean would be 0/0 = NaN and make every metric NaN.
+            path = sample.get("depth_map_path") or sample.get("img_path", "?")
+            top = float(gt.max()) if gt.numel() else 0.0
+            why = ("every pixel is 0 = not measured" if top <= 0 else
+                   f"no pixel within {self.min_depth_eval:g}..{self.max_depth_eval:g} m in the evaluated region, "
+                   f"max {top:g} m: wrong units?")
+            self._skip_no_target(str(path), f"no valid ground-truth depth: {why}")
+        super().process(data_batch, scored)
 
     def _calc_all_metrics(self, gt_depth: Tensor, pred_depth: Tensor) -> dict[str, float]:
         # BTS (bts_main.py / eval_with_pngs.py): predictions clipped to [min_depth_eval, max_depth_eval] first.

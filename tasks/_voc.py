@@ -17,6 +17,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from rs_transfer.errors import UserError
+
 CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
@@ -38,8 +40,18 @@ def devkit(root: Path) -> Path:
 
 
 def read_split(path: Path) -> list[str]:
-    """Image ids of a split file (one per line; blank lines ignored)."""
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    """Image ids of a split file (one per line; blank lines ignored). A line that is not UTF-8 text is a
+    ``UserError`` naming the file and the line (ids name files: a mangled one cannot be guessed back)."""
+    ids = []
+    for number, raw in enumerate(Path(path).read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path} line {number} is not UTF-8 text ({raw[:40]!r}: {err.reason} at byte "
+                            f"{err.start}); a split file lists one image id per line, e.g. 2007_000032") from None
+        if line.strip():
+            ids.append(line.split()[0])
+    return ids
 
 
 def write_annotation(path: Path, filename: str, width: int, height: int,
@@ -137,7 +149,11 @@ def check_split(split: Path, problems: list[str], expected: int | None, label: s
     if not split.is_file():
         problems.append(f"missing split file {split}")
         return []
-    ids = read_split(split)
+    try:
+        ids = read_split(split)
+    except UserError as err:
+        problems.append(str(err))
+        return []
     if not ids:
         problems.append(f"split file {split} is empty")
     elif expected is not None and len(ids) != expected:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _corrupt, _dense, _synthetic, _voc
+from . import _corrupt, _dense, _labels, _synthetic, _voc
 from .base import DataReport, RunContext, Task
 
 LAYOUT = ("ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png} (annotations: 8-bit, "
@@ -67,6 +67,9 @@ def check_data(root: Path) -> DataReport:
         _dense.check_split_pairs(
             report, split, ade / "images" / split, ade / "annotations" / split, expected=expected if full else None,
             check_pair=_check_pair)
+    report.add(_labels.sampled_problem(sorted((ade / "annotations" / "validation").glob("*.png")),
+                                       lambda a: _labels.mask_problem(a, 150, reduce_zero_label=True),
+                                       "validation annotations"))
     return report
 
 
@@ -96,4 +99,5 @@ def configure(cfg: Any, ctx: RunContext) -> None:
 TASK = Task(
     name="ade20k", title="ADE seg", metric="mIoU", config="ade20k.py", data_layout=LAYOUT, data_source=SOURCE,
     make_mini=make_mini, check_data=check_data, configure=configure, data_files=data_files, data_dirname="ade20k",
+    check_values=_labels.mask_file_check(150, True, ("annotations",)),
     description="ADE20K SceneParsing: UPerNet, 20,210 train -> 2,000 val, single-scale mIoU over 150 classes")

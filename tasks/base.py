@@ -120,6 +120,16 @@ class DataReport:
                 "unreadable": list(self.unreadable)}
 
 
+def single_class_warning(split: str, labels: "list[Any] | dict[Any, int]") -> str | None:
+    """A warning when a classification split's labels (a list, or counts per class) hold a single class: training
+    is then trivial and accuracy 100% or chance, typically a label column read wrongly or one folder copied."""
+    present = [c for c, n in labels.items() if n] if isinstance(labels, dict) else sorted(set(labels))
+    if len(present) != 1:
+        return None
+    return (f"{split}: a single class ({present[0]}): every image has the same label, so a classifier learns "
+            "nothing from it; were the labels read from the right field, or only one class folder copied?")
+
+
 @dataclass
 class RunContext:
     """Everything about one run that a task may need in ``configure``/``run_protocol``.
@@ -172,6 +182,9 @@ class Task:
     run_protocol(cfg, ctx) -> metrics dict: for protocols not trained by the mmengine Runner (linear, knn).
     data_files(root) -> paths: every image/mask/annotation file a run decodes, for ``rs-transfer data check
                --deep`` (which decodes each completely; ``check_data`` reads headers only). None: no deep check.
+    check_values(path, pixels) -> problem or None: ``data check --deep`` passes every decoded image (Pillow's
+               array: palette indices for palette PNGs) so that the task can name ground truth it cannot use
+               (mask values outside the class range, depth maps without a measured pixel; ``tasks/_labels.py``).
     """
 
     name: str
@@ -190,6 +203,7 @@ class Task:
     data_dirname: str = ""
     description: str = ""
     data_files: Callable[[Path], list[Path]] | None = None
+    check_values: Callable[[Path, Any], str | None] | None = None
 
     def config_for(self, protocol: str) -> str:
         if protocol not in self.protocols:

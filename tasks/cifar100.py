@@ -21,7 +21,7 @@ from rs_transfer.errors import UserError
 from rs_transfer.tasks.safe_pickle import UnsafePickleError, load_data
 
 from ._tf_crop import sample_crop
-from .base import DataReport, RunContext, Task
+from .base import DataReport, RunContext, Task, single_class_warning
 
 NUM_CLASSES = 100
 SPLIT_SIZES = {"train": 50000, "test": 10000}
@@ -38,10 +38,24 @@ def _get(d: dict, key: str) -> Any:
 
 
 def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images as N x 3 x 32 x 32 uint8 and fine labels as int64."""
-    entry = load_data(Path(root) / split)
-    data = np.asarray(_get(entry, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return data, np.asarray(_get(entry, "fine_labels"), dtype=np.int64)
+    """Images as N x 3 x 32 x 32 uint8 and fine labels as int64.
+
+    ``data`` must be what the release holds, N x 3072 uint8: a cast would turn float images in [0, 1] into black
+    ones and a reshape would scramble N x 32 x 32 x 3 (HWC) arrays, both without a word, so anything else is a
+    ``UserError`` naming the file, what it holds and how to convert it."""
+    path = Path(root) / split
+    entry = load_data(path)
+    data = np.asarray(_get(entry, "data"))
+    if data.dtype != np.uint8:
+        hint = (" (values look like floats in [0, 1]: multiply by 255 and round)"
+                if data.dtype.kind == "f" and data.size and 0.0 <= float(data.min()) and float(data.max()) <= 1.0
+                else "")
+        raise UserError(f"{path}: data is {data.dtype}, expected uint8 pixel values 0..255 as in the "
+                        f"release{hint}; convert it explicitly (np.uint8) or re-extract cifar-100-python.tar.gz")
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise UserError(f"{path}: data has shape {tuple(data.shape)}, expected N x 3072 (each row the R, "
+                        "G and B planes of a 32x32 image, as in the release)")
+    return data.reshape(-1, 3, 32, 32), np.asarray(_get(entry, "fine_labels"), dtype=np.int64)
 
 
 def resolve_root(root: Path | str) -> Path:
@@ -151,8 +165,12 @@ def check_data(root: Path) -> DataReport:
                 report.problems.append(f"{split}: {len(x)} images but {len(y)} labels")
             if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
                 report.problems.append(f"{split}: fine_labels outside 0..{NUM_CLASSES - 1}")
-    except UnsafePickleError as err:
+            elif split == "train":
+                report.warnings.extend(filter(None, [single_class_warning(split, y.tolist())]))
+    except UnsafePickleError as err:      # a UserError too: this clause first
         report.problems.append(f"not a genuine CIFAR pickle, refused without running it ({err})")
+    except UserError as err:              # data that is not N x 3072 uint8 (read_split)
+        report.problems.append(str(err))
     except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as err:
         report.problems.append(f"unreadable pickle ({type(err).__name__}: {err})")
     return report

@@ -7,7 +7,10 @@ worker. The deep check decodes each file completely, as strictly as possible:
 - JPEG/PNG: Pillow decodes every pixel (a truncated body raises, where OpenCV would return a partly grey image with
   a warning) and, for PNG, checks every chunk's CRC first; then OpenCV's ``imdecode``, the decoder the loading
   transforms use, must return an image;
-- XML annotations: parsed.
+- XML annotations: parsed;
+- ground truth the task cannot use (``Task.check_values``): mask values outside the class range, depth maps
+  without one measured pixel. The ordinary check cannot see these (they are in the pixels, not the header); runs
+  stop at the first such training or evaluation mask, so this is where to find all of them at once.
 
 Tasks list their files through ``Task.data_files(root)`` (see ``tasks/base.py``). Decoding runs in threads
 (Pillow and OpenCV release the GIL while decoding), with a progress bar on a terminal.
@@ -17,17 +20,25 @@ from __future__ import annotations
 import os
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from rs_transfer.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def decode_problem(path: Path) -> str | None:
-    """Why ``path`` does not decode completely, or None."""
+class BadValues(str):
+    """A problem with what a file holds, not with its decoding (``Task.check_values``: a mask value outside the
+    class range, a depth map without a measured pixel): the CLI lists these apart from damaged files."""
+
+
+def decode_problem(path: Path, values: Callable[[Path, Any], str | None] | None = None) -> str | None:
+    """Why ``path`` does not decode completely, or None; ``values(path, pixels)`` then judges the decoded pixels
+    (Pillow's array, the values mmseg's ``LoadAnnotations`` reads: palette indices for palette PNGs)."""
     from rs_transfer.tasks._corrupt import cv2_problem, read_problem
 
     path = Path(path)
@@ -45,6 +56,7 @@ def decode_problem(path: Path) -> str | None:
         return None
     import io
 
+    import numpy as np
     from PIL import Image
 
     try:
@@ -53,6 +65,9 @@ def decode_problem(path: Path) -> str | None:
                 img.verify()  # chunk CRCs: catches damaged bodies that still inflate
         with Image.open(io.BytesIO(data)) as img:
             img.load()
+            bad = values(path, np.asarray(img)) if values is not None else None
+            if bad:
+                return BadValues(bad)
     except Image.UnidentifiedImageError:
         return "cannot decode (not an image Pillow recognises: damaged header or another format)"
     except Exception as err:  # noqa: BLE001  (Pillow raises OSError, SyntaxError, zlib.error, ...)
@@ -61,15 +76,15 @@ def decode_problem(path: Path) -> str | None:
     return cv2_problem(data)  # the decoder the loading transforms use must return an image too
 
 
-def decode_all(files: Sequence[Path], *, workers: int | None = None,
-               progress: bool | None = None) -> list[tuple[Path, str]]:
-    """(file, problem) for every file that does not decode, in input order. ``progress``: a bar on stderr (default:
-    when stderr is a terminal)."""
+def decode_all(files: Sequence[Path], *, workers: int | None = None, progress: bool | None = None,
+               values: Callable[[Path, Any], str | None] | None = None) -> list[tuple[Path, str]]:
+    """(file, problem) for every file that does not decode (or whose pixels ``values`` rejects: the problem is a
+    :class:`BadValues`), in input order. ``progress``: a bar on stderr (default: when stderr is a terminal)."""
     workers = workers or min(32, os.cpu_count() or 1)
     show = sys.stderr.isatty() if progress is None else progress
     results: list[str | None] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        it = pool.map(decode_problem, files, chunksize=16)
+        it = pool.map(partial(decode_problem, values=values), files, chunksize=16)
         if show:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -93,4 +108,5 @@ def deep_check(task: object, root: Path, *, workers: int | None = None,
         raise UserError(f"data check --deep: task {getattr(task, 'name', task)} does not list its files for "
                         "decoding; the ordinary check (without --deep) is all there is for it")
     files = sorted({Path(p) for p in lister(Path(root)) if Path(p).is_file()})
-    return len(files), decode_all(files, workers=workers, progress=progress)
+    return len(files), decode_all(files, workers=workers, progress=progress,
+                                  values=getattr(task, "check_values", None))

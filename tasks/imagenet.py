@@ -31,7 +31,7 @@ import numpy as np
 
 from ._imagenet_mini import make_mini
 from ._imagenet_recipe import configure
-from .base import UNREADABLE, DataReport, Task
+from .base import UNREADABLE, DataReport, Task, single_class_warning
 
 LAYOUT = ("ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG, or a flat ROOT/val/ILSVRC2012_val_*.JPEG with "
           "LOC_val_solution.csv (Kaggle) or ILSVRC2012_devkit_t12/data/{ILSVRC2012_validation_ground_truth.txt,"
@@ -202,6 +202,10 @@ def check_data(root: Path) -> DataReport:
     if differs and not report.problems:
         report.warnings.append(f"not the full ILSVRC2012 set: {', '.join(differs)}; runs train and evaluate on "
                                "what is there")
+    per_class = dict.fromkeys(listing.classes, 0)
+    for _, label in listing.train:
+        per_class[listing.classes[label]] += 1
+    report.warnings.extend(filter(None, [single_class_warning("train", per_class)]))
     for name, classes in (("train classes without images", listing.empty_classes),
                           ("classes without val images", listing.no_val_classes)):
         if classes:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _corrupt, _dense, _synthetic, _voc
+from . import _corrupt, _dense, _labels, _synthetic, _voc
 from .base import DataReport, RunContext, Task
 
 LAYOUT = ("{images,annotations}/{train,test}/<scene>_<n>.{jpg,png} (annotations: 16-bit PNG, depth in mm), or BTS's "
@@ -186,6 +186,8 @@ def check_data(root: Path) -> DataReport:
                                      check_pair=_check_pair, ann_noun="depth map")
         else:
             _check_bts_split(report, split, root / where.img, root / where.file_list if where.file_list else None)
+    report.add(_labels.sampled_problem(_test_maps(root, prep.splits["test"]), _labels.depth_problem,
+                                       "test depth maps", every=True))
     if not _voc.is_mini(root):
         _warn_if_filled(report, root, prep.splits["test"])
         for split, n in EXPECTED.items():
@@ -204,15 +206,19 @@ def _count(root: Path, where: Split) -> int:
     return len(bts_pairs(root / where.img, root / where.file_list if where.file_list else None))
 
 
+def _test_maps(root: Path, where: Split) -> list[Path]:
+    """The depth PNGs of a split, in the order the dataset reads them."""
+    if where.layout == "mmseg":
+        return sorted((root / where.ann).glob("*.png"))
+    return [d for _, d in bts_pairs(root / where.img, root / where.file_list if where.file_list else None)]
+
+
 def _warn_if_filled(report: DataReport, root: Path, where: Split, sample: int = 10) -> None:
     """Raw Kinect depth has holes (0 = not measured) in practically every frame; test maps without a single 0 look
     like the in-painted ``depths`` of the labeled .mat, which published numbers do not use."""
     import cv2
 
-    if where.layout == "mmseg":
-        pngs = sorted((root / where.ann).glob("*.png"))[:sample]
-    else:
-        pngs = [d for _, d in bts_pairs(root / where.img, root / where.file_list if where.file_list else None)][:sample]
+    pngs = _test_maps(root, where)[:sample]
     maps = [m for m in (cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in pngs if p.is_file()) if m is not None]
     if maps and all((m > 0).all() for m in maps):
         report.warnings.append(
@@ -303,12 +309,74 @@ def configure(cfg: Any, ctx: RunContext) -> None:
 TASK = Task(
     name="nyu-depth", title="NYU depth", metric="d1", config="nyu_depth.py", data_layout=LAYOUT, data_source=SOURCE,
     make_mini=make_mini, check_data=check_data, configure=configure, data_files=data_files, data_dirname="nyu",
+    check_values=_labels.depth_file_check,
     description="NYU Depth v2 (Eigen split 795/654): FPN depth head, delta<1.25 (%) in the Eigen crop, cap 10 m")
 
 
+USAGE = ("usage: python -m rs_transfer.tasks.nyu_depth nyu_depth_v2_labeled.mat splits.mat OUT_DIR [--filled-depth]"
+         "   (default: the raw depth, as BTS/AdaBins/mmseg evaluate)")
+
+
+def _input_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be the converter's ``what`` input before anything is opened, or None."""
+    if not path.exists():
+        return f"{what} {path} does not exist"
+    if not path.is_file():
+        return f"{what} {path} is not a file"
+    if path.stat().st_size == 0:
+        return f"{what} {path} is empty (an interrupted download?)"
+    return None
+
+
+def _convert_or_explain(labeled: Path, splits: Path, out: Path, depth: str) -> dict[str, int]:
+    """:func:`convert_labeled_mat`, with what h5py/scipy raise on a wrong file turned into one-line UserErrors."""
+    import h5py
+    from scipy.io import loadmat
+
+    from rs_transfer.errors import UserError
+
+    for path, what in ((labeled, "labeled file"), (splits, "splits file")):
+        problem = _input_problem(path, what)
+        if problem:
+            raise UserError(problem)
+    if not h5py.is_hdf5(labeled):
+        raise UserError(f"labeled file {labeled} is not a MATLAB v7.3 (HDF5) file; the official "
+                        "nyu_depth_v2_labeled.mat (2.8 GB) is one. Pass it first and splits.mat second")
+    try:
+        idx = loadmat(str(splits))
+    except Exception as err:  # noqa: BLE001  scipy raises ValueError, MatReadError, TypeError, ... on non-MATLAB files
+        raise UserError(f"splits file {splits} is not a MATLAB file scipy can read ({type(err).__name__}: "
+                        f"{str(err).strip().splitlines()[0] if str(err).strip() else 'unreadable'}); the Eigen "
+                        "splits.mat holds trainNdxs and testNdxs") from None
+    missing = [k for k in ("trainNdxs", "testNdxs") if k not in idx]
+    if missing:
+        raise UserError(f"splits file {splits} has no {' or '.join(missing)} (it holds "
+                        f"{', '.join(k for k in idx if not k.startswith('__')) or 'nothing'}); the Eigen "
+                        "splits.mat holds trainNdxs (795) and testNdxs (654)")
+    try:
+        return convert_labeled_mat(labeled, splits, out, depth=depth)
+    except (KeyError, OSError) as err:
+        raise UserError(f"converting {labeled}: {type(err).__name__}: {err} (is it the official "
+                        "nyu_depth_v2_labeled.mat, completely downloaded?)") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The README's converter command: 0 and the split counts on stdout, or 2 and one line on stderr."""
+    from rs_transfer.errors import UserError
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) not in (3, 4) or (len(args) == 4 and args[3] != "--filled-depth"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        counts = _convert_or_explain(Path(args[0]), Path(args[1]), Path(args[2]),
+                                     depth="filled" if len(args) == 4 else "raw")
+    except UserError as err:
+        print(f"nyu_depth: error: {err}", file=sys.stderr)
+        return 2
+    print(counts)
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (4, 5) or (len(sys.argv) == 5 and sys.argv[4] not in ("--filled-depth",)):
-        sys.exit("usage: python -m rs_transfer.tasks.nyu_depth nyu_depth_v2_labeled.mat splits.mat OUT_DIR "
-                 "[--filled-depth]   (default: the raw depth, as BTS/AdaBins/mmseg evaluate)")
-    print(convert_labeled_mat(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]),
-                              depth="filled" if len(sys.argv) == 5 else "raw"))
+    sys.exit(main())

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _corrupt, _dense, _synthetic, _voc
+from . import _corrupt, _dense, _labels, _synthetic, _voc
 from .base import DataReport, RunContext, Task
 
 LAYOUT = ("VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png (official), SegmentationClassAug/*.png (SBD, "
@@ -92,6 +92,10 @@ def check_data(root: Path) -> DataReport:
             for problem in (_voc.check_jpeg(voc / "JPEGImages" / f"{img_id}.jpg"),
                             _voc.check_png(voc / mask_dir / f"{img_id}.png")):
                 report.add(problem)
+        if split == "val":
+            report.add(_labels.sampled_problem(
+                [voc / mask_dir / f"{i}.png" for i in ids], lambda a: _labels.mask_problem(a, len(_voc.CLASSES) + 1),
+                "val masks"))
     return report
 
 
@@ -129,4 +133,5 @@ def configure(cfg: Any, ctx: RunContext) -> None:
 TASK = Task(
     name="voc-seg", title="Pascal seg", metric="mIoU", config="voc_seg.py", data_layout=LAYOUT, data_source=SOURCE,
     make_mini=make_mini, check_data=check_data, configure=configure, data_files=data_files, data_dirname="voc",
+    check_values=_labels.mask_file_check(len(_voc.CLASSES) + 1, False, ("SegmentationClass", "SegmentationClassAug")),
     description="Pascal VOC 2012 segmentation: UPerNet, trainaug (10,582) -> val (1,449), mIoU over 21 classes")

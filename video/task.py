@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.tasks._corrupt import SKIP_LOG, SkipLog  # one skip log (phase, path, reason) for every task
-from rs_transfer.tasks.base import DataReport, RunContext, Task, home
+from rs_transfer.tasks.base import DataReport, RunContext, Task, home, single_class_warning
 
 from . import mini as mini_data
 from .kinetics import _class_names, scan_split
@@ -166,6 +166,7 @@ def check_data(root: Path) -> KineticsDataReport:
         if report.counts[split] == 0:
             report.problems.append(f"{split}: no readable videos ({len(index.missing)} missing, "
                                    f"{len(corrupt)} corrupt)")
+    report.warnings.extend(filter(None, [single_class_warning("train", report.per_class.get("train", {}))]))
     return report
 
 

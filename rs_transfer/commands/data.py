@@ -12,8 +12,9 @@ DESCRIPTION = f"""Check that a dataset folder has the layout and split sizes a t
 missing or malformed, and where to get the data), or write the task's tiny generated dataset.
 
 The ordinary check reads file headers (fast; every run does it). --deep also decodes every image, mask and
-annotation completely, in parallel, and names each damaged file (valid header, truncated or corrupt body); runs
-skip and count such files, so it exits with 1 (not an error) when there are any.
+annotation completely, in parallel, and names each damaged file (valid header, truncated or corrupt body; runs
+skip and count such files) and each mask or depth map whose values a run cannot use (label values outside the
+class range, no measured depth); it exits with 1 (not an error) when there are any.
 
 Default data folder: $RS_TRANSFER_HOME/data/FOLDER ($RS_TRANSFER_HOME defaults to ~/.cache/rs-transfer), FOLDER
 being the task's: {DEFAULT_FOLDERS}.
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         print(ensure_mini(task))
         return 0
     root = Path(args.data_root).expanduser() if args.data_root else task.default_data_root()
+    from rs_transfer.tasks.datacheck import BadValues
+
     report = task.check(root)
     damaged: list = []
     decoded = 0
@@ -58,14 +61,20 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = report.to_dict()
         if args.deep:
-            out["deep"] = {"decoded": decoded, "damaged": [{"path": str(p), "problem": why} for p, why in damaged]}
+            out["deep"] = {"decoded": decoded, "damaged": [
+                {"path": str(p), "problem": why, "kind": "values" if isinstance(why, BadValues) else "decode"}
+                for p, why in damaged]}
         print(json.dumps(out, indent=2))
         return 0 if report.ok and not damaged else 1
     for path, why in damaged:
-        print(f"damaged: {path}: {why}")
+        print(f"{'bad values' if isinstance(why, BadValues) else 'damaged'}: {path}: {why}")
     if args.deep:
-        print(f"{task.name}: decoded {decoded} files, {len(damaged)} damaged"
-              + (" (runs skip and count them; replace them to have the whole data set)" if damaged else ""))
+        values = sum(isinstance(why, BadValues) for _, why in damaged)
+        broken = len(damaged) - values
+        print(f"{task.name}: decoded {decoded} files, {broken} damaged"
+              + (" (runs skip and count them; replace them to have the whole data set)" if broken else "")
+              + (f", {values} with values a run cannot use (training and evaluation stop at such a mask, or "
+                 "leave out such a depth map; fix or replace them)" if values else ""))
     counts = ", ".join(f"{k} {v}" for k, v in report.counts.items())
     if report.ok:
         print(f"{task.name}: {root} OK ({counts})")
