@@ -125,15 +125,16 @@ class DeviceTransform:
 
     Returns a new batch dict: ``inputs`` (uint8 NCHW on ``device``), ``data_samples`` (labels; in training an
     unreadable image's slot holds another image of the batch and that image's label) and ``unreadable`` (0/1 per
-    sample; evaluation placeholders are 1). The input batch is left as it was: the caller decides where the flags go
+    sample; evaluation placeholders are 1). ``resize``: as the worker-mode datasets' (``tasks/_tf_resize.py``).
+    The input batch is left as it was: the caller decides where the flags go
     (:class:`~._imagenet_data.ImageNetDataPreprocessor` hands them to the metric)."""
 
     def __init__(self, resolution: int, crop_padding: int = 32, randaugment: dict | None = None,
-                 skip_log: str | None = None) -> None:
+                 skip_log: str | None = None, resize: str = "tf1-bicubic") -> None:
         from ._imagenet_data import train_transform
 
-        self.resolution, self.crop_padding = int(resolution), int(crop_padding)
-        self.train = train_transform(self.resolution, randaugment, self.crop_padding)
+        self.resolution, self.crop_padding, self.resize = int(resolution), int(crop_padding), resize
+        self.train = train_transform(self.resolution, randaugment, self.crop_padding, resize)
         self.skip_log = SkipLog(skip_log)
 
     def __call__(self, data: dict[str, Any], device: torch.device, training: bool) -> dict[str, Any]:
@@ -160,5 +161,5 @@ class DeviceTransform:
                 out[i].zero_()
                 unreadable[i] = 1
             else:
-                out[i] = self.train(img) if training else eval_transform(img, res, self.crop_padding)
+                out[i] = self.train(img) if training else eval_transform(img, res, self.crop_padding, self.resize)
         return dict(data, inputs=out, data_samples=labels, unreadable=unreadable)
