@@ -63,7 +63,9 @@ recipe = dict(
 
 model = dict(
     type=ImageClassifier,
-    backbone=dict(type=ResNetRS, num_classes=1000),   # num_classes: from the data (train folders)
+    # num_classes: from the data (train folders). init="tf": TF's VarianceScaling fan_in truncated normal, as the
+    # authors trained (rs_transfer/backbones/init.py; --backbone-options init=torch for torchvision's).
+    backbone=dict(type=ResNetRS, num_classes=1000, init="tf"),
     label_smoothing=0.1,
     resolution=None,
     # mean/std are replaced by the weight source's normalisation (0-255 units); decoded images are RGB.

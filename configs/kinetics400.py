@@ -34,7 +34,9 @@ model = dict(
     type=VideoRecognizer,
     # The registered 3D model decides the architecture (TF layout; --backbone-options layout=2d to inflate 2D
     # checkpoints key for key). inflate: how 2D weights become 3D, "center" or "mean" (--backbone-options inflate=).
-    backbone=dict(type=ResNet3D, num_classes=400, inflate="center"),
+    # init="tf": Model Garden's initialisers for training from scratch (rs_transfer/backbones/init.py); loaded
+    # weights replace them, except the head's.
+    backbone=dict(type=ResNet3D, num_classes=400, inflate="center", init="tf"),
     label_smoothing=0.1,
     view_average="prob",
     view_batch=6,
