@@ -76,6 +76,7 @@ def apply_recipe(cfg: Any, ctx: RunContext) -> None:
               cutout_const=round(float(r.get("randaugment_cutout_const", 40)) * px, 3),
               policy=str(r.get("randaugment_policy", "tpu"))) if r.randaugment else None
     resize = str(r.get("resize", "tf1-bicubic"))
+    _check_named(resize, str(r.get("randaugment_policy", "tpu")))
     epochs = max(1, round(r.epochs / MINI_EPOCH_DIVISOR)) if ctx.mini else int(r.epochs)
     warmup = max(1, round(r.warmup_epochs / MINI_EPOCH_DIVISOR)) if ctx.mini else int(r.warmup_epochs)
     minival = bool(r.get("minival", False))
@@ -111,6 +112,21 @@ def apply_recipe(cfg: Any, ctx: RunContext) -> None:
                      bn_momentum_tf=r.get("bn_momentum"))
     if cfg.get("decode", "worker") == "device":
         wire_device_decode(cfg, resolution, crop_padding, ra, resize)
+
+
+def _check_named(resize: str, policy: str) -> None:
+    """A misspelt named choice is a one-line error before anything is built."""
+    from rs_transfer.errors import UserError
+
+    from ._randaugment import POLICIES
+    from ._tf_resize import RESIZE_METHODS
+
+    if resize not in RESIZE_METHODS:
+        raise UserError(f"recipe.resize={resize!r}: use {' or '.join(RESIZE_METHODS)} (tf1-bicubic: TF1 "
+                        "resize_bicubic, the RS pipeline's; bicubic-antialias: torchvision's)")
+    if policy not in POLICIES:
+        raise UserError(f"recipe.randaugment_policy={policy!r}: use {' or '.join(POLICIES)} (tpu: the authors' "
+                        "op choice, one of 16 ops per layer; model-garden: plus an identity branch)")
 
 
 def _bn_momentum(tf_momentum: Any, ema: bool) -> float | None:

@@ -152,5 +152,8 @@ def test_tf_pipeline_details_reach_the_run(tmp_path: Path, mini_root: Path) -> N
     assert cfg.model.bn_momentum == 1.0 and facts["bn_momentum"] == 1.0 and ctx.extra["bn_momentum_tf"] == 0
     with pytest.raises(UserError, match="pairs it with the EMA"):
         _build(tmp_path, "resnetrs50", "rs-transfer", mini_root, {"recipe.bn_momentum": 0})
+    for key, bad in (("recipe.resize", "bicubic"), ("recipe.randaugment_policy", "garden")):
+        with pytest.raises(UserError, match=key):
+            _build(tmp_path, "resnetrs50", "rs", mini_root, {key: bad})
     with pytest.raises(UserError, match="in \\[0, 1\\)"):
         _build(tmp_path, "resnetrs50", "rs", mini_root, {"recipe.bn_momentum": 1.5})
