@@ -17,6 +17,7 @@ Not measured on a GPU yet (no device was lent while this was written); on the CP
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -125,21 +126,18 @@ class DeviceTransform:
 
     Returns a new batch dict: ``inputs`` (uint8 NCHW on ``device``), ``data_samples`` (labels; in training an
     unreadable image's slot holds another image of the batch and that image's label) and ``unreadable`` (0/1 per
-    sample; evaluation placeholders are 1). ``resize``: as the worker-mode datasets' (``tasks/_tf_resize.py``).
-    The input batch is left as it was: the caller decides where the flags go
+    sample; evaluation placeholders are 1). The input batch is left as it was: the caller decides where the flags go
     (:class:`~._imagenet_data.ImageNetDataPreprocessor` hands them to the metric)."""
 
-    def __init__(self, resolution: int, crop_padding: int = 32, randaugment: dict | None = None,
-                 skip_log: str | None = None, resize: str = "tf1-bicubic") -> None:
-        from ._imagenet_data import train_transform
-
-        self.resolution, self.crop_padding, self.resize = int(resolution), int(crop_padding), resize
-        self.train = train_transform(self.resolution, randaugment, self.crop_padding, resize)
+    def __init__(self, resolution: int, train: Callable[[torch.Tensor], torch.Tensor],
+                 evaluate: Callable[[torch.Tensor], torch.Tensor], skip_log: str | None = None) -> None:
+        # The per-image transforms are handed in (``_imagenet_data.device_transform`` builds them), so this module
+        # depends on nothing above it: the worker and device paths share one set of transforms.
+        self.resolution = int(resolution)
+        self.train, self.evaluate = train, evaluate
         self.skip_log = SkipLog(skip_log)
 
     def __call__(self, data: dict[str, Any], device: torch.device, training: bool) -> dict[str, Any]:
-        from ._imagenet_data import eval_transform
-
         images = decode_batch(data["inputs"].unpack(), device)
         labels = torch.as_tensor(data["data_samples"]).clone()
         unreadable = torch.as_tensor(data.get("unreadable", [0] * len(images))).clone()
@@ -161,5 +159,5 @@ class DeviceTransform:
                 out[i].zero_()
                 unreadable[i] = 1
             else:
-                out[i] = self.train(img) if training else eval_transform(img, res, self.crop_padding, self.resize)
+                out[i] = self.train(img) if training else self.evaluate(img)
         return dict(data, inputs=out, data_samples=labels, unreadable=unreadable)

@@ -107,8 +107,7 @@ def test_uint8_conversion_and_named_methods() -> None:
 def test_imagenet_transforms_resize_as_tf_by_default() -> None:
     """The RS pipeline (train crop, eval crop, device path) resizes with TF1's kernel unless told otherwise; train
     crops followed by RandAugment are truncated as TF casts them, eval crops rounded."""
-    from rs_transfer.tasks._imagenet_data import TFTrainCrop, eval_transform, train_transform
-    from rs_transfer.tasks._imagenet_device import DeviceTransform
+    from rs_transfer.tasks._imagenet_data import TFTrainCrop, eval_transform, make_device_transform, train_transform
 
     img = _pattern(40, 52, lambda i, j: i * i * 7 + j * 13 + i * j * 3).expand(3, 40, 52).contiguous()
     side = int(16 / (16 + 32) * 40)                                               # TF: 13 px of the 40 px side
@@ -117,7 +116,8 @@ def test_imagenet_transforms_resize_as_tf_by_default() -> None:
     assert torch.equal(eval_transform(img, 16, 32), want)
     other = eval_transform(img, 16, 32, "bicubic-antialias")
     assert not torch.equal(other, want)
-    assert DeviceTransform(16, 32).resize == "tf1-bicubic"
+    assert torch.equal(make_device_transform(16, 32).evaluate(img), want)                  # decode="device" too
+    assert make_device_transform(16, 32, resize="bicubic-antialias").train.transforms[0].resize == "bicubic-antialias"
     crop = train_transform(16, dict(num_ops=0, magnitude=10)).transforms[0]
     assert isinstance(crop, TFTrainCrop) and (crop.resize, crop.rounding) == ("tf1-bicubic", "truncate")
     assert train_transform(16, None).transforms[0].rounding == "nearest"
