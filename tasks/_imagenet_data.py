@@ -66,7 +66,9 @@ def decode(path: str) -> torch.Tensor:
 
 
 def centre_box(height: int, width: int, resolution: int, crop_padding: int) -> tuple[int, int, int, int]:
-    """(top, left, side, side) of TF's eval crop: ``tf.cast`` truncates the side, the offset rounds up."""
+    """(top, left, side, side) of TF's eval crop: ``tf.cast`` truncates the side, the offset rounds up.
+    ``crop_padding`` 32 is the ResNet-RS release code's ``CROP_PADDING``; tensorflow/tpu HEAD pads by
+    ``round(resolution * (1 / 0.875 - 1))`` = round(res / 7) instead (the same at 224 px, 37 instead of 32 at 256)."""
     side = max(1, int(resolution / (resolution + crop_padding) * min(height, width)))
     return (height - side + 1) // 2, (width - side + 1) // 2, side, side
 

@@ -113,9 +113,10 @@ def test_paper_config_of_each_recipe(tmp_path: Path, mini_root: Path) -> None:
     assert (cfg.train_dataloader.batch_size, cfg.optim_wrapper.accumulative_counts) == (64, 64)
     assert cfg.optim_wrapper.optimizer.lr == pytest.approx(1.6)
     ema = [h for h in cfg.custom_hooks if "EMAHook" in str(h["type"])]
-    # decay 0.9999 per step at batch 4096 = this run's global batch; EMAHook updates once per micro-batch, and 64
-    # updates of 1 - 0.9999 ** (1 / 64) make one of 1 - 0.9999.
-    assert len(ema) == 1 and ema[0]["momentum"] == pytest.approx(1 - 0.9999 ** (1 / 64), rel=1e-6)
+    # decay 0.9999 per step at batch 4096 = this run's global batch, applied once per optimizer step (after the
+    # last of the 64 micro-batches)
+    assert len(ema) == 1 and ema[0]["momentum"] == pytest.approx(1 - 0.9999, rel=1e-6)
+    assert ema[0]["accumulation"] == 64
     assert ema[0]["update_buffers"] and ctx.extra["recipe"] == "rs"
 
     cfg, ctx, _ = _build(tmp_path, "resnet152", "vanilla", mini_root)
