@@ -13,6 +13,10 @@ Values (TF ``resnet_rs/configs/resnetrs*.yaml``, PROTOCOLS.md "Training recipes"
   and gradient accumulation are derived; at most 64 images per GPU, chosen: fits ResNet-200 at 256 px in bf16 on
   an 80 GB GPU); ``--cfg-options global_batch_size=1024`` rescales the LR linearly and keeps the epochs.
 - Weight decay 4e-5 (vanilla 1e-4), never on BN (TF adds L2 to every variable except batch norm's: biases keep it).
+- Input: TF's crops resized with TF1 ``resize_bicubic`` (``recipe.resize``, tasks/_tf_resize.py), RandAugment ops
+  chosen as tensorflow/tpu does (``recipe.randaugment_policy="tpu"``: one of 16 in every layer).
+- Initialisation: TF's (``init="tf"`` below: VarianceScaling fan_in truncated normal convolutions).
+- BN momentum: PyTorch's default unless ``recipe.bn_momentum`` (TF convention) is set; TF's RS configs use 0 with EMA.
 - Label smoothing 0.1; EMA of weights and BN statistics, decay 0.9999 per step at batch 4096 (the runner's ``ema``
   switch converts it for the global batch and the accumulation, and warms it up as TF's ``num_updates`` does:
   rs_transfer/runner/ema.py); RandAugment 2 layers, magnitude 10 (RS-50; RS-101 at <= 160 px) or 15
@@ -53,9 +57,18 @@ recipe = dict(
     # config defaults translate_const to 10, so "RandAugment 15" there shifts by 15 px where ours shifts by 150
     randaugment_translate_const=100,
     randaugment_cutout_const=40,
+    # "tpu": every layer applies one of the 16 ops (the authors' tensorflow/tpu distort_image_with_randaugment);
+    # "model-garden": Model Garden's later RandAugment, whose identity branch skips 1 layer in 17
+    randaugment_policy="tpu",
     weight_decay=4e-5,
     resolution=None,        # None: the backbone's published resolution
-    crop_padding=32,        # eval centre crop = res / (res + 32) of the short side (TF)
+    crop_padding=32,        # eval centre crop = res / (res + 32) of the short side (TF at the RS release)
+    # crops resized as the RS pipeline did: TF1 resize_bicubic, no anti-aliasing (tasks/_tf_resize.py);
+    # "bicubic-antialias": torchvision's anti-aliased bicubic
+    resize="tf1-bicubic",
+    # BN moving statistics, TF convention (weight of the old value): None = PyTorch's default (TF 0.9); 0 = TF's RS
+    # configs (bn_momentum: 0, the last batch's statistics, averaged by the EMA; needs ema=True)
+    bn_momentum=None,
     minival=False,
     minival_fraction=0.02,
     mini_resolution=None,   # --preset mini only: None = 32 px (the scaling study varies it)
@@ -63,7 +76,9 @@ recipe = dict(
 
 model = dict(
     type=ImageClassifier,
-    backbone=dict(type=ResNetRS, num_classes=1000),   # num_classes: from the data (train folders)
+    # num_classes: from the data (train folders). init="tf": TF's VarianceScaling fan_in truncated normal, as the
+    # authors trained (rs_transfer/backbones/init.py; --backbone-options init=torch for torchvision's).
+    backbone=dict(type=ResNetRS, num_classes=1000, init="tf"),
     label_smoothing=0.1,
     resolution=None,
     # mean/std are replaced by the weight source's normalisation (0-255 units); decoded images are RGB.

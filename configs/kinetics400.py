@@ -22,7 +22,7 @@ recipe = dict(
     epochs=350,            # RS config ~350 epochs; the Table 5 baseline uses 200 (video/recipes.py)
     warmup_epochs=5,
     base_lr=0.8,           # cosine from 0.8 at the global batch 1024 (k400_resnet3drs_50_tpu)
-    weight_decay=4e-5,     # RS; vanilla 1e-4. Never on BN/bias (paramwise_cfg below)
+    weight_decay=4e-5,     # RS; vanilla 1e-4. Never on BN/bias/self-gating (paramwise_cfg below)
     label_smoothing=0.1,
     ema=True,              # EMA of weights and BN statistics, decay 0.9999 per step at global batch 1024:
     ema_decay=0.9999,      # a run at global batch B uses 0.9999 ** (B / 1024), warmed up (rs_transfer/runner/ema.py)
@@ -34,7 +34,9 @@ model = dict(
     type=VideoRecognizer,
     # The registered 3D model decides the architecture (TF layout; --backbone-options layout=2d to inflate 2D
     # checkpoints key for key). inflate: how 2D weights become 3D, "center" or "mean" (--backbone-options inflate=).
-    backbone=dict(type=ResNet3D, num_classes=400, inflate="center"),
+    # init="tf": Model Garden's initialisers for training from scratch (rs_transfer/backbones/init.py); loaded
+    # weights replace them, except the head's.
+    backbone=dict(type=ResNet3D, num_classes=400, inflate="center", init="tf"),
     label_smoothing=0.1,
     view_average="prob",
     view_batch=6,
@@ -67,7 +69,9 @@ test_cfg = dict()
 optim_wrapper = dict(
     type=OptimWrapper,
     optimizer=dict(type=SGD, lr=0.8, momentum=0.9, nesterov=True, weight_decay=4e-5),
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
+    # No weight decay on BN and biases, nor on the self-gating convolutions (``layerX.Y.gate.fc``): TF Model Garden's
+    # SelfGating conv has no kernel_regularizer (5,570,560 weights in both 3D R-50s: 256^2 + 512^2 + 1024^2 + 2048^2).
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, custom_keys={"gate.fc": dict(decay_mult=0.0)}))
 param_scheduler = []      # linear warm-up + cosine, written from ``recipe`` by the task
 # Protocol batch and length (rs_transfer/runner/batch.py): the RS video config's global batch of 1024 clips per step,
 # for ``recipe.epochs`` epochs of the training videos, on any number of GPUs; a device holds 8 clips of 32x224x224,

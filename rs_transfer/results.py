@@ -21,7 +21,7 @@ length
 (rs_transfer/runner/batch.py: ``global_batch_size``, ``per_process_batch_size``, ``accumulation``,
 ``reference_batch_size``, ``optimizer_steps``, ``train_samples`` = samples consumed, ``lr`` = the optimizer's base LR
 as built, ``lr_scale`` = its factor from the reference batch, ``bn_momentum`` where a config sets one), ``amp``,
-``ema`` (decay, reference batch, momentum per step and per iteration) and ``ema_momentum``, ``resumed_from`` (the
+``ema`` (decay, reference batch, momentum per step, applied once per optimizer step) and ``ema_momentum``, ``resumed_from`` (the
 checkpoint iteration a resumed run started from; null for a run from scratch), ``final_weights`` (``WORK_DIR/weights.safetensors``),
 ``data_root``, ``work_dir``,
 ``extra`` (task notes, e.g. the linear probe's penalty sweep).

@@ -5,17 +5,21 @@ Transforms (tensorflow/tpu ``resnet_preprocessing.py``, the RS training code's i
 
 - train: TF's distorted crop (``tasks/_tf_crop.py``: ``sample_distorted_bounding_box`` with area 0.08-1,
   aspect 3/4-4/3, ``min_object_covered`` 0.1, 10 attempts; when none succeeds, or the crop is the whole image, TF
-  takes the eval centre crop instead), resized bicubic to ``resolution``, horizontal flip, then RandAugment when the
-  recipe turns it on (``tasks/_randaugment.py``: TF Model Garden's ``RandAugment`` re-implemented on uint8 tensors,
+  takes the eval centre crop instead), resized to ``resolution`` (``resize``, below), horizontal flip, then
+  RandAugment when the recipe turns it on (``tasks/_randaugment.py``: TF Model Garden's ``RandAugment`` re-implemented on uint8 tensors,
   ``num_ops`` layers; the magnitude is on TF's scale, level / 10, so the recipe's 10 and 15 mean what they mean in
   the TF configs: e.g. Rotate 30 and 45 degrees);
-- eval: TF's ``_decode_and_center_crop``: a square of side ``int(resolution / (resolution + crop_padding) * short
-  side)`` (``CROP_PADDING = 32``: 224 px sees 87.5 % of the short side), offset ``(side - crop + 1) // 2``,
-  resized bicubic to ``resolution`` x ``resolution``.
+- eval: TF's ``_decode_and_center_crop`` as the ResNet-RS release has it (tensorflow/tpu at the release,
+  ``CROP_PADDING = 32``; later tensorflow/tpu commits pad by ``round(resolution / 7)`` instead, which we do not
+  follow): a square of side ``int(resolution / (resolution + crop_padding) * short side)`` (224 px sees 87.5 % of
+  the short side), offset ``(side - crop + 1) // 2``, resized to ``resolution`` x ``resolution``.
 
-Resizing is bicubic (TF's ``resize_bicubic``; timm's ResNet-RS configs also evaluate bicubic), anti-aliased when
-shrinking as PIL is (TF's v1 kernel is not). Images stay uint8 CHW; mean/std normalisation happens on the device in
-the model's data preprocessor with the weight source's values (0-255 units).
+``resize`` (``tasks/_tf_resize.py``): ``"tf1-bicubic"`` (default, the recipe's ``recipe.resize``) is TF1's
+``resize_bicubic`` as the RS pipeline calls it, no anti-aliasing, so RS training and the evaluation of TF-released
+RS weights see what TF saw; ``"bicubic-antialias"`` is torchvision's anti-aliased bicubic (PIL-like). Images stay
+uint8 CHW (TF's float resize output truncated before RandAugment, as TF casts it; rounded to the nearest level
+otherwise); mean/std normalisation happens on the device in the model's data preprocessor with the weight source's
+values (0-255 units).
 """
 from __future__ import annotations
 
@@ -33,6 +37,10 @@ from rs_transfer.tasks.classification import Accuracy
 
 from ._corrupt import SKIP_LOG, SkipLog  # noqa: F401  (SKIP_LOG: the run's log name, set by configure)
 from ._tf_crop import sample_crop
+from ._tf_resize import check_method
+from ._tf_resize import resize as resize_image
+
+DEFAULT_RESIZE = "tf1-bicubic"   # the RS pipeline's (tensorflow/tpu resnet_preprocessing.py)
 
 MAX_REDRAWS = 10   # a training sample whose file fails is replaced by another; this many failures in a row is a bug
 
@@ -58,55 +66,60 @@ def decode(path: str) -> torch.Tensor:
 
 
 def centre_box(height: int, width: int, resolution: int, crop_padding: int) -> tuple[int, int, int, int]:
-    """(top, left, side, side) of TF's eval crop: ``tf.cast`` truncates the side, the offset rounds up."""
+    """(top, left, side, side) of TF's eval crop: ``tf.cast`` truncates the side, the offset rounds up.
+    ``crop_padding`` 32 is the ResNet-RS release code's ``CROP_PADDING``; tensorflow/tpu HEAD pads by
+    ``round(resolution * (1 / 0.875 - 1))`` = round(res / 7) instead (the same at 224 px, 37 instead of 32 at 256)."""
     side = max(1, int(resolution / (resolution + crop_padding) * min(height, width)))
     return (height - side + 1) // 2, (width - side + 1) // 2, side, side
 
 
-def resize_box(img: torch.Tensor, box: tuple[int, int, int, int], resolution: int) -> torch.Tensor:
-    """Crop ``box`` of a uint8 CHW image and resize it bicubic to ``resolution`` x ``resolution``."""
-    import torchvision.transforms.v2.functional as TF
-    from torchvision.transforms import InterpolationMode
-
+def resize_box(img: torch.Tensor, box: tuple[int, int, int, int], resolution: int, resize: str = DEFAULT_RESIZE,
+               rounding: str = "nearest") -> torch.Tensor:
+    """Crop ``box`` of a uint8 CHW image and resize it to ``resolution`` x ``resolution`` with the named ``resize``
+    (``rounding``: how TF's float output becomes uint8, ``tasks/_tf_resize.py``)."""
     top, left, h, w = box
-    crop = img[..., top:top + h, left:left + w]
-    if (h, w) == (resolution, resolution):
-        return crop
-    return TF.resize(crop, [resolution, resolution], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return resize_image(img[..., top:top + h, left:left + w], (resolution, resolution), resize, rounding)
 
 
-def eval_transform(img: torch.Tensor, resolution: int, crop_padding: int) -> torch.Tensor:
-    return resize_box(img, centre_box(*img.shape[-2:], resolution, crop_padding), resolution)
+def eval_transform(img: torch.Tensor, resolution: int, crop_padding: int,
+                   resize: str = DEFAULT_RESIZE) -> torch.Tensor:
+    """TF's eval centre crop, resized (TF feeds the float resize output to the network: nearest uint8)."""
+    return resize_box(img, centre_box(*img.shape[-2:], resolution, crop_padding), resolution, resize, "nearest")
 
 
 class TFTrainCrop(torch.nn.Module):
-    """The RS training crop: TF's distorted crop (10 attempts) resized bicubic; when TF's crop is the whole image
-    (every attempt failed, or it drew the whole image) the eval centre crop, as ``_decode_and_random_crop``."""
+    """The RS training crop: TF's distorted crop (10 attempts) resized with ``resize``; when TF's crop is the whole
+    image (every attempt failed, or it drew the whole image) the eval centre crop, as ``_decode_and_random_crop``.
+    ``rounding``: ``truncate`` when RandAugment follows (TF casts to uint8 there), else ``nearest``."""
 
-    def __init__(self, resolution: int, crop_padding: int = 32) -> None:
+    def __init__(self, resolution: int, crop_padding: int = 32, resize: str = DEFAULT_RESIZE,
+                 rounding: str = "nearest") -> None:
         super().__init__()
         self.resolution, self.crop_padding = int(resolution), int(crop_padding)
+        self.resize, self.rounding = check_method(resize), rounding
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         h, w = img.shape[-2:]
         box = sample_crop(h, w, attempts=10)
         if box is None or box[2:] == (h, w):
             box = centre_box(h, w, self.resolution, self.crop_padding)
-        return resize_box(img, box, self.resolution)
+        return resize_box(img, box, self.resolution, self.resize, self.rounding)
 
 
-def train_transform(resolution: int, randaugment: dict | None, crop_padding: int = 32) -> Any:
+def train_transform(resolution: int, randaugment: dict | None, crop_padding: int = 32,
+                    resize: str = DEFAULT_RESIZE) -> Any:
     """Crop, flip, then TF's RandAugment (``randaugment``: ``num_ops``, ``magnitude`` on TF's scale, optionally
-    ``translate_const``/``cutout_const``/``prob_to_apply``; TF's defaults otherwise). Works on CPU and CUDA tensors
-    (``tasks/_imagenet_device.py`` calls it on the device)."""
+    ``translate_const``/``cutout_const``/``prob_to_apply``/``policy``; TF's defaults otherwise). Works on CPU and
+    CUDA tensors (``tasks/_imagenet_device.py`` calls it on the device)."""
     import torchvision.transforms.v2 as T
 
     from ._randaugment import TFRandAugment
 
-    ops: list[Any] = [TFTrainCrop(resolution, crop_padding), T.RandomHorizontalFlip()]
+    rounding = "truncate" if randaugment else "nearest"
+    ops: list[Any] = [TFTrainCrop(resolution, crop_padding, resize, rounding), T.RandomHorizontalFlip()]
     if randaugment:
         ra = dict(randaugment)
-        unknown = set(ra) - {"num_ops", "magnitude", "translate_const", "cutout_const", "prob_to_apply"}
+        unknown = set(ra) - {"num_ops", "magnitude", "translate_const", "cutout_const", "prob_to_apply", "policy"}
         if unknown:
             raise ValueError(f"randaugment: unknown keys {sorted(unknown)}")
         ops.append(TFRandAugment(num_ops=int(ra.pop("num_ops", 2)), magnitude=float(ra.pop("magnitude", 10)), **ra))
@@ -114,13 +127,14 @@ def train_transform(resolution: int, randaugment: dict | None, crop_padding: int
 
 
 def make_device_transform(resolution: int, crop_padding: int = 32, randaugment: dict | None = None,
-                          skip_log: str | None = None) -> Any:
+                          skip_log: str | None = None, resize: str = DEFAULT_RESIZE) -> Any:
     """A :class:`~._imagenet_device.DeviceTransform` with this module's train and eval transforms (the same ones the
-    workers run with ``decode="worker"``)."""
+    workers run with ``decode="worker"``, ``resize`` included)."""
     from ._imagenet_device import DeviceTransform
 
-    return DeviceTransform(resolution, train_transform(resolution, randaugment, crop_padding),
-                           lambda img: eval_transform(img, resolution, crop_padding), skip_log)
+    check_method(resize)
+    return DeviceTransform(resolution, train_transform(resolution, randaugment, crop_padding, resize),
+                           lambda img: eval_transform(img, resolution, crop_padding, resize), skip_log)
 
 
 class ImageNetDataset(Dataset):
@@ -130,6 +144,7 @@ class ImageNetDataset(Dataset):
     evaluation pass over several (each sample carries its split index for :class:`ImageNetAccuracy`).
     ``exclude_minival``: leave the minival files out of ``train`` (when minival is evaluated).
     Items: ``{"inputs": uint8 CHW, "data_samples": label, "split": index, "unreadable": 0/1}``.
+    ``resize``: ``"tf1-bicubic"`` (TF's, default) or ``"bicubic-antialias"`` (``tasks/_tf_resize.py``).
     ``decode="device"``: ``inputs`` is the file's bytes (or the CPU-decoded full image when nvJPEG cannot read it)
     plus ``path``; the data preprocessor decodes and crops on the device (``tasks/_imagenet_device.py``).
     """
@@ -137,7 +152,7 @@ class ImageNetDataset(Dataset):
     def __init__(self, data_root: str, splits: str | Sequence[str] = "train", *, augment: bool = False,
                  resolution: int = 224, crop_padding: int = 32, randaugment: dict | None = None,
                  minival_fraction: float = 0.02, exclude_minival: bool = False,
-                 skip_log: str | None = None, decode: str = "worker") -> None:
+                 skip_log: str | None = None, decode: str = "worker", resize: str = DEFAULT_RESIZE) -> None:
         from .imagenet import scan
 
         listing = scan(Path(data_root))
@@ -157,7 +172,9 @@ class ImageNetDataset(Dataset):
             self.samples += [(p, y, k) for p, y in items]
         self.classes = listing.classes
         self.augment, self.resolution, self.crop_padding = augment, int(resolution), int(crop_padding)
-        self.transform = train_transform(self.resolution, randaugment, self.crop_padding) if augment else None
+        self.resize = check_method(resize)
+        self.transform = (train_transform(self.resolution, randaugment, self.crop_padding, self.resize) if augment
+                          else None)
         self.skip_log = SkipLog(skip_log)
         if decode not in ("worker", "device"):
             raise ValueError(f"decode={decode!r}: use 'worker' (CPU, in the data loader) or 'device' (batched, "
@@ -186,8 +203,8 @@ class ImageNetDataset(Dataset):
                 i = int(np.random.randint(len(self.samples)))   # training: another sample (numpy RNG: seeded)
                 continue
             # Transforms run outside the try: an error there is a bug, never a "corrupt file".
-            img = self.transform(img) if self.transform is not None else eval_transform(img, self.resolution,
-                                                                                        self.crop_padding)
+            img = self.transform(img) if self.transform is not None else eval_transform(
+                img, self.resolution, self.crop_padding, self.resize)
             return {"inputs": img.contiguous(), "data_samples": label, "split": split, "unreadable": 0}
         raise RuntimeError(f"{MAX_REDRAWS} ImageNet files in a row failed to decode (last: {path}); see the skip "
                            "log in the work dir")

@@ -73,7 +73,10 @@ def apply_recipe(cfg: Any, ctx: RunContext) -> None:
     px = resolution / 224 if ctx.mini else 1.0
     ra = dict(num_ops=int(r.get("randaugment_layers", 2)), magnitude=magnitude,
               translate_const=round(float(r.get("randaugment_translate_const", 100)) * px, 3),
-              cutout_const=round(float(r.get("randaugment_cutout_const", 40)) * px, 3)) if r.randaugment else None
+              cutout_const=round(float(r.get("randaugment_cutout_const", 40)) * px, 3),
+              policy=str(r.get("randaugment_policy", "tpu"))) if r.randaugment else None
+    resize = str(r.get("resize", "tf1-bicubic"))
+    _check_named(resize, str(r.get("randaugment_policy", "tpu")))
     epochs = max(1, round(r.epochs / MINI_EPOCH_DIVISOR)) if ctx.mini else int(r.epochs)
     warmup = max(1, round(r.warmup_epochs / MINI_EPOCH_DIVISOR)) if ctx.mini else int(r.warmup_epochs)
     minival = bool(r.get("minival", False))
@@ -82,11 +85,11 @@ def apply_recipe(cfg: Any, ctx: RunContext) -> None:
 
     tr = cfg.train_dataloader.dataset
     tr.update(resolution=resolution, crop_padding=crop_padding, randaugment=ra, exclude_minival=minival,
-              minival_fraction=fraction)
+              minival_fraction=fraction, resize=resize)
     splits = ["val", "minival"] if minival else ["val"]
     for loader in _loaders(cfg)[1:]:
         loader.dataset.update(resolution=resolution, crop_padding=crop_padding, splits=splits,
-                              minival_fraction=fraction)
+                              minival_fraction=fraction, resize=resize)
     for key in ("val_evaluator", "test_evaluator"):
         if cfg.get(key):
             cfg[key].split_names = splits
@@ -101,13 +104,52 @@ def apply_recipe(cfg: Any, ctx: RunContext) -> None:
     cfg.ema = (dict(decay=float(r.ema_decay), reference_batch=int(r.ema_reference_batch))
                if r.ema and not ctx.mini else None)
     cfg.ema_momentum = MINI_EMA_MOMENTUM if r.ema and ctx.mini else None
+    bn_momentum = _bn_momentum(r.get("bn_momentum"), bool(r.ema))
+    if bn_momentum is not None:
+        cfg.model.bn_momentum = bn_momentum
     ctx.extra.update(recipe=str(r.get("name", "config")), resolution=resolution, epochs=epochs,
-                     randaugment=ra, minival=minival, decode=str(cfg.get("decode", "worker")))
+                     randaugment=ra, minival=minival, decode=str(cfg.get("decode", "worker")), resize=resize,
+                     bn_momentum_tf=r.get("bn_momentum"))
     if cfg.get("decode", "worker") == "device":
-        wire_device_decode(cfg, resolution, crop_padding, ra)
+        wire_device_decode(cfg, resolution, crop_padding, ra, resize)
 
 
-def wire_device_decode(cfg: Any, resolution: int, crop_padding: int, randaugment: dict | None) -> None:
+def _check_named(resize: str, policy: str) -> None:
+    """A misspelt named choice is a one-line error before anything is built."""
+    from rs_transfer.errors import UserError
+
+    from ._randaugment import POLICIES
+    from ._tf_resize import RESIZE_METHODS
+
+    if resize not in RESIZE_METHODS:
+        raise UserError(f"recipe.resize={resize!r}: use {' or '.join(RESIZE_METHODS)} (tf1-bicubic: TF1 "
+                        "resize_bicubic, the RS pipeline's; bicubic-antialias: torchvision's)")
+    if policy not in POLICIES:
+        raise UserError(f"recipe.randaugment_policy={policy!r}: use {' or '.join(POLICIES)} (tpu: the authors' "
+                        "op choice, one of 16 ops per layer; model-garden: plus an identity branch)")
+
+
+def _bn_momentum(tf_momentum: Any, ema: bool) -> float | None:
+    """``recipe.bn_momentum`` in TF's convention (the weight of the old moving statistics; TF's RS configs: 0) ->
+    PyTorch's BatchNorm momentum (the weight of the batch statistics), None: PyTorch's default 0.1 (TF's 0.9).
+    TF's 0 keeps the last batch's statistics in the moving mean/variance, which only makes sense averaged by the
+    EMA (``resnet_main.py`` refuses EMA with a momentum above 0; we refuse 0 without EMA)."""
+    from rs_transfer.errors import UserError
+
+    if tf_momentum is None:
+        return None
+    m = float(tf_momentum)
+    if not 0.0 <= m < 1.0:
+        raise UserError(f"recipe.bn_momentum={tf_momentum!r}: TF's convention, in [0, 1) (0: TF's RS configs, "
+                        "with EMA), or None for PyTorch's default")
+    if m == 0.0 and not ema:
+        raise UserError("recipe.bn_momentum=0 keeps only the last batch's BN statistics; TF pairs it with the EMA "
+                        "of weights and statistics (set recipe.ema=True, or leave bn_momentum=None)")
+    return 1.0 - m
+
+
+def wire_device_decode(cfg: Any, resolution: int, crop_padding: int, randaugment: dict | None,
+                       resize: str = "tf1-bicubic") -> None:
     """``decode = "device"``: workers ship file bytes, the preprocessor decodes and crops on the model's device."""
     from ._imagenet_device import collate
 
@@ -116,7 +158,7 @@ def wire_device_decode(cfg: Any, resolution: int, crop_padding: int, randaugment
         loader.collate_fn = dict(type=_lazy(collate))
     cfg.model.data_preprocessor.device_transform = dict(
         resolution=resolution, crop_padding=crop_padding, randaugment=randaugment,
-        skip_log=cfg.train_dataloader.dataset.get("skip_log"))
+        skip_log=cfg.train_dataloader.dataset.get("skip_log"), resize=resize)
 
 
 def configure(cfg: Any, ctx: RunContext) -> None:

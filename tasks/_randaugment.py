@@ -6,19 +6,22 @@ RS recipe uses 15 above depth 50: Rotate 45 deg, Shear 0.45, Translate 1.5 x ``t
 
 Choices where TF's own code bases disagree, or where TF's result depends on its version (all on purpose):
 
-- Op choice: each layer draws uniformly among the 16 default ``available_ops`` plus "do nothing" (Model Garden's
-  ``tf.switch_case`` with ``maxval=len(available_ops) + 1`` and an identity ``default`` branch); the chosen op is
-  always applied (``prob_to_apply=None``, the default: the per-op ``prob`` drawn in [0.2, 0.8] only reaches
-  ``PROB_FUNCS``, none of which is in RandAugment). tensorflow/tpu's ``distort_image_with_randaugment`` draws among
-  the 16 ops only (no identity branch).
+- Op choice (``policy``): ``"tpu"`` (default) is the authors' code, tensorflow/tpu ``distort_image_with_randaugment``
+  (``models/official/efficientnet/autoaugment.py``, which the ResNet-RS ``resnet_preprocessing.py`` imports): each
+  layer draws one of the 16 ``available_ops`` uniformly and always applies it. ``"model-garden"`` is TF Model
+  Garden's later ``RandAugment`` class: ``tf.switch_case`` with ``maxval=len(available_ops) + 1`` and an identity
+  ``default`` branch, so 1 layer in 17 does nothing. Either way the chosen op is applied (``prob_to_apply=None``,
+  the default: the per-op ``prob`` drawn in [0.2, 0.8] only reaches ``PROB_FUNCS``, none of which is in
+  RandAugment).
 - Fill 128 grey where a geometric op leaves no source pixel (``wrap``/``unwrap`` with ``replace_value=[128] * 3``, as
   with tf.contrib / tfa ``transform``, constant fill). Model Garden's current ``transform`` calls keras'
   ``image_preprocessing.transform``, whose default ``fill_mode='reflect'`` mirrors the image instead (tensorflow/models
   issue #10493); that artefact is not reproduced.
 - ``translate_const = 100`` px (the ``RandAugment`` class default and tensorflow/tpu's hparams). Model Garden's config
   dataclass ``common.RandAugment`` defaults to 10, which its ResNet-RS yaml files do not override.
-- Solarize: threshold ``int(m / 10 * 256)`` compared as integers, so from m = 10 on nothing is solarized (TF would cast
-  384 to uint8 first, which numpy < 2 wraps to 128 and numpy >= 2 refuses).
+- Solarize: threshold ``int(m / 10 * 256)``, compared with the uint8 image as TF does it: ``tf.where(image <
+  threshold, ...)`` turns the Python int into a uint8 tensor, so the threshold wraps modulo 256 (checked in TF
+  2.21): m = 10 gives 256 -> 0, every pixel inverted (Solarize is Invert); m = 15 gives 384 -> 128.
 - Contrast: TF's degenerate image is ``sum(histogram) / 256`` = H * W / 256 (clipped to 255), *not* the mean grey
   level (a known TF quirk, reproduced: at 224 px it is 196, from 256 px on 255).
 """
@@ -32,6 +35,7 @@ import torchvision.transforms.v2.functional as F
 
 MAX_LEVEL = 10.0        # TF _MAX_LEVEL
 REPLACE = 128           # TF replace_value = [128] * 3
+POLICIES = ("tpu", "model-garden")   # op choice: 16 ops (authors' tensorflow/tpu) or 16 + identity (Model Garden)
 OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast", "Brightness",
        "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd")  # TF available_ops
 
@@ -160,9 +164,9 @@ def posterize(img: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def solarize(img: torch.Tensor, threshold: int) -> torch.Tensor:
-    """TF ``solarize``: where(x < threshold, x, 255 - x); threshold > 255 leaves every pixel (torchvision's op is
-    the same for 0..255 but refuses larger thresholds)."""
-    return img if threshold > 255 else F.solarize(img, max(int(threshold), 0))
+    """TF ``solarize``: where(x < threshold, x, 255 - x) with the threshold cast to uint8 as TF casts it (modulo
+    256: 256 -> 0 inverts every pixel, 384 -> 128). torchvision's op is the same for 0..255."""
+    return F.solarize(img, int(threshold) % 256)
 
 
 def solarize_add(img: torch.Tensor, addition: int, threshold: int = 128) -> torch.Tensor:
@@ -218,10 +222,11 @@ class TFRandAugment:
 
     ``num_ops``: layers (TF ``num_layers``); ``magnitude``: TF level, 0 or more (float allowed, not limited to 10);
     ``translate_const`` (px at level 10) and ``cutout_const`` (half-size at level 10): TF's ``RandAugment`` defaults;
-    ``prob_to_apply``: TF's optional per-layer probability (None: always, TF's default)."""
+    ``prob_to_apply``: TF's optional per-layer probability (None: always, TF's default); ``policy``: ``"tpu"``
+    (every layer applies one of the 16 ops, the authors' code) or ``"model-garden"`` (1 layer in 17 does nothing)."""
 
     def __init__(self, num_ops: int = 2, magnitude: float = 10.0, translate_const: float = 100.0,
-                 cutout_const: float = 40.0, prob_to_apply: float | None = None) -> None:
+                 cutout_const: float = 40.0, prob_to_apply: float | None = None, policy: str = "tpu") -> None:
         if isinstance(num_ops, bool) or not isinstance(num_ops, int) or num_ops < 0:
             raise ValueError(f"RandAugment num_ops must be an integer >= 0, got {num_ops!r}")
         for name, v in (("magnitude", magnitude), ("translate_const", translate_const),
@@ -231,6 +236,10 @@ class TFRandAugment:
                                  f"got {v!r}")
         if prob_to_apply is not None and not 0.0 <= float(prob_to_apply) <= 1.0:
             raise ValueError(f"RandAugment prob_to_apply must be in [0, 1] or None, got {prob_to_apply!r}")
+        if policy not in POLICIES:
+            raise ValueError(f"RandAugment policy must be one of {', '.join(POLICIES)} ('tpu': the authors' "
+                             f"tensorflow/tpu op choice; 'model-garden': plus an identity branch), got {policy!r}")
+        self.policy = policy
         self.num_ops, self.magnitude = num_ops, float(magnitude)
         self.translate_const, self.cutout_const = float(translate_const), float(cutout_const)
         self.prob_to_apply = None if prob_to_apply is None else float(prob_to_apply)
@@ -244,8 +253,9 @@ class TFRandAugment:
         if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
             raise ValueError("TFRandAugment takes one uint8 RGB image shaped (3, H, W), got "
                              f"{getattr(img, 'dtype', type(img))} {tuple(getattr(img, 'shape', ()))}")
+        choices = len(OPS) + (self.policy == "model-garden")   # Model Garden: len(OPS) is the identity branch
         for _ in range(self.num_ops):
-            k = int(torch.randint(len(OPS) + 1, ()).item())     # len(OPS): TF's identity default branch
+            k = int(torch.randint(choices, ()).item())
             if k == len(OPS):
                 continue
             if self.prob_to_apply is not None and torch.rand(()).item() >= self.prob_to_apply:
@@ -255,4 +265,5 @@ class TFRandAugment:
 
     def __repr__(self) -> str:
         return (f"TFRandAugment(num_ops={self.num_ops}, magnitude={self.magnitude}, translate_const="
-                f"{self.translate_const}, cutout_const={self.cutout_const}, prob_to_apply={self.prob_to_apply})")
+                f"{self.translate_const}, cutout_const={self.cutout_const}, prob_to_apply={self.prob_to_apply}, "
+                f"policy={self.policy!r})")

@@ -24,7 +24,7 @@ def _abs_arg(name: str, m: float, translate_const: float = 100.0, cutout_const: 
 
 def test_level_to_arg_is_tf_scale() -> None:
     """m / 10 with _MAX_LEVEL = 10, beyond 10 allowed: the RS magnitude 15 means Rotate 45 deg, Shear 0.45,
-    Translate 150 px (translate_const 100), enhance factor 2.8, posterize 6 bits, solarize threshold 384 (no pixel),
+    Translate 150 px (translate_const 100), enhance factor 2.8, posterize 6 bits, solarize threshold 384 (128 in uint8),
     SolarizeAdd +165, Cutout half-size 60 (cutout_const 40)."""
     assert _abs_arg("Rotate", 15) == pytest.approx(45.0) and _abs_arg("Rotate", 10) == pytest.approx(30.0)
     assert _abs_arg("ShearX", 15) == pytest.approx(0.45) and _abs_arg("ShearY", 10) == pytest.approx(0.3)
@@ -107,8 +107,16 @@ def test_solarize_posterize_solarize_add_levels() -> None:
     px = torch.tensor([0, 20, 100, 127, 128, 200, 219, 255], dtype=torch.uint8).view(1, 1, 8).expand(3, 4, 8)
     aug = lambda m: TFRandAugment(magnitude=m)                                   # noqa: E731
     assert aug(5).apply_op("Solarize", px)[0, 0].tolist() == [0, 20, 100, 127, 127, 55, 36, 0]   # threshold 128
-    assert torch.equal(aug(15).apply_op("Solarize", px), px)                     # threshold 384: no pixel
     assert aug(0).apply_op("Solarize", px)[0, 0].tolist() == [255, 235, 155, 128, 127, 55, 36, 0]  # all inverted
+    # TF compares in uint8, so int(m / 10 * 256) wraps. Real TF 2.21, tf.where(x < th, x, 255 - x) on uint8 x in
+    # 0..255, outputs at x = 0, 1, 127, 128, 200, 255: th 256 -> [255, 254, 128, 127, 55, 0] (Invert),
+    # th 384 -> [0, 1, 127, 127, 55, 0] (as th 128).
+    ramp = torch.arange(256, dtype=torch.uint8).view(1, 1, 256).expand(3, 2, 256)
+    at = [0, 1, 127, 128, 200, 255]
+    assert aug(10).apply_op("Solarize", ramp)[0, 0, at].tolist() == [255, 254, 128, 127, 55, 0]
+    assert torch.equal(aug(10).apply_op("Solarize", ramp), aug(10).apply_op("Invert", ramp))
+    assert aug(15).apply_op("Solarize", ramp)[0, 0, at].tolist() == [0, 1, 127, 127, 55, 0]
+    assert torch.equal(aug(15).apply_op("Solarize", ramp), aug(5).apply_op("Solarize", ramp))
     assert aug(5).apply_op("Posterize", px)[0, 0].tolist() == [0, 0, 64, 64, 128, 192, 192, 192]   # 2 bits
     assert aug(10).apply_op("Posterize", px)[0, 0].tolist() == [0, 16, 96, 112, 128, 192, 208, 240]  # 4 bits
     assert aug(0).apply_op("Posterize", px)[0, 0].tolist() == [0, 0, 0, 0, 128, 128, 128, 128]  # shift clamped to 7
@@ -194,13 +202,18 @@ def test_transform_is_seeded_and_reaches_every_op(monkeypatch: pytest.MonkeyPatc
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and not all(torch.equal(x, img) for x in a)
     called: list[str] = []
     monkeypatch.setattr(TFRandAugment, "apply_op", lambda self, name, im: called.append(name) or im)
-    torch.manual_seed(0)
     layers = 680
-    for _ in range(layers // 2):
-        aug(img)
-    counts = {op: called.count(op) for op in OPS}
-    identity = layers - len(called)      # TF's default branch: 1 in 17
-    assert min(counts.values()) > 15 and 15 < identity < 70, (counts, identity)
+    # The authors' tensorflow/tpu policy (the default) applies one of the 16 ops in every layer; Model Garden's
+    # draws its identity branch 1 time in 17.
+    for policy, (lo, hi) in (("tpu", (0, 0)), ("model-garden", (15, 70))):
+        called.clear()
+        torch.manual_seed(0)
+        for _ in range(layers // 2):
+            TFRandAugment(num_ops=2, magnitude=15, policy=policy)(img)
+        counts = {op: called.count(op) for op in OPS}
+        identity = layers - len(called)
+        assert min(counts.values()) > 15 and lo <= identity <= hi, (policy, counts, identity)
+    assert aug.policy == "tpu"
     called.clear()
     TFRandAugment(num_ops=3, prob_to_apply=0.0)(img)
     TFRandAugment(num_ops=0)(img)
@@ -209,7 +222,8 @@ def test_transform_is_seeded_and_reaches_every_op(monkeypatch: pytest.MonkeyPatc
 
 def test_validation_errors() -> None:
     for kwargs in (dict(num_ops=-1), dict(num_ops=1.5), dict(magnitude=-1), dict(magnitude=float("nan")),
-                   dict(translate_const=-5), dict(cutout_const=float("inf")), dict(prob_to_apply=1.5)):
+                   dict(translate_const=-5), dict(cutout_const=float("inf")), dict(prob_to_apply=1.5),
+                   dict(policy="garden")):
         with pytest.raises(ValueError):
             TFRandAugment(**kwargs)
     for bad in (_img().float(), _img()[:1], _img()[None]):

@@ -69,11 +69,12 @@ def test_named_recipes_and_shared_ingredients() -> None:
         recipe_for_task("kinetics400", "rs-transfer", "resnet3d50")
 
 
-def _build(tmp_path: Path, backbone: str, recipe: str, root: Path):
+def _build(tmp_path: Path, backbone: str, recipe: str, root: Path, extra: dict | None = None):
     from rs_transfer.runner import build_config
     from rs_transfer.tasks import RunContext, get_task
 
     opts, model = recipe_for_task("imagenet", recipe, backbone)
+    opts.update(extra or {})
     ctx = RunContext(task="imagenet", backbone=backbone, backbone_kwargs={}, weights=None,
                      normalization={"name": "imagenet", "mean": [1.0, 2.0, 3.0], "std": [4.0, 5.0, 6.0]},
                      preset="paper", protocol="finetune", data_root=root, work_dir=tmp_path)
@@ -95,7 +96,8 @@ def test_paper_config_of_each_recipe(tmp_path: Path, mini_root: Path) -> None:
     tr, va = cfg.train_dataloader.dataset, cfg.val_dataloader.dataset
     assert (tr.resolution, va.resolution, va.crop_padding) == (256, 256, 32)      # Table 1: ResNet-200 at 256
     # TF's RandAugment constants (tasks/_randaugment.py), and they reach the built transform
-    assert tr.randaugment == dict(num_ops=2, magnitude=15, translate_const=100, cutout_const=40) and tr.augment
+    assert tr.randaugment == dict(num_ops=2, magnitude=15, translate_const=100, cutout_const=40,
+                                  policy="tpu") and tr.augment
     from rs_transfer.tasks._imagenet_data import train_transform
 
     ra = train_transform(tr.resolution, tr.randaugment).transforms[-1]
@@ -111,9 +113,10 @@ def test_paper_config_of_each_recipe(tmp_path: Path, mini_root: Path) -> None:
     assert (cfg.train_dataloader.batch_size, cfg.optim_wrapper.accumulative_counts) == (64, 64)
     assert cfg.optim_wrapper.optimizer.lr == pytest.approx(1.6)
     ema = [h for h in cfg.custom_hooks if "EMAHook" in str(h["type"])]
-    # decay 0.9999 per step at batch 4096 = this run's global batch; EMAHook updates once per micro-batch, and 64
-    # updates of 1 - 0.9999 ** (1 / 64) make one of 1 - 0.9999.
-    assert len(ema) == 1 and ema[0]["momentum"] == pytest.approx(1 - 0.9999 ** (1 / 64), rel=1e-6)
+    # decay 0.9999 per step at batch 4096 = this run's global batch, applied once per optimizer step (after the
+    # last of the 64 micro-batches)
+    assert len(ema) == 1 and ema[0]["momentum"] == pytest.approx(1 - 0.9999, rel=1e-6)
+    assert ema[0]["accumulation"] == 64
     assert ema[0]["update_buffers"] and ctx.extra["recipe"] == "rs"
 
     cfg, ctx, _ = _build(tmp_path, "resnet152", "vanilla", mini_root)
@@ -127,3 +130,31 @@ def test_paper_config_of_each_recipe(tmp_path: Path, mini_root: Path) -> None:
     cfg, _, _ = _build(tmp_path, "resnet152", "rs-transfer", mini_root)
     assert cfg.train_cfg.max_epochs == 400 and cfg.model.backbone.drop_rate == 0.25
     assert cfg.model.backbone.drop_path_rate == 0.0 and "EMAHook" not in json.dumps(str(cfg.custom_hooks))
+
+
+def test_tf_pipeline_details_reach_the_run(tmp_path: Path, mini_root: Path) -> None:
+    """The RS recipes resize with TF1's bicubic, choose RandAugment ops as tensorflow/tpu, initialise as TF; the
+    anti-aliased resize, Model Garden's policy and TF's BN momentum 0 (with EMA) are one key away."""
+    from rs_transfer.tasks._imagenet_data import ImageNetDataset
+
+    for recipe in ("vanilla", "rs", "rs-transfer"):
+        cfg, ctx, facts = _build(tmp_path, "resnetrs50", recipe, mini_root)
+        assert cfg.train_dataloader.dataset.resize == cfg.val_dataloader.dataset.resize == "tf1-bicubic"
+        assert ctx.extra["resize"] == "tf1-bicubic" and cfg.model.backbone.init == "tf"
+        assert "bn_momentum" not in cfg.model and "bn_momentum" not in facts    # PyTorch's default unless asked
+    ds = ImageNetDataset(str(mini_root), "train", augment=True, resolution=32, crop_padding=8,
+                         randaugment=cfg.train_dataloader.dataset.randaugment)
+    assert ds.transform.transforms[0].resize == "tf1-bicubic" and ds.transform.transforms[-1].policy == "tpu"
+    cfg, ctx, facts = _build(tmp_path, "resnetrs50", "rs", mini_root, {
+        "recipe.resize": "bicubic-antialias", "recipe.randaugment_policy": "model-garden", "recipe.bn_momentum": 0})
+    assert cfg.train_dataloader.dataset.resize == "bicubic-antialias"
+    assert cfg.train_dataloader.dataset.randaugment["policy"] == "model-garden"
+    # TF's 0 (old statistics' weight) is PyTorch's 1.0 (batch statistics' weight), per micro-batch too
+    assert cfg.model.bn_momentum == 1.0 and facts["bn_momentum"] == 1.0 and ctx.extra["bn_momentum_tf"] == 0
+    with pytest.raises(UserError, match="pairs it with the EMA"):
+        _build(tmp_path, "resnetrs50", "rs-transfer", mini_root, {"recipe.bn_momentum": 0})
+    for key, bad in (("recipe.resize", "bicubic"), ("recipe.randaugment_policy", "garden")):
+        with pytest.raises(UserError, match=key):
+            _build(tmp_path, "resnetrs50", "rs", mini_root, {key: bad})
+    with pytest.raises(UserError, match="in \\[0, 1\\)"):
+        _build(tmp_path, "resnetrs50", "rs", mini_root, {"recipe.bn_momentum": 1.5})

@@ -169,13 +169,13 @@ def test_ema_decay_follows_global_batch_and_accumulation() -> None:
     from rs_transfer.runner.ema import ema_momentum
 
     rs = ema_momentum(dict(decay=0.9999, reference_batch=4096), None, 4096, 1)
-    assert rs["momentum_per_iteration"] == pytest.approx(1e-4)
+    assert rs["momentum_per_step"] == pytest.approx(1e-4)
     k400 = ema_momentum(dict(decay=0.9999, reference_batch=1024), None, 256, 4)
     per_step = 1 - 0.9999 ** (256 / 1024)
-    assert k400["momentum_per_step"] == pytest.approx(per_step)
-    # 4 micro-iteration updates of the same weights = one update per step
-    assert 1 - (1 - k400["momentum_per_iteration"]) ** 4 == pytest.approx(per_step)
-    assert ema_momentum(None, 0.01, 16, 1)["momentum_per_iteration"] == pytest.approx(0.01)
+    # applied once per optimizer step, not split over the 4 micro-iterations (rs_transfer/runner/ema.py)
+    assert k400["momentum_per_step"] == pytest.approx(per_step) and k400["accumulation"] == 4
+    assert k400["updates"] == "once per optimizer step" and "momentum_per_iteration" not in k400
+    assert ema_momentum(None, 0.01, 16, 1)["momentum_per_step"] == pytest.approx(0.01)
     assert ema_momentum(None, None, 16, 1) is None
     with pytest.raises(UserError, match="not both"):
         ema_momentum(dict(decay=0.9999), 0.01, 16, 1)
@@ -234,6 +234,7 @@ def test_paper_preset_config_resolves_the_protocol(tmp_path: Path) -> None:
     assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0 and cfg.optim_wrapper.optimizer.nesterov
     ema = [h for h in cfg.custom_hooks if h["type"] == "EMAHook"]   # by registry name (ARCHITECTURE.md)
     assert len(ema) == 1 and ema[0]["momentum"] == 1e-4 and ema[0]["update_buffers"]
+    assert ema[0]["ema_type"] == "rs_transfer.WarmupEMA" and ema[0]["warmup"] is False   # legacy: constant
     assert cfg.default_hooks.checkpoint.interval == 2000 and cfg.randomness.seed == 5
     assert "TensorboardVisBackend" in str(cfg.visualizer)
     if not torch.cuda.is_available():  # AMP only where it exists

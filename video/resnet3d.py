@@ -34,6 +34,7 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from rs_transfer.backbones.init import check_init, init_convs_tf
 from rs_transfer.backbones.layers import (DropPath, FrozenStagesMixin, SqueezeExcite, pretrained_init_cfg,
                                           stochastic_depth_rates)
 from rs_transfer.backbones.resnet import BLOCKS_PER_DEPTH
@@ -155,7 +156,8 @@ class ResNet3D(FrozenStagesMixin, BaseModule):
     ``inflate``: how a 2D checkpoint in ``weights`` becomes 3D (``center``: the 2D kernel in the middle time slice,
     so a still clip gives the 2D logits; ``mean``: repeated over time / k_t, I3D); config key
     ``model.backbone.inflate``, CLI ``--backbone-options inflate=mean``. ``frozen_stages`` / ``norm_eval`` as in
-    the 2D ResNet-RS (:class:`~rs_transfer.backbones.layers.FrozenStagesMixin`).
+    the 2D ResNet-RS (:class:`~rs_transfer.backbones.layers.FrozenStagesMixin`). ``init``: ``"torch"`` (default)
+    or ``"tf"``, Model Garden's initialisers (rs_transfer/backbones/init.py; the kinetics400 config uses it).
     """
 
     dims = 3
@@ -170,9 +172,10 @@ class ResNet3D(FrozenStagesMixin, BaseModule):
                  drop_path_rate: float = 0.0, drop_path_schedule: str = "stage", in_chans: int = 3,
                  out_indices: Sequence[int] | None = None, frozen_stages: int = -1, norm_eval: bool = False,
                  weights: str | None = None, inflate: str = "center", weights_strict: bool = True,
-                 weights_trust: bool = False, weights_normalization: str | None = None,
+                 weights_trust: bool = False, weights_normalization: str | None = None, init: str = "torch",
                  init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.init = check_init(init)
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
         if inflate not in INFLATE_MODES:
@@ -248,8 +251,13 @@ class ResNet3D(FrozenStagesMixin, BaseModule):
                                                 inflate=inflate)
 
     def _init_parameters(self, zero_init_last_bn: bool) -> None:
+        """``init`` (rs_transfer/backbones/init.py): ``"torch"`` Kaiming fan_out convs, PyTorch's default SE, head
+        N(0, 0.01); ``"tf"`` (Model Garden) VarianceScaling fan_in truncated normal for every conv but the
+        self-gating one (TF's TruncatedNormal(0.01) under both), head U(-0.05, 0.05), zero biases."""
+        if self.init == "tf":
+            init_convs_tf(self, skip=(SelfGating,))
         for m in self.modules():
-            if isinstance(m, nn.Conv3d) and m.bias is None:
+            if self.init == "torch" and isinstance(m, nn.Conv3d) and m.bias is None:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, _BatchNorm):
                 nn.init.ones_(m.weight)
@@ -259,7 +267,10 @@ class ResNet3D(FrozenStagesMixin, BaseModule):
                 if isinstance(m, Bottleneck3D):
                     nn.init.zeros_(m.bn3.weight)
         if isinstance(self.fc, nn.Linear):
-            nn.init.normal_(self.fc.weight, std=0.01)
+            if self.init == "tf":
+                nn.init.uniform_(self.fc.weight, -0.05, 0.05)    # Keras 'random_uniform'
+            else:
+                nn.init.normal_(self.fc.weight, std=0.01)
             nn.init.zeros_(self.fc.bias)
 
     def describe(self) -> str:

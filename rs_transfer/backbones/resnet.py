@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .blocks import BLOCKS_PER_DEPTH
+from .init import check_init, init_convs_tf
 from .layers import (DropPath, FrozenStagesMixin, SelectiveKernel, SimCLRProjectionPool, SqueezeExcite, make_divisible,
                      pretrained_init_cfg, stochastic_depth_rates, use_tf_same_padding)
 
@@ -120,7 +121,8 @@ class ResNetRS(FrozenStagesMixin, BaseModule):
     ``rs_transfer.Pretrained`` (:func:`rs_transfer.load_weights`; the model does not import the loader), so
     detector/segmentor configs get the same automatic key mapping as everything else; ``weights_strict`` and
     ``weights_trust`` are its ``strict`` / ``trust`` (``rs-transfer run --no-strict / --trust``), and
-    ``weights_normalization`` its explicit ``normalization`` (``--normalization``).
+    ``weights_normalization`` its explicit ``normalization`` (``--normalization``). ``init``: ``"torch"``
+    (default) or ``"tf"``, the authors' initialisation (:mod:`~.init`; the pre-training configs use it).
     """
 
     def __init__(self, depth: int | None = 50, *, layers: Sequence[int] | None = None, num_classes: int = 1000,
@@ -132,9 +134,10 @@ class ResNetRS(FrozenStagesMixin, BaseModule):
                  temporal_strides: Sequence[int] = (1, 1, 1, 1), stem_temporal_kernel: int = 5,
                  stem_temporal_stride: int = 2, sk_ratio: float = 0.0, sk_min_dim: int = 32, padding: str = "torch",
                  weights: str | None = None, weights_strict: bool = True, weights_trust: bool = False,
-                 weights_normalization: str | None = None,
+                 weights_normalization: str | None = None, init: str = "torch",
                  init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.init = check_init(init)
         if layers is None:
             if depth not in BLOCKS_PER_DEPTH:
                 raise ValueError(f"depth {depth} has no block table; pass layers=(a, b, c, d) or one of "
@@ -217,8 +220,14 @@ class ResNetRS(FrozenStagesMixin, BaseModule):
             self.init_cfg = pretrained_init_cfg(weights, weights_strict, weights_trust, weights_normalization)
 
     def _init_parameters(self) -> None:
+        """``init`` (rs_transfer/backbones/init.py): ``"torch"`` Kaiming fan_out for bias-free convs, PyTorch's
+        default for SE; ``"tf"`` TF's VarianceScaling fan_in truncated normal for every conv. Both: BN 1/0 with the
+        last BN of each block zeroed, classifier N(0, 0.01) (tensorflow/tpu's too)."""
+        if self.init == "tf":
+            init_convs_tf(self)
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Conv3d)) and not isinstance(getattr(m, "bias", None), torch.Tensor):
+            if self.init == "torch" and isinstance(m, (nn.Conv2d, nn.Conv3d)) and not isinstance(
+                    getattr(m, "bias", None), torch.Tensor):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, _BatchNorm):
                 nn.init.ones_(m.weight)

@@ -148,12 +148,12 @@ def _apply_generic(cfg: Any, ctx: RunContext, resume: bool, batch: dict[str, Any
     batch = batch or {}
     ema = ema_momentum(switches.get("ema"), switches.get("ema_momentum"), int(batch.get("global_batch_size", 1)),
                        int(batch.get("accumulation", 1)))
-    if ema is not None and "decay" in ema:      # the recipe's decay at a reference batch, with TF's warm-up
-        hooks.append(dict(type="EMAHook", ema_type="rs_transfer.WarmupEMA", momentum=ema["momentum_per_iteration"],
-                          decay=ema["decay"], batch_ratio=ema["batch_ratio"], accumulation=ema["accumulation"],
-                          update_buffers=True))
-    elif ema is not None:                        # the legacy per-step momentum, constant
-        hooks.append(dict(type="EMAHook", momentum=ema["momentum_per_iteration"], update_buffers=True))
+    if ema is not None:   # once per optimizer step (rs_transfer/runner/ema.py), TF's warm-up for the recipe's decay
+        warm = "decay" in ema
+        hooks.append(dict(type="EMAHook", ema_type="rs_transfer.WarmupEMA", momentum=ema["momentum_per_step"],
+                          decay=ema["decay"] if warm else 1.0 - ema["momentum_per_step"],
+                          batch_ratio=ema["batch_ratio"] if warm else 1.0, accumulation=ema["accumulation"],
+                          warmup=warm, update_buffers=True))
     facts["ema"] = ema
     facts["ema_momentum"] = ema["momentum_per_step"] if ema else None
     compile_opts = switches.get("compile")

@@ -13,8 +13,8 @@ mmengine objects):
   (``update_buffers=True``; PROTOCOLS.md "EMA of weights ... also of BN statistics"); ``decay`` is per optimizer
   step at ``reference_batch``, converted to the run's global batch and accumulation (rs_transfer/runner/batch.py),
   with TF's warm-up ``min(decay, (1 + t) / (10 + t))`` (rs_transfer/runner/ema.py: without it a 10-epoch run would
-  evaluate mostly its first step's weights). The legacy ``ema_momentum = float`` (mmengine momentum per optimizer
-  step, constant) still works.
+  evaluate mostly its first step's weights), applied once per optimizer step whatever the accumulation. The legacy
+  ``ema_momentum = float`` (mmengine momentum per optimizer step, constant) still works.
 - ``compile = True | dict(**torch.compile options)``: ``torch.compile`` of the model's backbone in place
   (rs_transfer/runner/hooks.py ``CompileHook``; mmengine's own switch, which compiles the optimizer step too, fails on
   torch 2.13). Recorded in results.json as ``compile``.
