@@ -21,7 +21,7 @@ from rs_transfer.errors import UserError
 from rs_transfer.tasks.safe_pickle import UnsafePickleError, load_data
 
 from ._tf_crop import sample_crop
-from .base import DataReport, RunContext, Task
+from .base import MINI_MARKER, DataReport, RunContext, Task
 
 NUM_CLASSES = 100
 SPLIT_SIZES = {"train": 50000, "test": 10000}
@@ -151,6 +151,7 @@ def check_data(root: Path) -> DataReport:
                 report.problems.append(f"{split}: {len(x)} images but {len(y)} labels")
             if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
                 report.problems.append(f"{split}: fine_labels outside 0..{NUM_CLASSES - 1}")
+        report.compare_sizes(SPLIT_SIZES, name="CIFAR-100", evaluated={"test"})
     except UnsafePickleError as err:
         report.problems.append(f"not a genuine CIFAR pickle, refused without running it ({err})")
     except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as err:
@@ -185,6 +186,7 @@ def make_mini(root: Path) -> Path:
             b"coarse_label_names": [f"super_{i:02d}".encode() for i in range(20)]}
     with open(out / "meta", "wb") as f:
         pickle.dump(meta, f, protocol=2)
+    (out / MINI_MARKER).write_text("cifar100 mini set, tasks/cifar100.py\n")
     return out
 
 

@@ -7,7 +7,8 @@ worker. The deep check decodes each file completely, as strictly as possible:
 - JPEG/PNG: Pillow decodes every pixel (a truncated body raises, where OpenCV would return a partly grey image with
   a warning) and, for PNG, checks every chunk's CRC first; then OpenCV's ``imdecode``, the decoder the loading
   transforms use, must return an image;
-- XML annotations: parsed.
+- XML annotations: parsed;
+- SBD ``.mat`` masks (voc-seg reading the SBD release): loaded as the runs load them (``tasks/_sbd.py``).
 
 Tasks list their files through ``Task.data_files(root)`` (see ``tasks/base.py``). Decoding runs in threads
 (Pillow and OpenCV release the GIL while decoding), with a progress bar on a terminal.
@@ -35,6 +36,10 @@ def decode_problem(path: Path) -> str | None:
     if data is None:
         return problem
     suffix = path.suffix.lower()
+    if suffix == ".mat":
+        from rs_transfer.tasks._sbd import mat_problem
+
+        return mat_problem(path)
     if suffix == ".xml":
         try:
             ET.fromstring(data)
