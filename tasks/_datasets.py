@@ -62,7 +62,8 @@ class SBDAugDataset(VOCSegDataset):
 
         self.sbd_root = Path(sbd_root)
         kwargs.setdefault("ann_file", str(self.sbd_root / "dataset" / "train.txt"))
-        kwargs["data_prefix"] = dict(img_path="JPEGImages", seg_map_path=str(_sbd.mask_path(self.sbd_root, "x").parent))
+        masks = _sbd.mask_path(self.sbd_root, "x").parent
+        kwargs["data_prefix"] = dict(img_path="JPEGImages", seg_map_path=str(masks))
         super().__init__(*args, seg_map_suffix=".mat", **kwargs)
 
     def load_data_list(self) -> list[dict]:

@@ -7,8 +7,9 @@ Layout (the official tarballs, unpacked side by side)::
 
     <root>/VOCdevkit/VOC2007/{Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/{trainval,test}.txt}
     <root>/VOCdevkit/VOC2012/{Annotations, JPEGImages, ImageSets/Main/trainval.txt,
-                              ImageSets/Segmentation/{train,val,trainaug}.txt,
+                              ImageSets/Segmentation/{train,val,aug|trainaug|train_aug}.txt,
                               SegmentationClass/*.png (official, palette), SegmentationClassAug/*.png (SBD, grey)}
+    <root>/benchmark_RELEASE/dataset/{cls/*.mat, train.txt, val.txt}   (SBD as released; tasks/_sbd.py)
 
 ``--data-root`` may point at ``<root>`` or at ``VOCdevkit`` itself.
 """

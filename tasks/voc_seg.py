@@ -120,9 +120,10 @@ def check_data(root: Path) -> DataReport:
     report.preparation = prep.description
     sets = voc / "ImageSets" / "Segmentation"
     if prep.name == "none":
-        report.problems.append(f"no SBD training set: none of {sets}/aug.txt (mmseg's voc_aug.py), {sets}/trainaug.txt "
-                               f"or train_aug.txt (DeepLab), or an SBD release folder ({'/'.join(_sbd.SBD_NAMES)} "
-                               f"holding dataset/cls) in {Path(root)} or {voc.parent}")
+        report.problems.append(f"no SBD training set: none of {sets}/aug.txt (mmseg's voc_aug.py), trainaug.txt or "
+                               f"train_aug.txt (DeepLab) there, or an SBD release folder "
+                               f"({'/'.join(_sbd.SBD_NAMES)} holding dataset/cls) in {Path(root)}, in {voc.parent} "
+                               "or beside it")
     for split, mask_dir in {**prep.splits, **VAL}.items():
         ids = _voc.check_split(sets / f"{split}.txt", report.problems)
         report.counts[split] = len(ids)

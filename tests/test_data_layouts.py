@@ -118,7 +118,8 @@ def test_sbd_problems_name_the_folder_and_the_converter(tmp_path: Path) -> None:
     from rs_transfer.tasks._corrupt import unreadable
     from rs_transfer.tasks.datacheck import decode_problem
 
-    assert unreadable(mat) and decode_problem(mat) and decode_problem(sbd / "dataset" / "cls" / f"{ids['aug'][1]}.mat") is None
+    good = sbd / "dataset" / "cls" / f"{ids['aug'][1]}.mat"
+    assert unreadable(mat) and decode_problem(mat) and unreadable(good) is None and decode_problem(good) is None
     (sbd / "dataset" / "val.txt").unlink()
     with pytest.raises(UserError) as err:
         get_task("voc-seg").check(root).raise_if_bad()
@@ -218,7 +219,8 @@ def test_imagenet_devkit_is_searched_like_the_kaggle_csv(tmp_path: Path) -> None
     assert listing.val_source.startswith(str(tmp_path / "dl" / "ILSVRC2012_devkit_t12"))
     assert sorted(y for _, y in listing.val) == sorted(y for _, y in scan(mini_root).val)
     # the Kaggle CSV is also found inside a devkit-style data folder: one rule for every file
-    (tmp_path / "dl" / "ILSVRC2012_devkit_t12" / "data" / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n")
+    csv = tmp_path / "dl" / "ILSVRC2012_devkit_t12" / "data" / "LOC_val_solution.csv"
+    csv.write_text("ImageId,PredictionString\n")
     assert find_ground_truth(root, "LOC_val_solution.csv").parent.name == "data"
     too_far = tmp_path / "a" / "b" / "c" / "d" / "root"                      # 4 folders below: not searched
     shutil.copytree(root, too_far)
@@ -231,8 +233,9 @@ def _drop_marker(root: Path) -> None:
         (p / "RS_TRANSFER_MINI").unlink(missing_ok=True)
 
 
-@pytest.mark.parametrize("name,split,got,standard", [("voc-seg", "aug", 4, 9118), ("voc-det", "VOC2007/test", 8, 4952),
-                                                     ("ade20k", "validation", 8, 2000), ("nyu-depth", "train", 24, 795)])
+@pytest.mark.parametrize("name,split,got,standard", [
+    ("voc-seg", "aug", 4, 9118), ("voc-det", "VOC2007/test", 8, 4952), ("ade20k", "validation", 8, 2000),
+    ("nyu-depth", "train", 24, 795)])
 def test_one_split_size_rule_warns_and_says_what_the_run_uses(tmp_path: Path, name: str, split: str, got: int,
                                                               standard: int) -> None:
     task = get_task(name)

@@ -16,7 +16,8 @@ from . import mini as mini_data
 from .kinetics import _class_names, scan_split
 
 LAYOUT = ("ROOT/{train,val}/<class>/*.mp4, or the official csv files ROOT/[annotations/]{train,validate}.csv "
-          "(label,youtube_id,time_start,time_end,split) with ROOT/{train,val}/{youtube_id}_{start:06d}_{end:06d}.mp4, "
+          "(label,youtube_id,time_start,time_end,split) with ROOT/{train,val}/{youtube_id}_{start:06d}_{end:06d}.mp4,"
+          " "
           "or mmaction2's ROOT/videos_{train,val}/ with ROOT/kinetics400_{train,val}_list_videos.txt ('<path> "
           "<label index>' lines; class names from label_map_k400.txt when present)")
 SOURCE = ("https://github.com/cvdfoundation/kinetics-dataset (CVDF mirror of the Kinetics-400 videos and the "
