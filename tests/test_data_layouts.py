@@ -184,6 +184,10 @@ def test_kinetics_mmaction2_layout(tmp_path: Path) -> None:
                                "split has 5; the run evaluates on these 4; its metrics are not comparable with "
                                "published ones"]
     assert "WARNING: val: 4 readable videos" in report.details()
+    from rs_transfer.runner.experiment import prepare_run
+
+    prep = prepare_run("kinetics400", "resnet3d50", preset="mini", data_root=root, work_dir=tmp_path / "wd")
+    assert prep.cfg.model.backbone.num_classes == 4 and prep.cfg.val_dataloader.dataset.data_root == str(root)
     (root / "label_map_k400.txt").write_text("moving down\nmoving left\nmoving right\nmoving up\n")
     assert scan_split(root, "train").classes[0] == "moving down"
     (root / "kinetics400_val_list_videos.txt").write_text("up/x.mp4 three\n")
