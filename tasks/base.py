@@ -51,10 +51,12 @@ MINI_MARKER = "RS_TRANSFER_MINI"      # left in the data root by every ``make_mi
 
 
 def is_mini(root: Path) -> bool:
-    """A generated ``--preset mini`` data set (its generator leaves ``MINI_MARKER`` in the data root, or in the
-    folder above when the task's root is a sub-folder): split sizes are then not compared with the standard ones."""
+    """A generated ``--preset mini`` data set: its generator leaves ``MINI_MARKER`` in the data root (or in the folder
+    above when the task's root is a sub-folder), and ``tasks/mini.ensure_mini`` its ``MINI.json`` (so a mini set
+    cached before a generator wrote the marker counts too). Split sizes are then not compared with the standard
+    ones."""
     root = Path(root)
-    return (root / MINI_MARKER).is_file() or (root.parent / MINI_MARKER).is_file()
+    return any((d / name).is_file() for d in (root, root.parent) for name in (MINI_MARKER, "MINI.json"))
 
 
 def home() -> Path:
