@@ -129,6 +129,10 @@ def test_sbd_problems_name_the_folder_and_the_converter(tmp_path: Path) -> None:
     shutil.rmtree(sbd)                                   # nothing at all: every accepted preparation is named
     msg = "; ".join(get_task("voc-seg").check(root).problems)
     assert "aug.txt" in msg and "train_aug.txt" in msg and "benchmark_RELEASE" in msg
+    with pytest.raises(UserError) as err:                # data check's expected-layout text names them too
+        get_task("voc-seg").check(root).raise_if_bad()
+    layout = str(err.value).split("Expected layout: ", 1)[1]
+    assert "benchmark_RELEASE/dataset/{cls/*.mat, train.txt, val.txt}" in layout and "train_aug.txt" in layout
 
 
 def test_tf_deeplab_train_aug_list(tmp_path: Path) -> None:
