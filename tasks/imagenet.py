@@ -209,8 +209,9 @@ def check_data(root: Path) -> DataReport:
     if listing.train and sum(p.startswith(str(Path(root) / "train")) for p, _ in bad) == len(listing.train):
         report.problems.append("no train image has a JPEG/PNG header")
     if not report.problems:
-        report.compare_sizes(FULL, name="ILSVRC2012", evaluated={"val"}, notes={
-            "classes": f"the run trains a {report.counts['classes']:,}-way classifier"})
+        report.compare_sizes({"classes": FULL["classes"]}, name="ILSVRC2012", noun="classes",
+                             notes={"classes": f"the run classifies into these {report.counts['classes']:,}"})
+        report.compare_sizes({k: FULL[k] for k in ("train", "val")}, name="ILSVRC2012", evaluated={"val"})
     for name, classes in (("train classes without images", listing.empty_classes),
                           ("classes without val images", listing.no_val_classes)):
         if classes:
