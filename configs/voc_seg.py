@@ -5,8 +5,10 @@ Protocol (PROTOCOLS.md, chosen): train on VOC2012 train + SBD ("trainaug", 10,58
 ignore), single scale, whole-image inference. Training data as mmseg's ``pascal_voc12_aug`` config reads what its
 ``tools/dataset_converters/voc_aug.py`` writes: ``train.txt`` (1,464) with the official ``SegmentationClass`` masks
 concatenated with ``aug.txt`` (9,118 SBD-only images) with ``SegmentationClassAug`` masks. A DeepLab-style bundle
-(``trainaug.txt`` listing all 10,582, every mask in ``SegmentationClassAug``) is read when there is no ``aug.txt``
-(``Task.configure`` switches; ``data check`` says which it found). Reference recipe number: mmseg's
+(``trainaug.txt`` or TF DeepLab's ``train_aug.txt`` listing all 10,582, every mask in ``SegmentationClassAug``) is
+read when there is no ``aug.txt``, and the SBD release itself (``benchmark_RELEASE/dataset/cls/*.mat``, the same
+images and masks voc_aug.py would write) when neither exists (``Task.configure`` switches; ``data check`` says which
+it found). Reference recipe number: mmseg's
 PSPNet R-50-D8 512x512 40k voc12aug, 77.29 mIoU (R-101-D8: 78.52), the same data, crops and schedule.
 
 Why UPerNet and not DeepLabV3+: ``ResNetRS`` has no dilated-convolution option (output stride 32, as it was trained),

@@ -89,7 +89,12 @@ def cv2_problem(data: bytes) -> str | None:
 
 
 def unreadable(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot be decoded the way the loading transforms decode it (cv2, any depth), or None."""
+    """Why ``path`` cannot be decoded the way the loading transforms decode it (cv2, any depth; an SBD ``.mat``
+    mask as ``tasks/_sbd.py`` reads it), or None."""
+    if str(path).endswith(".mat"):
+        from ._sbd import mat_problem
+
+        return mat_problem(path)
     data, problem = read_problem(path)
     return problem if data is None else cv2_problem(data)
 

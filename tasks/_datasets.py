@@ -13,6 +13,7 @@ from typing import Any
 
 from mmdet.datasets import VOCDataset
 from mmseg.datasets import ADE20KDataset, NYUDataset, PascalVOCDataset
+from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.evaluation import IoUMetric
 
 from ._corrupt import META_KEY, SkipCountingMetric, SkipUnreadableMixin
@@ -50,6 +51,52 @@ class VOCSegDataset(SkipUnreadableMixin, PascalVOCDataset):
         self._init_skip_log(skip_log)
         super().__init__(*args, **kwargs)
         add_label_check(self, "voc-seg")
+
+
+class SBDAugDataset(VOCSegDataset):
+    """The SBD-only training images of VOC2012 trainaug, read from the SBD release as downloaded (``tasks/_sbd.py``):
+    mmseg's voc_aug.py ``aug`` set (SBD train + val minus VOC2012 train + val), images from ``JPEGImages`` under
+    ``data_root`` (VOC2012), masks from ``<sbd_root>/dataset/cls/<id>.mat``. Pair with
+    :class:`LoadSBDAnnotations` in the pipeline. ``ann_file`` is SBD's ``train.txt`` (one of the lists the rule
+    reads; mmseg's dataset wants a file)."""
+
+    def __init__(self, *args: Any, sbd_root: str, **kwargs: Any) -> None:
+        from . import _sbd
+
+        self.sbd_root = Path(sbd_root)
+        kwargs.setdefault("ann_file", str(self.sbd_root / "dataset" / "train.txt"))
+        masks = _sbd.mask_path(self.sbd_root, "x").parent
+        kwargs["data_prefix"] = dict(img_path="JPEGImages", seg_map_path=str(masks))
+        super().__init__(*args, seg_map_suffix=".mat", **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        from . import _sbd
+
+        img_dir, ann_dir = self.data_prefix["img_path"], self.data_prefix["seg_map_path"]
+        return [dict(img_path=osp.join(img_dir, i + self.img_suffix), seg_map_path=osp.join(ann_dir, i + ".mat"),
+                     label_map=self.label_map, reduce_zero_label=self.reduce_zero_label, seg_fields=[])
+                for i in _sbd.aug_ids(Path(self.data_root), self.sbd_root)]
+
+
+class LoadSBDAnnotations(LoadAnnotations):
+    """mmseg's ``LoadAnnotations`` that also reads SBD ``.mat`` masks (``GTcls.Segmentation``, as voc_aug.py
+    converts them); PNG masks load exactly as in mmseg."""
+
+    def _load_seg_map(self, results: dict) -> None:
+        if not str(results["seg_map_path"]).endswith(".mat"):
+            return super()._load_seg_map(results)
+        from . import _sbd
+
+        if results.get("reduce_zero_label"):
+            raise ValueError("SBD masks use 0 for background: reduce_zero_label does not apply")
+        seg = _sbd.read_mask(results["seg_map_path"])
+        if results.get("label_map") is not None:       # mmseg's custom-class remapping, as for PNG masks
+            src = seg.copy()
+            for old_id, new_id in results["label_map"].items():
+                seg[src == old_id] = new_id
+        results["gt_seg_map"] = seg
+        results["seg_fields"].append("gt_seg_map")
+        return None
 
 
 class ADE20KSegDataset(SkipUnreadableMixin, ADE20KDataset):

@@ -93,6 +93,11 @@ def drop_from_pipelines(cfg: Any, transform: type) -> None:
         ds["pipeline"] = [step for step in ds.get("pipeline", []) if not _is(step.get("type"), transform)]
 
 
+def is_step(step: Any, cls: type) -> bool:
+    """Is a pipeline step (a config dict) a ``cls`` transform?"""
+    return _is(step.get("type"), cls)
+
+
 def _is(type_: Any, cls: type) -> bool:
     """Does a config ``type`` (a class once ``Config.fromfile`` resolved the imports, or a registry string) name
     ``cls``?"""
@@ -155,11 +160,11 @@ def quiet_logs(cfg: Any, interval: int) -> None:
         hooks["logger"]["interval"] = interval
 
 
-def check_split_pairs(report: Any, split: str, img_dir: Path, ann_dir: Path, *, expected: int | None,
-                      check_pair: Callable[[Path, Path], list[str]], split_name: str = "the standard split",
-                      ann_noun: str = "annotation") -> None:
+def check_split_pairs(report: Any, split: str, img_dir: Path, ann_dir: Path, *,
+                      check_pair: Callable[[Path, Path], list[str]], ann_noun: str = "annotation") -> None:
     """One split of an ``images/<split>/*.jpg`` + ``annotations/<split>/*.png`` layout (ADE20K, mmseg's NYU):
-    both folders exist, the image count (equal to ``expected`` when given: real data only), every image checked
+    both folders exist, the image count (into ``report.counts``: sizes are compared by the caller through
+    ``DataReport.compare_sizes``), every image checked
     with its PNG by ``check_pair(image, png) -> problems``, and no PNG without an image. Problems go to ``report``."""
     missing = [d for d in (img_dir, ann_dir) if not d.is_dir()]
     if missing:
@@ -169,8 +174,6 @@ def check_split_pairs(report: Any, split: str, img_dir: Path, ann_dir: Path, *, 
     report.counts[split] = len(images)
     if not images:
         report.problems.append(f"no .jpg images in {img_dir}")
-    elif expected is not None and len(images) != expected:
-        report.problems.append(f"{split}: {img_dir} holds {len(images)} images, {split_name} has {expected}")
     for img in images:
         for problem in check_pair(img, ann_dir / f"{img.stem}.png"):
             report.add(problem)                 # unreadable files are skipped by runs, not problems

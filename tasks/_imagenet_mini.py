@@ -61,4 +61,7 @@ def make_mini(root: Path) -> Path:
     devkit.mkdir(parents=True)
     (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{IDS[c]}\n" for c in labels))
     _write_meta(devkit / "meta.mat")
+    from .base import MINI_MARKER
+
+    (out / MINI_MARKER).write_text("imagenet mini set, tasks/_imagenet_mini.py\n")
     return out

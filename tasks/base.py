@@ -34,7 +34,7 @@ Metric values are reported as the evaluator returns them (percentages for accura
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,16 @@ if TYPE_CHECKING:  # heavy imports only for type checkers: ``rs-transfer --help`
 PROTOCOLS = ("finetune", "linear", "knn")
 UNREADABLE = ": unreadable "          # marks a file-check message about a file that does not decode
 PRESETS = ("paper", "mini")
+MINI_MARKER = "RS_TRANSFER_MINI"      # left in the data root by every ``make_mini``: a generated set
+
+
+def is_mini(root: Path) -> bool:
+    """A generated ``--preset mini`` data set: its generator leaves ``MINI_MARKER`` in the data root (or in the folder
+    above when the task's root is a sub-folder), and ``tasks/mini.ensure_mini`` its ``MINI.json`` (so a mini set
+    cached before a generator wrote the marker counts too). Split sizes are then not compared with the standard
+    ones."""
+    root = Path(root)
+    return any((d / name).is_file() for d in (root, root.parent) for name in (MINI_MARKER, "MINI.json"))
 
 
 def home() -> Path:
@@ -79,6 +89,24 @@ class DataReport:
         if problem is None:
             return
         (self.unreadable if UNREADABLE in problem else self.problems).append(problem)
+
+    def compare_sizes(self, standard: Mapping[str, int], *, name: str, noun: str = "images",
+                      evaluated: Collection[str] = (), notes: Mapping[str, str] | None = None) -> None:
+        """THE split-size rule of every task: a split whose count (``self.counts``) differs from the standard
+        one is a warning, never a problem, saying what the run uses; usable data in another size (a subset, a
+        re-download with fewer files, extra frames) is the user's choice, and the number is then labelled, not
+        refused. ``evaluated`` splits add that their metrics are not comparable with published ones; ``notes``
+        replace the default "the run uses ..." clause of a split. Generated mini sets (``is_mini``) are exempt."""
+        if is_mini(self.root):
+            return
+        for split, n in standard.items():
+            got = self.counts.get(split)
+            if got is None or got == n:
+                continue
+            use = (notes or {}).get(split) or (
+                f"the run {'evaluates' if split in evaluated else 'trains'} on these {got:,}"
+                + ("; its metrics are not comparable with published ones" if split in evaluated else ""))
+            self.warnings.append(f"{split}: {got:,} {noun}, the standard {name} split has {n:,}; {use}")
 
     def all_warnings(self) -> list[str]:
         """``warnings`` plus one summary line for the unreadable files."""
@@ -185,6 +213,8 @@ class Task:
     check_values(path, pixels) -> problem or None: ``data check --deep`` passes every decoded image (Pillow's
                array: palette indices for palette PNGs) so that the task can name ground truth it cannot use
                (mask values outside the class range, depth maps without a measured pixel; ``tasks/_labels.py``).
+    backbone_families: the registry families (``rs_transfer/backbones/registry.py``) the task's config can build:
+               2D image tasks take ``resnet``/``resnetrs``, Kinetics the 3D ``resnet3d``/``resnetrs3d`` ones.
     """
 
     name: str
@@ -204,6 +234,31 @@ class Task:
     description: str = ""
     data_files: Callable[[Path], list[Path]] | None = None
     check_values: Callable[[Path, Any], str | None] | None = None
+    backbone_families: tuple[str, ...] = ("resnet", "resnetrs")
+
+    def check_backbone(self, backbone: str) -> None:
+        """One line naming the backbones this task takes when ``backbone`` is of another kind (a 2D name for the
+        video task fails deep inside the model build otherwise, e.g. "unknown option 'inflate'"), with the
+        counterpart of the other kind when it exists (``resnet50`` -> ``resnet3d50``)."""
+        import re
+
+        from rs_transfer.backbones import get_spec
+        from rs_transfer.backbones.registry import list_models
+
+        spec = get_spec(backbone)
+        if spec.family in self.backbone_families:
+            return
+        fits = [m for f in self.backbone_families for m in list_models(f)]
+        video = any(f.endswith("3d") for f in self.backbone_families)
+        twin = (re.sub(r"^(resnet(?:rs)?)(\d+)", r"\g<1>3d\2", backbone) if video
+                else re.sub(r"^(resnet(?:rs)?)3d(\d+)", r"\1\2", backbone))
+        hint = f" Use --backbone {twin}" if twin in fits else " Choose one of them"
+        if video:
+            hint += ("; to start from 2D ImageNet weights, pass them with --weights and add --backbone-options "
+                     "layout=2d (the named deviation whose keys match torchvision/timm checkpoints): their kernels "
+                     "are inflated to 3D (inflate=center|mean)")
+        raise UserError(f"task {self.name} takes a {'3D (video)' if video else '2D'} backbone: {', '.join(fits)}; "
+                        f"{backbone} is {'a 2D image' if video else 'a 3D video'} model.{hint}.")
 
     def config_for(self, protocol: str) -> str:
         if protocol not in self.protocols:

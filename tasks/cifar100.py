@@ -21,7 +21,7 @@ from rs_transfer.errors import UserError
 from rs_transfer.tasks.safe_pickle import UnsafePickleError, load_data
 
 from ._tf_crop import sample_crop
-from .base import DataReport, RunContext, Task, single_class_warning
+from .base import MINI_MARKER, DataReport, RunContext, Task, single_class_warning
 
 NUM_CLASSES = 100
 SPLIT_SIZES = {"train": 50000, "test": 10000}
@@ -167,6 +167,7 @@ def check_data(root: Path) -> DataReport:
                 report.problems.append(f"{split}: fine_labels outside 0..{NUM_CLASSES - 1}")
             elif split == "train":
                 report.warnings.extend(filter(None, [single_class_warning(split, y.tolist())]))
+        report.compare_sizes(SPLIT_SIZES, name="CIFAR-100", evaluated={"test"})
     except UnsafePickleError as err:      # a UserError too: this clause first
         report.problems.append(f"not a genuine CIFAR pickle, refused without running it ({err})")
     except UserError as err:              # data that is not N x 3072 uint8 (read_split)
@@ -203,6 +204,7 @@ def make_mini(root: Path) -> Path:
             b"coarse_label_names": [f"super_{i:02d}".encode() for i in range(20)]}
     with open(out / "meta", "wb") as f:
         pickle.dump(meta, f, protocol=2)
+    (out / MINI_MARKER).write_text("cifar100 mini set, tasks/cifar100.py\n")
     return out
 
 

@@ -11,6 +11,7 @@ worker. The deep check decodes each file completely, as strictly as possible:
 - ground truth the task cannot use (``Task.check_values``): mask values outside the class range, depth maps
   without one measured pixel. The ordinary check cannot see these (they are in the pixels, not the header); runs
   stop at the first such training or evaluation mask, so this is where to find all of them at once.
+- SBD ``.mat`` masks (voc-seg reading the SBD release): loaded as the runs load them (``tasks/_sbd.py``).
 
 Tasks list their files through ``Task.data_files(root)`` (see ``tasks/base.py``). Decoding runs in threads
 (Pillow and OpenCV release the GIL while decoding), with a progress bar on a terminal.
@@ -46,6 +47,10 @@ def decode_problem(path: Path, values: Callable[[Path, Any], str | None] | None 
     if data is None:
         return problem
     suffix = path.suffix.lower()
+    if suffix == ".mat":
+        from rs_transfer.tasks._sbd import mat_problem
+
+        return mat_problem(path)
     if suffix == ".xml":
         try:
             ET.fromstring(data)

@@ -7,14 +7,16 @@ Layouts accepted (``--data-root`` = the folder that holds ``train/`` and ``val/`
 - ``val/<wnid>/*.JPEG`` (class folders, e.g. after the usual ``valprep.sh``), or ``val/ILSVRC2012_val_*.JPEG`` flat
   with one of the ground-truth files:
   - Kaggle's ``LOC_val_solution.csv`` (header ``ImageId,PredictionString``; the string starts with the image's wnid,
-    followed by boxes), in the data root or up to 3 folders above it (Kaggle: ``ILSVRC/Data/CLS-LOC`` is the root,
-    the CSV sits at the top);
+    followed by boxes);
   - the devkit's ``ILSVRC2012_validation_ground_truth.txt`` (line k = ILSVRC2012_ID of ``ILSVRC2012_val_<k>``,
     1-based) with ``meta.mat`` (``synsets`` struct array: ``ILSVRC2012_ID``, ``WNID``, ..., ``num_children``; the
-    1,000 classes are the leaves, ``num_children == 0``), both in ``ILSVRC2012_devkit_t12/data/`` or the root.
+    1,000 classes are the leaves, ``num_children == 0``).
     These IDs are NOT the sorted-wnid indices, so they are always mapped through ``meta.mat`` (torchvision's
     ``parse_devkit_archive`` does the same); Kaggle's ``LOC_synset_mapping.txt`` is in sorted-wnid order and cannot
     map them.
+  Every ground-truth file is searched by ONE rule (``find_ground_truth``): the data root or up to 3 folders above
+  it (Kaggle: ``ILSVRC/Data/CLS-LOC`` is the root, the CSV sits at the top), each folder itself or its
+  ``ILSVRC2012_devkit_t12/data/``.
 
 Unreadable files (empty, or not a JPEG/PNG header) are listed by ``data check`` as warnings, never fatal: runs
 skip and count them (tasks/_corrupt.py rules); ``data check --deep`` decodes every file (``data_files``). A val
@@ -35,7 +37,7 @@ from .base import UNREADABLE, DataReport, Task, single_class_warning
 
 LAYOUT = ("ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG, or a flat ROOT/val/ILSVRC2012_val_*.JPEG with "
           "LOC_val_solution.csv (Kaggle) or ILSVRC2012_devkit_t12/data/{ILSVRC2012_validation_ground_truth.txt,"
-          "meta.mat}")
+          "meta.mat}, each in ROOT or up to 3 folders above it")
 SOURCE = ("https://image-net.org/download-images (ILSVRC2012 train/val archives and the devkit t12), or Kaggle's "
           "imagenet-object-localization-challenge")
 EXTS = (".jpeg", ".jpg", ".png")
@@ -66,11 +68,19 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTS and p.is_file())
 
 
-def _find(root: Path, names: list[str], parents: int = 0) -> Path | None:
-    for base in [root, *list(root.parents)[:parents]]:
-        for name in names:
-            if (base / name).is_file():
-                return base / name
+SEARCH_PARENTS = 3   # ground truth is looked for in the data root and up to this many folders above it
+DEVKIT_DATA = Path("ILSVRC2012_devkit_t12") / "data"
+
+
+def find_ground_truth(root: Path, name: str) -> Path | None:
+    """THE search rule for every val ground-truth file (Kaggle's CSV, the devkit's ground truth and ``meta.mat``):
+    the data root, then up to ``SEARCH_PARENTS`` folders above it (Kaggle: ``ILSVRC/Data/CLS-LOC`` is the root and
+    the CSV sits three levels up; the devkit is often unpacked next to ``train``/``val`` or beside their parent),
+    each folder itself and its ``ILSVRC2012_devkit_t12/data``. The nearest folder wins."""
+    for base in [root, *list(root.parents)[:SEARCH_PARENTS]]:
+        for where in (base, base / DEVKIT_DATA):
+            if (where / name).is_file():
+                return where / name
     return None
 
 
@@ -86,7 +96,7 @@ def read_meta_mat(path: Path) -> dict[int, str]:
 
 def _flat_val_labels(root: Path, files: list[Path], listing: Listing) -> dict[str, str]:
     """image stem -> wnid for a flat val folder, from the Kaggle CSV or the devkit files."""
-    kaggle = _find(root, [KAGGLE_CSV], parents=3)
+    kaggle = find_ground_truth(root, KAGGLE_CSV)
     if kaggle is not None:
         listing.val_source = str(kaggle)
         with open(kaggle, newline="") as f:
@@ -95,13 +105,13 @@ def _flat_val_labels(root: Path, files: list[Path], listing: Listing) -> dict[st
                 listing.problems.append(f"{kaggle}: expected the columns ImageId,PredictionString")
                 return {}
             return {r["ImageId"]: (r["PredictionString"] or "").split(" ")[0] for r in rows}
-    devkit = [str(Path("ILSVRC2012_devkit_t12") / "data" / GT_TXT), GT_TXT]
-    gt = _find(root, devkit)
+    gt = find_ground_truth(root, GT_TXT)
     if gt is None:
         listing.problems.append(f"{root / 'val'} holds images without class folders, and no ground truth was found "
-                                f"({KAGGLE_CSV}, or ILSVRC2012_devkit_t12/data/{GT_TXT} with {META_MAT})")
+                                f"({KAGGLE_CSV}, or {DEVKIT_DATA / GT_TXT} with {META_MAT}, searched in {root} and "
+                                f"up to {SEARCH_PARENTS} folders above it)")
         return {}
-    meta = _find(root, [str(Path("ILSVRC2012_devkit_t12") / "data" / META_MAT), META_MAT])
+    meta = find_ground_truth(root, META_MAT)
     if meta is None:
         listing.problems.append(f"{gt} needs the devkit's {META_MAT} next to it to map ILSVRC2012_IDs to wnids")
         return {}
@@ -198,14 +208,14 @@ def check_data(root: Path) -> DataReport:
         report.add(f"{p}{UNREADABLE}({why})")
     if listing.train and sum(p.startswith(str(Path(root) / "train")) for p, _ in bad) == len(listing.train):
         report.problems.append("no train image has a JPEG/PNG header")
-    differs = [f"{k} {report.counts[k]:,} (ILSVRC2012: {v:,})" for k, v in FULL.items() if report.counts[k] != v]
-    if differs and not report.problems:
-        report.warnings.append(f"not the full ILSVRC2012 set: {', '.join(differs)}; runs train and evaluate on "
-                               "what is there")
     per_class = dict.fromkeys(listing.classes, 0)
     for _, label in listing.train:
         per_class[listing.classes[label]] += 1
     report.warnings.extend(filter(None, [single_class_warning("train", per_class)]))
+    if not report.problems:
+        report.compare_sizes({"classes": FULL["classes"]}, name="ILSVRC2012", noun="classes",
+                             notes={"classes": f"the run classifies into these {report.counts['classes']:,}"})
+        report.compare_sizes({k: FULL[k] for k in ("train", "val")}, name="ILSVRC2012", evaluated={"val"})
     for name, classes in (("train classes without images", listing.empty_classes),
                           ("classes without val images", listing.no_val_classes)):
         if classes:

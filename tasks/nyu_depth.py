@@ -182,20 +182,17 @@ def check_data(root: Path) -> DataReport:
     report.preparation = prep.description
     for split, where in prep.splits.items():
         if where.layout == "mmseg":
-            _dense.check_split_pairs(report, split, root / where.img, root / where.ann, expected=None,
-                                     check_pair=_check_pair, ann_noun="depth map")
+            _dense.check_split_pairs(report, split, root / where.img, root / where.ann, check_pair=_check_pair,
+                                     ann_noun="depth map")
         else:
             _check_bts_split(report, split, root / where.img, root / where.file_list if where.file_list else None)
     report.add(_labels.sampled_problem(_test_maps(root, prep.splits["test"]), _labels.depth_problem,
                                        "test depth maps", every=True))
     if not _voc.is_mini(root):
         _warn_if_filled(report, root, prep.splits["test"])
-        for split, n in EXPECTED.items():
-            got = report.counts.get(split)
-            if got and got != n:
-                use = ("trains on all of them (BTS/mmseg-style training on the raw-video frames)" if split == "train"
-                       else "reports metrics over these frames: NOT comparable with published Eigen-split numbers")
-                report.warnings.append(f"{split}: {got} frames, the Eigen split has {n}; the run {use}")
+    report.compare_sizes(EXPECTED, name="Eigen", noun="frames", notes={
+        "train": "the run trains on all of them (BTS/mmseg-style training on the raw-video frames)",
+        "test": "the run reports metrics over these frames: NOT comparable with published Eigen-split numbers"})
     return report
 
 

@@ -109,14 +109,17 @@ def test_segmentation_missing_mask_and_split_counts(tmp_path: Path) -> None:
     (voc / "SegmentationClass" / f"{some_id}.png").unlink()
     msg = _problems("voc-seg", root)
     assert f"missing mask {voc / 'SegmentationClass' / some_id}.png" in msg
-    # Without the mini marker the standard split sizes are enforced, naming the file and the expected count.
+    # Without the mini marker other split sizes than the standard ones are a warning (the one rule of every task).
     (root / "RS_TRANSFER_MINI").unlink()
-    msg = _problems("voc-seg", root)
-    assert "aug.txt lists 4 images, the standard split has 9118" in msg
+    (voc / "SegmentationClass" / f"{some_id}.png").write_bytes(b"")   # (counted as unreadable, not missing)
+    report = get_task("voc-seg").check(root)
+    assert report.ok and "aug: 4 images, the standard VOC2012 + SBD split has 9,118; the run trains on these 4" \
+        in report.warnings
     # Without aug.txt it is the DeepLab bundle: trainaug.txt, every mask in SegmentationClassAug.
     (voc / "ImageSets" / "Segmentation" / "aug.txt").unlink()
-    msg = _problems("voc-seg", root)
-    assert "trainaug.txt lists 24 images, the standard split has 10582" in msg
+    report = get_task("voc-seg").check(root)
+    assert "trainaug: 24 images, the standard VOC2012 + SBD split has 10,582; the run trains on these 24" \
+        in report.warnings and "DeepLab" in report.preparation
 
 
 def test_ade_and_nyu_problems_are_named(tmp_path: Path) -> None:
@@ -170,7 +173,7 @@ def test_nyu_preparations_are_recognised(tmp_path: Path, capsys: pytest.CaptureF
     assert report.ok, report.problems
     assert "BTS" in report.preparation and report.counts == {"train": 24, "test": 8}
     # Not the Eigen sizes: a warning that says what the run uses, never a dead end.
-    assert any("train: 24 frames, the Eigen split has 795" in w and "trains on all of them" in w
+    assert any("train: 24 frames, the standard Eigen split has 795" in w and "trains on all of them" in w
                for w in report.warnings), report.warnings
     assert any("test: 8 frames" in w and "NOT comparable" in w for w in report.warnings)
     assert main(["data", "check", "--task", "nyu-depth", "--data-root", str(bts)]) == 0

@@ -1,12 +1,18 @@
 """Kinetics-400 on disk: the two standard layouts and a map-style dataset; unreadable videos go to the skip log
 every task shares (``tasks/_corrupt.SkipLog``: ``phase<TAB>path<TAB>reason`` in ``skipped_files.tsv``).
 
-Layouts (both as distributed by the CVDF / ActivityNet download scripts):
+Layouts (the CVDF / ActivityNet download scripts' and mmaction2's):
 
 - folders: ``ROOT/{train,val}/<class name>/<any name>.mp4`` (``validate`` is accepted for ``val``);
 - official csv: ``ROOT/[annotations/]{train,validate|val}.csv`` with columns ``label,youtube_id,time_start,
   time_end,split`` and files ``{youtube_id}_{time_start:06d}_{time_end:06d}.<ext>`` anywhere under the split
   folder (flat or in class folders). With a csv, rows whose file is absent are *missing* (reported, left out).
+- mmaction2 (``tools/data/kinetics``): ``ROOT/videos_{train,val}/`` with ``ROOT/[annotations/]kinetics400_{train,
+  val}_list_videos.txt``, one ``<path relative to videos_<split>> <label index>`` line per video (mmaction2's
+  ``VideoDataset`` format). Class names come from ``label_map_k400.txt`` (line i = class i, mmaction2's file) when
+  present, else from the class folders in the paths, else ``class_<i>``; listed files that are absent are missing.
+
+Search order per split: the mmaction2 list, the csv, the class folders.
 
 The dataset is map-style (``__len__``/``__getitem__``), so a sampler shards it over DDP ranks (training:
 video/sampler.py). A file that cannot be decoded is written to the skip log and replaced by the next index
@@ -29,8 +35,11 @@ from . import transforms as T
 from .decode import VideoDecodeError, VideoReader, frame_size, open_video
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
-SPLIT_DIRS = {"train": ("train",), "val": ("val", "validate", "validation"), "test": ("test",)}
+SPLIT_DIRS = {"train": ("train", "videos_train"), "val": ("val", "validate", "validation", "videos_val"),
+              "test": ("test", "videos_test")}
 CSV_NAMES = {"train": ("train",), "val": ("validate", "val", "validation"), "test": ("test",)}
+LIST_NAME = "kinetics400_{split}_list_videos.txt"     # mmaction2's annotation file
+LABEL_MAP = "label_map_k400.txt"                      # mmaction2's class names, line i = label i
 
 
 @dataclass
@@ -44,10 +53,11 @@ class SplitIndex:
     """What is on disk for one split: usable records, the class names, and the csv rows whose file is absent."""
 
     split: str
-    layout: str                      # "folders" or "csv"
+    layout: str                      # "folders", "csv" or "mmaction2"
     classes: list[str]
     records: list[VideoRecord]
     missing: list[str] = field(default_factory=list)
+    source: Path | None = None       # the csv or list file that names the split's videos (None: folders)
 
     def per_class(self) -> dict[str, int]:
         counts = dict.fromkeys(self.classes, 0)
@@ -68,6 +78,44 @@ def _csv_file(root: Path, split: str) -> Path | None:
     return None
 
 
+def _list_file(root: Path, split: str) -> Path | None:
+    for folder in (root, root / "annotations"):
+        if (folder / LIST_NAME.format(split=split)).is_file():
+            return folder / LIST_NAME.format(split=split)
+    return None
+
+
+def _read_list(path: Path) -> list[tuple[str, int]]:
+    """``(relative path, label)`` of an mmaction2 list file; a malformed line is a one-line error naming it."""
+    from rs_transfer.errors import UserError
+
+    out = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(None, 1)
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise UserError(f"{path}:{n}: expected '<video path> <label index>' (mmaction2's list format), got "
+                            f"{line.strip()[:80]!r}")
+        out.append((parts[0], int(parts[1])))
+    return out
+
+
+def _list_classes(root: Path, rows: list[tuple[str, int]]) -> list[str]:
+    """Class names of mmaction2 label indices: ``label_map_k400.txt``, else the class folders in the paths."""
+    count = max((y for _, y in rows), default=-1) + 1
+    for folder in (root, root / "annotations"):
+        if (folder / LABEL_MAP).is_file():
+            names = [n.strip() for n in (folder / LABEL_MAP).read_text().splitlines() if n.strip()]
+            if len(names) >= count:
+                return names
+    names = {}
+    for rel, y in rows:
+        parent = Path(rel).parent.name
+        names.setdefault(y, parent or f"class_{y}")
+    return [names.get(i, f"class_{i}") for i in range(count)]
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -80,7 +128,10 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def _class_names(root: Path) -> list[str] | None:
-    """Classes from the training split (csv first), so val labels index the same list as train labels."""
+    """Classes from the training split (list, csv, folders), so val labels index the same list as train labels."""
+    list_path = _list_file(root, "train")
+    if list_path is not None:
+        return _list_classes(root, _read_list(list_path))
     csv_path = _csv_file(root, "train")
     if csv_path is not None:
         return sorted({r["label"] for r in _read_csv(csv_path)})
@@ -98,7 +149,22 @@ def scan_split(root: str | os.PathLike, split: str, classes: list[str] | None = 
     if split not in SPLIT_DIRS:
         raise ValueError(f"split must be one of {list(SPLIT_DIRS)}, got {split!r}")
     classes = classes or _class_names(root)
-    csv_path, split_dir = _csv_file(root, split), _split_dir(root, split)
+    list_path, csv_path, split_dir = _list_file(root, split), _csv_file(root, split), _split_dir(root, split)
+    if list_path is not None:
+        rows = _read_list(list_path)
+        classes = classes or _list_classes(root, rows)
+        base = split_dir if split_dir is not None else root / f"videos_{split}"
+        records, missing = [], []
+        for rel, y in rows:
+            if y >= len(classes):
+                raise UserError(f"{list_path}: label {y} of {rel}, but the training split has {len(classes)} "
+                                "classes")
+            path = base / rel
+            if path.is_file():
+                records.append(VideoRecord(path, y))
+            else:
+                missing.append(rel)
+        return SplitIndex(split, "mmaction2", classes, records, missing, list_path)
     if csv_path is not None:
         rows = _read_csv(csv_path)
         classes = classes or sorted({r["label"] for r in rows})
@@ -117,10 +183,11 @@ def scan_split(root: str | os.PathLike, split: str, classes: list[str] | None = 
                 records.append(VideoRecord(files[stem], lookup[r["label"]]))
             else:
                 missing.append(stem)
-        return SplitIndex(split, "csv", classes, records, missing)
+        return SplitIndex(split, "csv", classes, records, missing, csv_path)
     if split_dir is None:
-        raise UserError(f"{root}: no Kinetics {split} split; expected {root}/{SPLIT_DIRS[split][0]}/<class>/*.mp4 "
-                        f"or {root}/{CSV_NAMES[split][0]}.csv with {root}/{SPLIT_DIRS[split][0]}/*.mp4")
+        raise UserError(f"{root}: no Kinetics {split} split; expected {root}/{SPLIT_DIRS[split][0]}/<class>/*.mp4, "
+                        f"{root}/{CSV_NAMES[split][0]}.csv with {root}/{SPLIT_DIRS[split][0]}/*.mp4, or mmaction2's "
+                        f"{root}/{LIST_NAME.format(split=split)} with {root}/videos_{split}/")
     classes = classes or sorted(p.name for p in split_dir.iterdir() if p.is_dir())
     records = []
     for i, c in enumerate(classes):

@@ -16,7 +16,10 @@ from . import mini as mini_data
 from .kinetics import _class_names, scan_split
 
 LAYOUT = ("ROOT/{train,val}/<class>/*.mp4, or the official csv files ROOT/[annotations/]{train,validate}.csv "
-          "(label,youtube_id,time_start,time_end,split) with ROOT/{train,val}/{youtube_id}_{start:06d}_{end:06d}.mp4")
+          "(label,youtube_id,time_start,time_end,split) with ROOT/{train,val}/{youtube_id}_{start:06d}_{end:06d}.mp4,"
+          " "
+          "or mmaction2's ROOT/videos_{train,val}/ with ROOT/kinetics400_{train,val}_list_videos.txt ('<path> "
+          "<label index>' lines; class names from label_map_k400.txt when present)")
 SOURCE = ("https://github.com/cvdfoundation/kinetics-dataset (CVDF mirror of the Kinetics-400 videos and the "
           "official csv files)")
 
@@ -32,8 +35,10 @@ class KineticsDataReport(DataReport):
     per_class: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def details(self, limit: int = 20) -> str:
-        """Human-readable lists for ``rs-transfer data check``: corrupt and missing files, per-class counts."""
-        lines = []
+        """Human-readable lists for ``rs-transfer data check``: the warnings, corrupt and missing files, per-class
+        counts."""
+        base = super().details()
+        lines = [base] if base else []
         for split in self.per_class:
             counts = self.per_class[split]
             lo, hi = (min(counts.values()), max(counts.values())) if counts else (0, 0)
@@ -163,6 +168,11 @@ def check_data(root: Path) -> KineticsDataReport:
         report.counts[f"{split}_corrupt"] = len(corrupt)
         report.missing[split], report.corrupt[split] = index.missing, sorted(corrupt)
         report.per_class[split] = index.per_class()
+        if index.source is not None:   # a csv/list names the split: fewer usable videos is the split-size rule's case
+            report.compare_sizes({split: len(index.records) + len(index.missing)}, noun="readable videos",
+                                 name=f"Kinetics-400 ({index.source.name})", evaluated={"val"})
+        if index.layout != "folders":
+            report.preparation = f"{index.layout}: {index.source}"
         if report.counts[split] == 0:
             report.problems.append(f"{split}: no readable videos ({len(index.missing)} missing, "
                                    f"{len(corrupt)} corrupt)")
@@ -246,5 +256,6 @@ TASK = Task(
     check_data=check_data,
     configure=configure,
     data_dirname="kinetics400",
+    backbone_families=("resnet3d", "resnetrs3d"),
     description="Kinetics-400 video classification with 3D ResNets: 32x2 clips, 10x3-view evaluation (Table 5).",
 )

@@ -8,8 +8,9 @@ HELP = "check a task's dataset folder, or create its mini dataset"
 # Task.data_dirname of each task (tests/test_cli.py keeps this list in step with the tasks).
 DEFAULT_FOLDERS = ("cifar-100-python (cifar100), voc (voc-det, voc-seg), ade20k, nyu (nyu-depth), imagenet, "
                    "kinetics400")
-DESCRIPTION = f"""Check that a dataset folder has the layout and split sizes a task expects (names exactly what is
-missing or malformed, and where to get the data), or write the task's tiny generated dataset.
+DESCRIPTION = f"""Check that a dataset folder has the layout a task expects (names exactly what is missing or
+malformed, the expected layouts, and where to get the data; split sizes other than the standard ones are a warning
+saying what a run uses), or write the task's tiny generated dataset.
 
 The ordinary check reads file headers (fast; every run does it). --deep also decodes every image, mask and
 annotation completely, in parallel, and names each damaged file (valid header, truncated or corrupt body; runs

@@ -214,6 +214,7 @@ def prepare_run(task: str, backbone: str, *, weights: str | None = None, preset:
     from rs_transfer.backbones import get_spec
 
     get_spec(backbone)  # validates the name before any heavy work
+    the_task.check_backbone(backbone)   # and that the task's config can build it (2D vs 3D)
     winfo = weights_info(weights, trust=trust, normalization=normalization)
     if weights and normalization is not None:  # the backbone's initialiser passes it to load_weights
         model_overrides = {**(model_overrides or {}), "weights_normalization": str(normalization)}
