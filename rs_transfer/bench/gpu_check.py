@@ -63,12 +63,24 @@ def _cuda_problems(ctx: Context, res: dict[str, Any], *, amp: bool = True) -> li
     return out
 
 
+def _nonfinite_weights(path: str | None) -> list[str]:
+    """The trained weights hold no NaN/inf: a bf16 step that produced NaN still ends with a (chance) top-1."""
+    if not path or not Path(path).is_file():
+        return []
+    from safetensors.torch import load_file
+
+    bad = [k for k, t in load_file(path).items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    return [f"non-finite trained weights: {', '.join(bad[:3])}" + (f" (+{len(bad) - 3})" if len(bad) > 3 else "")
+            ] if bad else []
+
+
 def _run_outcome(ctx: Context, res: dict[str, Any] | None, proc: Any, extra: list[str] | None = None) -> Outcome:
     if proc.rc != 0 or res is None:
         return failed(proc, "no results.json; " if proc.rc == 0 else "")
     problems = _cuda_problems(ctx, res) + (extra or [])
     if not math.isfinite(float(res.get("value", float("nan")))):
         problems.append(f"{res.get('metric')} is {res.get('value')}")
+    problems += _nonfinite_weights(res.get("final_weights"))
     ips = res.get("train_images_per_s") or res.get("throughput_samples_per_s")
     figs = {k: res.get(k) for k in ("metric", "value", "amp", "compile", "world_size", "device", "wall_time_s",
                                     "train_time_s", "resumed_from")} | {"train_samples_per_s": ips}
