@@ -171,3 +171,21 @@ def test_channels_last_with_bf16(name: str, setups: dict) -> None:
     assert seen["dtype"] == torch.bfloat16 and seen["in_nhwc"]
     assert all(torch.isfinite(v).all() for v in losses.values())
     _check_stepped(setups[name][1], model)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", TASKS)
+def test_bf16_train_step_on_cuda(name: str, setups: dict) -> None:
+    """The same step on a GPU with nothing mocked: the CUDA kernels (cuDNN, mmcv's nms/roi_align) under autocast."""
+    from mmengine.optim import build_optim_wrapper
+
+    cfg, model0, batch = setups[name]
+    model = copy.deepcopy(model0).cuda().train()
+    wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+    assert type(wrapper).__name__ == "AmpOptimWrapper"
+    seen: dict = {}
+    _first_conv(model).register_forward_hook(lambda m, i, o: seen.update(dtype=o.dtype))
+    losses = model.train_step(copy.deepcopy(batch), wrapper)
+    assert seen["dtype"] == torch.bfloat16 and all(torch.isfinite(v).all() for v in losses.values()), losses
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in model.parameters())

@@ -117,6 +117,7 @@ def test_decode_option_is_checked(mini_root: Path) -> None:
         ImageNetDataset(str(mini_root), ["val"], decode="gpu")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nvJPEG)")
 def test_nvjpeg_batch_matches_cpu_closely(mini_root: Path) -> None:
     paths = sorted((mini_root / "val").rglob("*.JPEG"))[:8]
