@@ -23,8 +23,8 @@ from mmcv.ops import RoIAlign
 from mmcv.transforms import LoadImageFromFile
 from mmdet.datasets import AspectRatioBatchSampler
 from mmdet.datasets.transforms import LoadAnnotations, PackDetInputs, RandomFlip, Resize
-from mmdet.models import (FPN, CrossEntropyLoss, DetDataPreprocessor, FasterRCNN, L1Loss, RPNHead,
-                          Shared2FCBBoxHead, SingleRoIExtractor, StandardRoIHead)
+from mmdet.models import (FPN, CrossEntropyLoss, DetDataPreprocessor, FasterRCNN, L1Loss,
+                          Shared2FCBBoxHead, StandardRoIHead)
 from mmdet.models.task_modules import AnchorGenerator, DeltaXYWHBBoxCoder, MaxIoUAssigner, RandomSampler
 from mmengine.dataset import ConcatDataset, DefaultSampler, InfiniteSampler
 from mmengine.optim import LinearLR, MultiStepLR, OptimWrapper
@@ -33,6 +33,7 @@ from torch.optim import SGD
 
 from rs_transfer.backbones import ResNetRS
 from rs_transfer.tasks._datasets import VOCDetDataset
+from rs_transfer.tasks._det_amp import FloatProposalRPNHead, FloatRoIExtractor
 from rs_transfer.tasks._det_metric import VOCAP50Metric
 
 num_classes = 20
@@ -56,14 +57,14 @@ model = dict(
     backbone=dict(type=ResNetRS, num_classes=0, out_indices=(0, 1, 2, 3), frozen_stages=1, norm_eval=True),
     neck=dict(type=FPN, in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=5),
     rpn_head=dict(
-        type=RPNHead, in_channels=256, feat_channels=256,
+        type=FloatProposalRPNHead, in_channels=256, feat_channels=256,
         anchor_generator=dict(type=AnchorGenerator, scales=[8], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64]),
         bbox_coder=dict(type=DeltaXYWHBBoxCoder, target_means=[0.0] * 4, target_stds=[1.0] * 4),
         loss_cls=dict(type=CrossEntropyLoss, use_sigmoid=True, loss_weight=1.0),
         loss_bbox=dict(type=L1Loss, loss_weight=1.0)),
     roi_head=dict(
         type=StandardRoIHead,
-        bbox_roi_extractor=dict(type=SingleRoIExtractor, roi_layer=dict(type=RoIAlign, output_size=7, sampling_ratio=0),
+        bbox_roi_extractor=dict(type=FloatRoIExtractor, roi_layer=dict(type=RoIAlign, output_size=7, sampling_ratio=0),
                                 out_channels=256, featmap_strides=[4, 8, 16, 32]),
         bbox_head=dict(
             type=Shared2FCBBoxHead, in_channels=256, fc_out_channels=1024, roi_feat_size=7, num_classes=num_classes,

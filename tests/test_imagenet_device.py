@@ -117,6 +117,7 @@ def test_decode_option_is_checked(mini_root: Path) -> None:
         ImageNetDataset(str(mini_root), ["val"], decode="gpu")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nvJPEG)")
 def test_nvjpeg_batch_matches_cpu_closely(mini_root: Path) -> None:
     paths = sorted((mini_root / "val").rglob("*.JPEG"))[:8]
@@ -140,3 +141,21 @@ def test_workers_hand_over_whole_batches(mini_root: Path) -> None:
         assert isinstance(data["inputs"], dev.PackedImages) and len(data["inputs"]) == len(data["path"])
         n += int(t(data, torch.device("cpu"), training=True)["inputs"].shape[0])
     assert n == len(ds)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_run_with_decode_device_trains_and_evaluates_through_the_cpu_fallback(tmp_path: Path) -> None:
+    """``--cfg-options decode=device`` end to end through the runner on the CPU: the task wires the byte-reading
+    dataset, the packing collate and the preprocessor's batched decode (``decode_jpeg(list, device="cpu")`` here,
+    nvJPEG on CUDA), training runs and the evaluation counts every val image (the same code the GPU runs)."""
+    from conftest import TINY
+    from rs_transfer.runner import run_experiment
+
+    res = run_experiment("imagenet", "resnetrs50", preset="mini", model_overrides=TINY, work_dir=tmp_path,
+                         cfg_options={"decode": "device", "train_cfg.max_epochs": 1})
+    cfg = res["config"]
+    assert cfg["model"]["data_preprocessor"]["device_transform"]["resolution"] == 32
+    assert cfg["train_dataloader"]["collate_fn"]["type"].endswith("_imagenet_device.collate")
+    assert res["metrics"]["eval_images"] == 80 and res["metrics"]["eval_skipped"] == 0
+    assert 0 <= res["metrics"]["top1"] <= 100 and res["train_images"] == 320
+    assert res["skipped_files"]["train"] == 0

@@ -243,6 +243,7 @@ def test_train_transform_uses_it() -> None:
         train_transform(32, dict(num_ops=2, magnitude=9, bins=31))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu() -> None:
     """No op leaves the device, and each gives the CPU's pixels (up to float32 rounding at exact ties)."""

@@ -50,6 +50,7 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     (r"\bA10\b", 125.0),                  # not A10G (no published figure)
 )
 
+PEAK_SOURCE = "NVIDIA datasheet, table PEAK_BF16_TFLOPS in rs_transfer/bench/backbone.py"
 
 def peak_bf16_tflops(device_name: str | None) -> float | None:
     """The table's peak for a CUDA device name; None (MFU not printed) for unknown devices and CPUs."""
@@ -239,6 +240,16 @@ def benchmark(name: str, *, batch: int = 8, resolution: int | None = None, mode:
     peak = peak_bf16_tflops(torch.cuda.get_device_name(dev)) if dev.type == "cuda" else None
     return BenchResult(name, mode, variant, per_s["ours"], per_s["ref"], peaks["ours"], peaks["ref"], label, flops,
                        peak)
+
+
+def results_to_dict(r: BenchResult) -> dict:
+    """One result as plain JSON figures (``benchmark backbone --json``, read by tools/gpu_check.sh): images/s, the
+    ratio, achieved TFLOP/s and MFU of both sides, and the peak they are measured against."""
+    return {"name": r.name, "mode": r.mode, "variant": r.variant, "reference": r.reference,
+            "ours_per_s": r.ours_per_s, "ref_per_s": r.ref_per_s, "ratio": r.ratio,
+            "flops_per_image": r.flops_per_image, "ours_tflops": r.tflops(r.ours_per_s),
+            "ref_tflops": r.tflops(r.ref_per_s), "peak_tflops": r.peak_tflops, "ours_mfu": r.mfu(r.ours_per_s),
+            "ref_mfu": r.mfu(r.ref_per_s), "ours_peak_mib": r.ours_peak_mib, "ref_peak_mib": r.ref_peak_mib}
 
 
 def format_results(results: list[BenchResult]) -> str:

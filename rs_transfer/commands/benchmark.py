@@ -67,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="frame rate for pytorchvideo's clip duration = frames x stride / fps (default 25)")
     v.add_argument("--pv-decoder", default="pyav", choices=("pyav", "decord"),
                    help="pytorchvideo's decoder (default pyav, its default)")
+    v.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the figures to this JSON file (atomically; tools/gpu_check.sh reads it)")
     t = sub.add_parser("train-input", help="ImageNet training input: torchvision.io pipeline vs ImageFolder+PIL")
     t.add_argument("--data-root", default=None, help="ILSVRC2012 folder (default: the generated mini set)")
     t.add_argument("--images", type=int, default=None, help="images per round (default 512; mini: all 320)")
@@ -75,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: one per core)")
     t.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
     t.add_argument("--randaugment", action="store_true", help="add RandAugment (2 ops, magnitude 10) to both")
+    t.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the figures to this JSON file (atomically; tools/gpu_check.sh reads it)")
     b = sub.add_parser("backbone", help="our ResNetRS vs the reference implementation, images/s and ratio")
     b.add_argument("models", nargs="+", help="registered 2D model names, e.g. resnetrs50 resnet152")
     b.add_argument("--batch", type=int, default=8, help="images per step, ours and the reference (default 8)")
@@ -87,6 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="fp32 (eager), bf16-cl (channels_last + bf16 autocast), compile (torch.compile of bf16-cl); "
                         "default: all three on CUDA, fp32 on CPU")
     b.add_argument("--amp", action="store_true", help="same as --variants bf16-cl")
+    b.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the figures to this JSON file (atomically; tools/gpu_check.sh reads it)")
 
 
 def run_backbone(args: argparse.Namespace) -> int:
@@ -111,7 +117,18 @@ def run_backbone(args: argparse.Namespace) -> int:
     name = torch.cuda.get_device_name(torch.device(args.device)) if cuda else f"cpu, {torch.get_num_threads()} threads"
     print(f"backbone benchmark on {args.device} ({name}), batch {args.batch}")
     print(format_results(results))
+    if args.json:
+        from rs_transfer.bench.backbone import results_to_dict
+
+        _write_json(args.json, {"device": args.device, "device_name": name, "batch": args.batch,
+                                "results": [results_to_dict(r) for r in results]})
     return 0
+
+
+def _write_json(path: str, obj: dict) -> None:
+    from rs_transfer.atomic import write_json_atomic
+
+    write_json_atomic(Path(path).expanduser(), obj)
 
 
 def time_backend(root: str, backend: str, *, split: str, videos: int, frames: int, stride: int, crop: int,
@@ -151,8 +168,12 @@ def run_video_input(args: argparse.Namespace) -> int:
             from rs_transfer.errors import UserError
 
             raise UserError(f"--data-root {root} is not a folder")
-    run_benchmark(str(root), frames=args.frames, stride=args.stride, crop=args.crop, batch=args.batch,
-                  workers=args.workers, rounds=args.rounds, fps=args.fps, decoder=args.pv_decoder)
+    out = run_benchmark(str(root), frames=args.frames, stride=args.stride, crop=args.crop, batch=args.batch,
+                        workers=args.workers, rounds=args.rounds, fps=args.fps, decoder=args.pv_decoder)
+    if args.json:
+        _write_json(args.json, {"clips_per_s": out, "frames": args.frames, "stride": args.stride, "crop": args.crop,
+                                "batch": args.batch, "workers": args.workers, "pv_decoder": args.pv_decoder,
+                                "data_root": str(root)})
     return 0
 
 
@@ -171,9 +192,12 @@ def run_train_input(args: argparse.Namespace) -> int:
         root, images, res = Path(args.data_root).expanduser(), 512, 224
         if not (root / "train").is_dir():
             raise UserError(f"--data-root {root} has no train/ folder (ILSVRC2012 layout: train/<wnid>/*.JPEG)")
-    print(format_result(run_benchmark(root, resolution=args.resolution or res, images=args.images or images,
-                                      batch=args.batch, workers=os.cpu_count() if args.workers is None
-                                      else args.workers, rounds=args.rounds, randaugment=args.randaugment)))
+    result = run_benchmark(root, resolution=args.resolution or res, images=args.images or images, batch=args.batch,
+                           workers=os.cpu_count() if args.workers is None else args.workers, rounds=args.rounds,
+                           randaugment=args.randaugment)
+    print(format_result(result))
+    if args.json:
+        _write_json(args.json, {**result, "data_root": str(root)})
     return 0
 
 
