@@ -99,8 +99,32 @@ class CountedIoUMetric(SkipCountingMetric, IoUMetric):
         self._init_counts(max_skipped_fraction, report_counts)
 
     def process(self, data_batch: Any, data_samples: Any) -> None:
-        super().process(data_batch, self._split(data_samples))
+        kept = self._split(data_samples)
+        super().process(data_batch, kept)
+        if not self.format_only:   # each image's 4 areas get its sample id (mmengine gathers results, not extras)
+            n = len(kept)
+            for j, sample in enumerate(kept):
+                i = len(self.results) - n + j
+                self.results[i] = (*self.results[i], sample_id(sample.get("img_path", f"#{i}")))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         kept, counts = self._counted(results)
-        return {**super().compute_metrics(kept), **counts}
+        ids = [r[4] for r in kept]
+        kept = [r[:4] for r in kept]
+        metrics = super().compute_metrics(kept)
+        if kept:
+            import numpy as np
+
+            from rs_transfer import eval_outputs
+
+            eval_outputs.save("segmentation", ids, {"metric": "mIoU", "rounding": 2},
+                              intersect=np.stack([r[0].cpu().numpy() for r in kept]).round().astype(np.int64),
+                              union=np.stack([r[1].cpu().numpy() for r in kept]).round().astype(np.int64))
+        return {**metrics, **counts}
+
+
+def sample_id(path: str) -> str:
+    """A stable sample id from a file path: its parent folder and stem (``JPEGImages/2007_000033``); the data root
+    differs between machines, the stem alone may repeat across folders (NYU scenes)."""
+    p = Path(str(path))
+    return f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
@@ -112,7 +113,20 @@ class EigenCropDepthMetric(SkipCountingMetric, DepthMetric):
         return valid
 
     def process(self, data_batch: Any, data_samples: Any) -> None:
-        super().process(data_batch, self._split(data_samples))
+        """mmseg's masking per image, then the per-image metrics and counts right away (mmseg keeps every image's
+        masked maps until the end): the same numbers, averaged the same way, plus a sample id per image."""
+        for sample in self._split(data_samples):
+            super().process(data_batch, [sample])
+            if self.format_only:
+                continue
+            gt, pred = self.results.pop()
+            clamped = pred.clamp(self.min_depth_eval, self.max_depth_eval)   # as _calc_all_metrics does
+            ratio = torch.max(gt / clamped, clamped / gt)
+            below = [int((ratio < 1.25 ** p).sum()) for p in (1, 2, 3)]
+            from ._datasets import sample_id
+
+            self.results.append(_DepthImage(sample_id(sample.get("img_path", f"#{len(self.results)}")),
+                                            self._calc_all_metrics(gt, pred), int(gt.numel()), below))
 
     def _calc_all_metrics(self, gt_depth: Tensor, pred_depth: Tensor) -> dict[str, float]:
         # BTS (bts_main.py / eval_with_pngs.py): predictions clipped to [min_depth_eval, max_depth_eval] first.
@@ -123,8 +137,24 @@ class EigenCropDepthMetric(SkipCountingMetric, DepthMetric):
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         kept, counts = self._counted(results)
-        metrics = super().compute_metrics(kept)
+        keys = list(self.metrics)
+        metrics = {k: sum(r.values[k] for r in kept) / len(kept) for k in keys}   # mmseg's DepthMetric average
+        from rs_transfer import eval_outputs
+
+        eval_outputs.save("depth", [r.id for r in kept], {"metric": "d1", "per_image_keys": keys,
+                                                           "percent_keys": list(PERCENT_KEYS)},
+                          valid=np.asarray([r.valid for r in kept], dtype=np.int64),
+                          below=np.asarray([r.below for r in kept], dtype=np.int64).reshape(-1, 3),
+                          per_image=np.asarray([[r.values[k] for k in keys] for r in kept], dtype=np.float64))
         return {**{k: (v * 100.0 if k in PERCENT_KEYS else v) for k, v in metrics.items()}, **counts}
+
+
+class _DepthImage:
+    """One evaluated image (picklable: DDP gathers metric results): sample id, per-image metrics, valid pixels,
+    pixels with delta below 1.25, 1.25^2, 1.25^3."""
+
+    def __init__(self, id: str, values: dict[str, float], valid: int, below: list[int]) -> None:
+        self.id, self.values, self.valid, self.below = id, values, valid, below
 
 
 def silog(gt: Tensor, pred: Tensor) -> float:
