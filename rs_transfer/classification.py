@@ -176,4 +176,4 @@ def knn_classify(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
         # stable descending sort: the first maximum first, as argmax
         top.append(torch.sort(votes, dim=1, descending=True, stable=True).indices[:, :5].numpy())
     save_classification(np.concatenate(top).tolist(), test_y.tolist())
-    return {"top1": 100.0 * correct / len(te), "k": float(k)}
+    return {"top1": 100.0 * (correct / len(te)), "k": float(k)}   # Accuracy's order: 100 * (hits / n)

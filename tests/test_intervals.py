@@ -138,3 +138,34 @@ def test_saved_file_round_trip(tmp_path: Path) -> None:
     assert o.kind == "classification" and o.ids.tolist() == ["x", "y"] and intervals.metric(o) == 50.0
     with pytest.raises(ValueError, match="one row per sample"):
         eval_outputs.pack("classification", ["x"], top5=[[1], [2]], label=[1, 2])
+
+
+def test_video_metric_keeps_outputs_after_the_view_average(tmp_path: Path) -> None:
+    """kinetics400's metric (one score vector per video, views already averaged by the recognizer): the kept
+    top-5 reproduce top-1/top-5 exactly; an undecodable video is left out of both."""
+    import torch
+
+    from rs_transfer.video.metrics import VideoAccuracy
+
+    rng = np.random.default_rng(0)
+    metric = VideoAccuracy(topk=(1, 5))
+    samples = [{"pred_score": torch.tensor(rng.random(8)), "label": int(rng.integers(8)), "valid": True}
+               for _ in range(13)] + [{"pred_score": torch.zeros(8), "label": 0, "valid": False}]
+    metric.process({}, samples)
+    with eval_outputs.collect_to(tmp_path):
+        got = metric.compute_metrics(metric.results)
+    out = eval_outputs.load(tmp_path)
+    assert len(out) == 13 and got["eval_videos"] == 13
+    assert intervals.metric(out, "top1") == got["top1"] and intervals.metric(out, "top5") == got["top5"]
+
+
+def test_paired_over_seed_pairs() -> None:
+    rng = np.random.default_rng(7)
+    a = [_cls(0.85, 150, rng) for _ in range(2)]
+    b = [EvalOutputs(x.kind, x.meta, x.ids, {**x.arrays, "top5": np.where((rng.random(150) < 0.2)[:, None],
+                                                                         (x["top5"] + 1) % 10, x["top5"])})
+         for x in a]                                    # b = a with 20 % of its samples made wrong: a is better
+    cmp = intervals.paired(a, b, resamples=400)
+    expect = np.mean([intervals.metric(x) - intervals.metric(y) for x, y in zip(a, b)])
+    assert cmp.difference.value == pytest.approx(expect) and cmp.difference.seeds == 2
+    assert 0 < cmp.difference.low < expect < cmp.difference.high and cmp.p_value < 0.01
