@@ -252,9 +252,12 @@ def _cell_md(rep: Report, row: str, task: str) -> str:
     cell = rep.rows[row].get(task, Cell())
     if rep.stats is None or cell.mean is None:
         return cell.text()
-    from rs_transfer.report_stats import cell_text
+    from rs_transfer.report_stats import NO_OUTPUTS, cell_text
 
-    text = cell_text(rep.stats.cells.get((row, task)), cell.mean, cell.n)
+    stat = rep.stats.cells.get((row, task))
+    if stat is None or stat.interval is None:   # an old run: mean (± std over seeds), and why no interval
+        return f"{cell.text()}, {stat.note if stat else NO_OUTPUTS}"
+    text = cell_text(stat, cell.mean, cell.n)
     return text + (f" [{cell.skipped_files} unreadable files skipped]" if cell.skipped_files else "")
 
 
@@ -269,7 +272,7 @@ def _diff_md(rep: Report, row: str, task: str) -> str:
     text = diff_text(rep.stats.diffs.get((row, task)))
     if text is None or text == NO_OUTPUTS:     # no interval: the means' difference, unsigned, says so
         d = rep.delta(row, task)
-        return MISSING if d is None else f"{d:.2f} vs baseline — {NO_OUTPUTS}"
+        return MISSING if d is None else f"{d:.2f} (difference of means), {NO_OUTPUTS}"
     return text
 
 
@@ -303,6 +306,17 @@ def _csv_value(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+def _error_bar(rep: Report, row: str, task: str, cell: Cell) -> tuple[str, float, float] | None:
+    """(kind, below, above) of a cell's error bar: its interval when one was computed, else ± std when there is
+    a spread over seeds, else none."""
+    stat = rep.stats.cells.get((row, task)) if rep.stats is not None else None
+    if stat is not None and stat.interval is not None and cell.mean is not None:
+        return "interval", max(0.0, cell.mean - stat.interval.low), max(0.0, stat.interval.high - cell.mean)
+    if cell.std is not None:
+        return "std", cell.std, cell.std
+    return None
+
+
 def chart(rep: Report) -> Any:
     """The report's matplotlib Figure (Agg): grouped bars (one group per task, one colour per row), error bars
     only where there is a spread, an x for a missing cell. The legend is built from the same style list the bars
@@ -321,6 +335,7 @@ def chart(rep: Report) -> Any:
     fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(rep.tasks)), 4.5))
     width = 0.8 / max(1, len(series))
     handles: list[Any] = []
+    used_bars: set[str] = set()
     any_missing = False
     for i, (label, cells, ref) in enumerate(series):
         style = dict(facecolor=cmap(i % cmap.N), alpha=0.55 if ref else 1.0, hatch="//" if ref else None,
@@ -329,20 +344,18 @@ def chart(rep: Report) -> Any:
         drawn = [(x, c) for x, c in zip(xs, cells) if c.mean is not None]
         if drawn:
             ax.bar([x for x, _ in drawn], [c.mean for _, c in drawn], width, **style)
-        if rep.stats is not None and not ref:      # the 95 % intervals, asymmetric; none where none was kept
-            ivs = [(x, c, rep.stats.cells.get((label, t))) for (x, c), t in
-                   zip(drawn, [t for t, c in zip(rep.tasks, cells) if c.mean is not None])]
-            spread = [(x, c, s.interval) for x, c, s in ivs if s is not None and s.interval is not None]
-            if spread:
-                ax.errorbar([x for x, _, _ in spread], [c.mean for _, c, _ in spread],
-                            yerr=[[max(0.0, c.mean - iv.low) for _, c, iv in spread],
-                                  [max(0.0, iv.high - c.mean) for _, c, iv in spread]],
-                            fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
-        elif not ref:
-            spread = [(x, c) for x, c in drawn if c.std is not None]
-            if spread:
-                ax.errorbar([x for x, _ in spread], [c.mean for _, c in spread], yerr=[c.std for _, c in spread],
-                            fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+        if not ref:   # a cell's 95 % interval where its outputs were kept; else ± std over seeds (old runs)
+            bars = [_error_bar(rep, label, t, c) for t, c in zip(rep.tasks, cells)]
+            spread = [(x, c, b) for (x, c), b in zip(drawn, [b for b, c in zip(bars, cells) if c.mean is not None])
+                      if b is not None]
+            for kind in ("interval", "std"):
+                these = [(x, c, b) for x, c, b in spread if b[0] == kind]
+                if these:
+                    used_bars.add(kind)
+                    ax.errorbar([x for x, _, _ in these], [c.mean for _, c, _ in these],
+                                yerr=[[b[1] for _, _, b in these], [b[2] for _, _, b in these]], fmt="none",
+                                ecolor="black", elinewidth=0.8, capsize=2 if kind == "interval" else 0,
+                                linestyle="-" if kind == "interval" else ":")
         missing = [x for x, c in zip(xs, cells) if c.mean is None]
         if missing:
             any_missing = True
@@ -350,11 +363,12 @@ def chart(rep: Report) -> Any:
         handles.append(Patch(label=label if drawn else f"{label} (no result)", **style))
     if any_missing:
         handles.append(Line2D([], [], marker="x", linestyle="none", color="gray", label="x = no result"))
-    if rep.stats is not None:
-        if any(s.interval is not None for s in rep.stats.cells.values()):
-            handles.append(Line2D([], [], color="black", linewidth=0.8, label="error bar = 95 % bootstrap interval"))
-    elif any(c.std is not None for _, cells, _ in series for c in cells):
-        handles.append(Line2D([], [], color="black", linewidth=0.8, label="error bar = ± sample std over seeds"))
+    if "interval" in used_bars:
+        handles.append(Line2D([], [], color="black", linewidth=0.8, label="error bar = 95 % bootstrap interval"))
+    if "std" in used_bars:
+        handles.append(Line2D([], [], color="black", linewidth=0.8, linestyle=":" if rep.stats is not None else "-",
+                              label="error bar = ± sample std over seeds"
+                              + (" (no outputs kept)" if rep.stats is not None else "")))
     ax.set_xticks(range(len(rep.tasks)))
     ax.set_xticklabels([f"{rep.titles[t]}\n({rep.metrics.get(t, '')})" for t in rep.tasks], fontsize=8)
     ax.set_xlim(-0.5, len(rep.tasks) - 0.5)

@@ -149,7 +149,7 @@ def cell_text(stat: CellStat | None, value: float, n: int) -> str:
     """``76.12 [75.30, 77.01]`` (+ ``(2 seeds)``), or the value with the reason it has no interval."""
     seeds = f" ({n} seeds)" if n > 1 else ""
     if stat is None or stat.interval is None:
-        return f"{value:.2f}{seeds} — {stat.note if stat else NO_OUTPUTS}"
+        return f"{value:.2f}{seeds}, {stat.note if stat else NO_OUTPUTS}"
     iv = stat.interval
     return f"{value:.2f} [{iv.low:.2f}, {iv.high:.2f}]{seeds}"
 

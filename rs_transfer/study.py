@@ -147,9 +147,10 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                model_overrides: dict | None = None, cfg_options: dict | None = None, launcher: str = "none",
                data_roots: dict[str, str] | None = None, log=print,
                normalization: str | dict[str | None, str] | None = None, trust: bool = False,
-               strict: bool = True) -> dict[str, Any]:
+               strict: bool = True, alpha: float = 0.05) -> dict[str, Any]:
     """Run every (weights, task, protocol, seed) cell not done yet, then write the report. Returns study.json.
-    ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``."""
+    ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``;
+    ``alpha``: the report's significance level for paired differences to the baseline (after BH)."""
     from rs_transfer.runner import run_experiment
     from rs_transfer.tasks import TABLE4_TASKS, TaskNotAvailable, get_task
 
@@ -217,9 +218,9 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
     base = baseline or (f"{backbone} / {weights_label(weights[0])}" + (" [mini]" if preset == "mini" else "")
                         if weights else None)
     try:
-        rep = build_report([out], tasks=tasks, baseline=base, paper=paper)
+        rep = build_report([out], tasks=tasks, baseline=base, paper=paper, alpha=alpha)
     except UserError:  # the baseline row has no results (yet): report without differences
-        rep = build_report([out], tasks=tasks, baseline=None, paper=paper)
+        rep = build_report([out], tasks=tasks, baseline=None, paper=paper, alpha=alpha)
     files = write_report(rep, out)
     study = {"study": "table4", "backbone": backbone, "preset": preset, "weights": list(weights), "tasks": tasks,
              "protocols": list(protocols), "seeds": seeds, "cells": cells, "failures": failures,

@@ -166,7 +166,8 @@ def test_chart_legend_matches_bars_and_overlaps_nothing(results_dir: Path, paper
     labels = [t.get_text() for t in legend.get_texts()]
     series = list(rep.rows) + list(rep.paper_rows)
     assert [lab.removesuffix(" (no result)") for lab in labels[:len(series)]] == series
-    assert labels[len(series):] == ["x = no result", "error bar = ± sample std over seeds"]
+    # old runs (no eval_outputs.npz): the std bar, labelled as such
+    assert labels[len(series):] == ["x = no result", "error bar = ± sample std over seeds (no outputs kept)"]
     # each legend patch has the face colour and hatch of the bars drawn for its row, in order
     from matplotlib.container import BarContainer
 

@@ -27,7 +27,11 @@ def _table4_arguments(p: argparse.ArgumentParser) -> None:
                         "SRC=NORM pairs (default: what each source declares; else ImageNet, with a warning)")
     p.add_argument("--tasks", nargs="+", help="default: the five Table 4 tasks")
     p.add_argument("--protocols", nargs="+", default=["finetune"], help="e.g. finetune linear knn")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per cell (mean ± std in the report)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per cell (mean and 95 %% interval over seeds, "
+                                                        "then test samples, in the report)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level for the paired differences to the baseline, after the "
+                        "Benjamini-Hochberg correction (default 0.05)")
     p.add_argument("--preset", default="paper", choices=["paper", "mini"])
     p.add_argument("--out", default="studies/table4", help="study folder (default: studies/table4)")
     p.add_argument("--baseline", help="row for differences (default: the first --weights)")
@@ -88,7 +92,7 @@ def _run_table4(args: argparse.Namespace) -> int:
                        protocols=args.protocols, seeds=args.seeds, preset=args.preset, baseline=args.baseline,
                        paper=paper, model_overrides=parse_cfg_options(args.backbone_options),
                        cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
-                       normalization=norm, trust=args.trust, strict=args.strict)
+                       normalization=norm, trust=args.trust, strict=args.strict, alpha=args.alpha)
     from pathlib import Path
 
     print(Path(study["report"]["md"]).read_text())
