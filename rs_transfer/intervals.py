@@ -256,7 +256,8 @@ def _scipy_interval(statistic: Any, n: int, *, resamples: int, confidence: float
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = bootstrap((np.arange(n),), statistic, n_resamples=resamples, vectorized=True, axis=-1,
-                            confidence_level=confidence, method=m, rng=np.random.default_rng(seed), batch=_batch(max(n, cost)))
+                            confidence_level=confidence, method=m, rng=np.random.default_rng(seed),
+                            batch=_batch(max(n, cost)))
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
         if np.isfinite(low) and np.isfinite(high):
             return low, high, m
