@@ -65,6 +65,9 @@ def scorer(outputs: EvalOutputs | Sequence[EvalOutputs], key: str | None = None)
     key = key or str(outs[0].meta.get("metric", ""))
     ids = np.concatenate([o.ids for o in outs])
     cat = {k: np.concatenate([o[k] for o in outs]) for k in outs[0].arrays if not k.startswith(("det_", "gt_"))}
+    if "split" in cat:     # ImageNet: the headline is the first split (val); minival rows are not its samples
+        keep = cat["split"] == 0
+        ids, cat = ids[keep], {k: v[keep] for k, v in cat.items()}
     if kind == "classification":
         fn = _classification(cat, key)
     elif kind == "segmentation":
@@ -88,13 +91,9 @@ def _classification(a: dict[str, np.ndarray], key: str) -> Any:
         raise ValueError(f"classification outputs give top<k> metrics, not {key!r}")
     k = int(key[3:])
     hits = (a["top5"][:, :k] == a["label"][:, None]).any(axis=1).astype(np.float64)
-    if "split" in a:                       # ImageNet: the headline is the first split (val)
-        hits = np.where(a["split"] == 0, hits, np.nan)
-    keep = ~np.isnan(hits)
 
     def fn(w: np.ndarray) -> np.ndarray:   # 100 * (hits / n), the order of operations of Accuracy
-        wk = w[:, keep]
-        return 100.0 * ((wk @ hits[keep]) / wk.sum(axis=1))
+        return 100.0 * ((w @ hits) / w.sum(axis=1))
     return fn
 
 
