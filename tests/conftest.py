@@ -67,7 +67,8 @@ def outputs_reproduce():
     """Check a finished run's per-sample outputs: ``check(results, *keys)`` recomputes each metric key (default:
     the headline) from WORK_DIR/eval_outputs.npz and requires EXACTLY the number results.json reports."""
     def check(res: dict, *keys: str) -> None:
-        from rs_transfer import eval_outputs, intervals
+        from rs_transfer import eval_outputs
+        from rs_transfer.studies import intervals
 
         assert res["eval_outputs"] == eval_outputs.FILENAME
         out = eval_outputs.load(Path(res["work_dir"]))

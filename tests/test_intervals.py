@@ -1,4 +1,4 @@
-"""Intervals from per-sample outputs (rs_transfer/intervals.py): identity resamples equal the metric, the bootstrap
+"""Intervals from per-sample outputs (rs_transfer/studies/intervals.py): identity resamples equal the metric, the bootstrap
 covers a known truth ~95 % of the time, paired comparisons and the BH correction behave."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rs_transfer import eval_outputs, intervals
+from rs_transfer import eval_outputs
+from rs_transfer.studies import intervals
 from rs_transfer.eval_outputs import EvalOutputs
 
 

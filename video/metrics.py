@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from mmengine.evaluator import BaseMetric
 
-from rs_transfer.classification import save_classification
+from rs_transfer.tasks.classification import save_classification
 from rs_transfer.tasks._corrupt import SkipLog
 
 DEFAULT_MAX_UNREADABLE = 0.05   # chosen: real Kinetics-400 val copies lose ~0.5-2% of videos; 5% means a broken copy

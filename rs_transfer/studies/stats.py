@@ -1,10 +1,10 @@
 """Intervals and paired significance for a report's table (rows = weight sources, columns = tasks).
 
-Why a separate module: :mod:`rs_transfer.report` gathers results.json files and renders; this one turns the runs'
+Why a separate module: :mod:`rs_transfer.studies.report` gathers results.json files and renders; this one turns the runs'
 kept per-sample outputs (``eval_outputs.npz``) into what a reader needs to judge a difference: every cell's 95 %
 interval (one seed: bootstrap over test samples; several seeds: seeds, then samples), and for every row against
 the baseline row the paired difference on the same test samples, its interval, a permutation p-value and the
-Benjamini-Hochberg adjusted p-value over the whole table (rs_transfer/intervals.py).
+Benjamini-Hochberg adjusted p-value over the whole table (rs_transfer/studies/intervals.py).
 
 Protecting the reader (:func:`diff_text`): a difference is printed with its interval, always; it is bold only when
 significant after the correction AND larger than its interval's half-width. A run made before outputs were kept
@@ -86,9 +86,9 @@ def _outputs(dirs: list[str]) -> list[Any] | None:
 
 
 def table_stats(rep: Any, *, alpha: float = 0.05, resamples: int | None = None, seed: int = 0) -> TableStats:
-    """Intervals for every cell of ``rep`` (a :class:`rs_transfer.report.Report`) and paired differences to its
+    """Intervals for every cell of ``rep`` (a :class:`rs_transfer.studies.report.Report`) and paired differences to its
     baseline row, with BH-adjusted p-values across the table."""
-    from rs_transfer import intervals
+    from rs_transfer.studies import intervals
 
     if not 0 < alpha < 1:
         from rs_transfer.errors import UserError

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.errors import UserError
-from rs_transfer.results import (UnreadableResults, find_results, load_results, reference_file, write_bytes_atomic,
-                                 write_json_atomic)
+from rs_transfer.results import UnreadableResults, find_results, load_results, reference_file
 
 PAPER_TABLE4 = "paper_table4.json"
 MISSING = "—"
@@ -116,7 +115,7 @@ class Report:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        from rs_transfer.report_stats import CORRECTION, TEST
+        from rs_transfer.studies.stats import CORRECTION, TEST
 
         stats = None if self.stats is None else {"alpha": self.stats.alpha, "resamples": self.stats.resamples,
                                                  "test": TEST, "correction": CORRECTION, "mini": self.stats.mini}
@@ -150,7 +149,7 @@ def build_report(paths: Iterable[str | Path], *, tasks: Sequence[str] | None = N
                  paper: bool = False, alpha: float = 0.05, intervals: bool = True,
                  resamples: int | None = None) -> Report:
     """The report over every results.json under ``paths``; ``intervals``: also every cell's 95 % interval and the
-    paired differences to ``baseline`` with adjusted p-values at level ``alpha`` (rs_transfer/report_stats.py)."""
+    paired differences to ``baseline`` with adjusted p-values at level ``alpha`` (rs_transfer/studies/stats.py)."""
     from rs_transfer.tasks import TABLE4_TASKS, get_task, title
 
     paths = list(paths)
@@ -209,7 +208,7 @@ def build_report(paths: Iterable[str | Path], *, tasks: Sequence[str] | None = N
     rep = Report(cols, {t: title(t) for t in cols}, metrics, lower, dict(rows), load_paper() if paper else {},
                  baseline, [str(f) for f, _ in runs if str(f) in used], unreadable, duplicates)
     if intervals:
-        from rs_transfer.report_stats import table_stats
+        from rs_transfer.studies.stats import table_stats
 
         rep.stats = table_stats(rep, alpha=alpha, resamples=resamples)
     return rep
@@ -252,7 +251,7 @@ def _cell_md(rep: Report, row: str, task: str) -> str:
     cell = rep.rows[row].get(task, Cell())
     if rep.stats is None or cell.mean is None:
         return cell.text()
-    from rs_transfer.report_stats import NO_OUTPUTS, cell_text
+    from rs_transfer.studies.stats import NO_OUTPUTS, cell_text
 
     stat = rep.stats.cells.get((row, task))
     if stat is None or stat.interval is None:   # an old run: mean (± std over seeds), and why no interval
@@ -267,7 +266,7 @@ def _diff_md(rep: Report, row: str, task: str) -> str:
     if rep.stats is None:
         d = rep.delta(row, task)
         return MISSING if d is None else f"{d:+.2f}"
-    from rs_transfer.report_stats import NO_OUTPUTS, diff_text
+    from rs_transfer.studies.stats import NO_OUTPUTS, diff_text
 
     text = diff_text(rep.stats.diffs.get((row, task)))
     if text is None or text == NO_OUTPUTS:     # no interval: the means' difference, unsigned, says so
@@ -394,8 +393,7 @@ def to_png(rep: Report) -> bytes:
 
 def write_report(rep: Report, out_dir: str | Path, name: str = "report") -> dict[str, Path]:
     """report.md / .csv / .json / .png in ``out_dir``, each replaced atomically."""
-    out = Path(out_dir)
-    return {"md": write_bytes_atomic(out / f"{name}.md", to_markdown(rep).encode()),
-            "csv": write_bytes_atomic(out / f"{name}.csv", to_csv(rep).encode()),
-            "json": write_json_atomic(out / f"{name}.json", rep.to_dict()),
-            "png": write_bytes_atomic(out / f"{name}.png", to_png(rep))}
+    from rs_transfer.studies.tables import write_report_files
+
+    return write_report_files(Path(out_dir) / name, markdown=to_markdown(rep), csv_text=to_csv(rep),
+                              data=rep.to_dict(), png=to_png(rep))

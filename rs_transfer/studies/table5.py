@@ -16,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rs_transfer.seeded import delta_text, seeds_line, value_text
-from rs_transfer.studyargs import StudyArgs, add_additive_arguments, add_study_arguments, default_out, default_work_dir
-from rs_transfer.tables import add_deltas, count, fmt, write_files
+from rs_transfer.studies.args import (StudyArgs, add_additive_arguments, add_study_arguments, default_out,
+                                      default_work_dir)
+from rs_transfer.studies.seeded import delta_text, seeds_line, value_text
+from rs_transfer.studies.tables import add_deltas, count, fmt, write_files
 
-from .recipes import additive_rows, recipe_edits
+from rs_transfer.video.recipes import additive_rows, recipe_edits
 
 # Paper Table 5 top-1 (%), additive, in TABLE5_ORDER (PROTOCOLS.md; also results/paper_table5.json).
 PAPER_TOP1: dict[str, float] = {
@@ -48,9 +49,9 @@ def mini_model_overrides(backbone: str) -> dict[str, Any]:
 
 def _row_record(row_id: str, label: str, enabled: tuple[str, ...], runs: list[dict[str, Any]],
                 reused: bool) -> dict[str, Any]:
-    """A row over its seeds' runs: top-1/top-5 means with the interval (rs_transfer/seeded.py); the counts and
-    the network are the first seed's (the same data and model for every seed)."""
-    from rs_transfer.seeded import combine
+    """A row over its seeds' runs: top-1/top-5 means with the interval (rs_transfer/studies/seeded.py); the counts
+    and the network are the first seed's (the same data and model for every seed)."""
+    from rs_transfer.studies.seeded import combine
 
     results = runs[0]
     m = results["metrics"]
@@ -71,12 +72,14 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     """Run (or resume) every row and write the report; returns the report dict.
 
     A row's existing results.json is reused only when its recorded config hash equals the hash of the config the
-    row would run now (``rs_transfer.study.expected_hash``): another ``--cfg-options``, seed, backbone or code
+    row would run now (``rs_transfer.studies.plan.expected_hash``): another ``--cfg-options``, seed, backbone or code
     default runs the row again. ``seeds``: runs per row (seed, seed + 1, ...), each in its own folder and reused by
-    its own hash (rs_transfer/seeded.py)."""
+    its own hash (rs_transfer/studies/seeded.py)."""
     from rs_transfer.results import read_results
-    from rs_transfer.seeded import paired_step, seed_dir, seeds_of
-    from rs_transfer.study import expected_hash, launched_world_size, reusable
+    from rs_transfer.studies.seeded import paired_step, seed_dir, seeds_of
+    from rs_transfer.runner.distributed import launched_world_size
+    from rs_transfer.studies.plan import expected_hash
+    from rs_transfer.studies.reuse import reusable
 
     if runner is None:
         from rs_transfer.runner import run_experiment as runner
@@ -88,7 +91,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     for row_id, label, enabled in additive_rows()[:max_rows]:
         opts, model = recipe_edits(enabled)
         runs, all_reused = [], True
-        for s in seeds_of(seed, seeds):
+        for s in seeds_of(seed, seeds):    # each seed its own run folder, reused by its own config hash
             row_dir = seed_dir(work_dir / row_id, s, seed)
             kwargs = dict(weights=weights, preset=preset, work_dir=row_dir, seed=s, config=config,
                           cfg_options={**opts, **(cfg_options or {})},

@@ -6,7 +6,7 @@ own run (its own folder, so a cluster executor can run seeds in parallel, and re
 the seed is part of the configuration). The first seed keeps the row's folder (``WORK_DIR/<row>``), so single-seed
 studies and their finished runs stay where they were; seed ``s`` after it runs in ``WORK_DIR/<row>-seed<s>``.
 
-Intervals come from the runs' kept per-sample outputs (rs_transfer/intervals.py): seeds are resampled, then the
+Intervals come from the runs' kept per-sample outputs (rs_transfer/studies/intervals.py): seeds are resampled, then the
 test samples. A row whose runs kept no outputs gets ``interval_note`` instead, never a zero-width interval.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rs_transfer.report_stats import NO_OUTPUTS
+from rs_transfer.studies.stats import NO_OUTPUTS
 
 
 def seeds_of(seed: int, seeds: int) -> list[int]:
@@ -43,7 +43,7 @@ def combine(results: Sequence[dict[str, Any]], keys: Sequence[str], headline: st
             resamples: int | None = None) -> dict[str, Any]:
     """A row's numbers over its seeds: each key's mean (None when a run lacks it), ``seeds``, the headline's
     per-seed ``<key>_values`` and its interval ``<key>_low`` / ``<key>_high`` (or ``interval_note``)."""
-    from rs_transfer import intervals
+    from rs_transfer.studies import intervals
 
     out: dict[str, Any] = {"seeds": len(results)}
     for k in keys:
@@ -65,7 +65,7 @@ def paired_step(previous: Sequence[dict[str, Any]], current: Sequence[dict[str, 
                 resamples: int | None = None) -> dict[str, Any]:
     """The row's change against the previous row on the same test samples, seed paired with seed: ``delta_low``,
     ``delta_high``, ``delta_p`` (paired permutation test); empty when either row kept no outputs."""
-    from rs_transfer import intervals
+    from rs_transfer.studies import intervals
 
     a, b = _outputs(current), _outputs(previous)
     if a is None or b is None:
