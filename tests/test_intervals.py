@@ -1,5 +1,5 @@
-"""Intervals from per-sample outputs (rs_transfer/studies/intervals.py): identity resamples equal the metric, the bootstrap
-covers a known truth ~95 % of the time, paired comparisons and the BH correction behave."""
+"""Intervals from per-sample outputs (rs_transfer/studies/intervals.py): identity resamples equal the metric, the
+bootstrap covers a known truth ~95 % of the time, paired comparisons and the BH correction behave."""
 from __future__ import annotations
 
 from pathlib import Path

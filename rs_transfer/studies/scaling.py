@@ -153,7 +153,7 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
                          work_dir=str(row_dir), reused=all_reused))
     report = dict(study="scaling", preset=preset, backbone=BACKBONE, seed=seed, seeds=seeds, rows=rows,
                   note=("MINI preset: tiny generated data and stand-in models; checks the machinery, not the "
-                        "paper's curves" if preset == "mini" else ""))
+                        "paper's curves; intervals from a mini set mean nothing" if preset == "mini" else ""))
     write_report(report, out)
     return report
 

@@ -1,7 +1,7 @@
 """Intervals and paired significance for a report's table (rows = weight sources, columns = tasks).
 
-Why a separate module: :mod:`rs_transfer.studies.report` gathers results.json files and renders; this one turns the runs'
-kept per-sample outputs (``eval_outputs.npz``) into what a reader needs to judge a difference: every cell's 95 %
+Why a separate module: :mod:`rs_transfer.studies.report` gathers results.json files and renders; this one turns the
+runs' kept per-sample outputs (``eval_outputs.npz``) into what a reader needs to judge a difference: every cell's 95 %
 interval (one seed: bootstrap over test samples; several seeds: seeds, then samples), and for every row against
 the baseline row the paired difference on the same test samples, its interval, a permutation p-value and the
 Benjamini-Hochberg adjusted p-value over the whole table (rs_transfer/studies/intervals.py).

@@ -92,8 +92,8 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     add_deltas(rows)
     report = dict(study="table1", preset=preset, backbone=backbone, weights=weights, seed=seed, seeds=seeds,
                   rows=rows,
-                  note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers"
-                        if preset == "mini" else ""))
+                  note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers; "
+                        "intervals from a mini set mean nothing" if preset == "mini" else ""))
     write_report(report, out)
     return report
 
