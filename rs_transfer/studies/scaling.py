@@ -208,7 +208,13 @@ def to_png(report: dict[str, Any]) -> bytes:
         for ax, (key, _) in zip(axes, axes_spec):
             pts = [(r[key], r["top1"]) for r in rows if r[key] is not None]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=f"{e} ep, w{w:g}, {res}px")
+                line, = ax.plot(*zip(*pts), marker="o", label=f"{e} ep, w{w:g}, {res}px")
+                bars = [r for r in rows if r[key] is not None and r.get("top1_low") is not None]
+                if bars:     # the 95 % interval of each cell's top-1 (rs_transfer/studies/seeded.py)
+                    ax.errorbar([r[key] for r in bars], [r["top1"] for r in bars], fmt="none",
+                                yerr=[[r["top1"] - r["top1_low"] for r in bars],
+                                      [r["top1_high"] - r["top1"] for r in bars]],
+                                ecolor=line.get_color(), elinewidth=0.8, capsize=2)
     for ax, (_, label) in zip(axes, axes_spec):
         ax.set_xscale("log")
         ax.set_xlabel(label)
