@@ -227,10 +227,6 @@ class Interval:
     def half_width(self) -> float:
         return (self.high - self.low) / 2.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "low": self.low, "high": self.high, "method": self.method,
-                "resamples": self.resamples, "n": self.n, "seeds": self.seeds}
-
 
 def _weights(idx: np.ndarray, n: int) -> np.ndarray:
     """Index resamples (..., m) -> weight rows (rows, n): how often each sample was drawn."""
@@ -319,10 +315,6 @@ class Comparison:
     difference: Interval
     p_value: float
     test: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**{f"diff_{k}": v for k, v in self.difference.to_dict().items()}, "p_value": self.p_value,
-                "test": self.test}
 
 
 def paired(a: EvalOutputs | Sequence[EvalOutputs], b: EvalOutputs | Sequence[EvalOutputs], key: str | None = None,
