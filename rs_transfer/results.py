@@ -24,7 +24,8 @@ as built, ``lr_scale`` = its factor from the reference batch, ``bn_momentum`` wh
 ``ema`` (decay, reference batch, momentum per step, applied once per optimizer step) and ``ema_momentum``, ``resumed_from`` (the
 checkpoint iteration a resumed run started from; null for a run from scratch), ``final_weights`` (``WORK_DIR/weights.safetensors``),
 ``data_root``, ``work_dir``,
-``extra`` (task notes, e.g. the linear probe's penalty sweep).
+``extra`` (task notes, e.g. the linear probe's penalty sweep), ``eval_outputs`` (``eval_outputs.npz`` when the last
+evaluation kept its per-sample outputs, rs_transfer/eval_outputs.py; None otherwise).
 """
 from __future__ import annotations
 

@@ -164,12 +164,28 @@ class CountedIoUMetric(SkipCountingMetric, IoUMetric):
             self._example = str(kept[0].get("seg_map_path") or kept[0].get("img_path", "?"))
             self._reduce_zero = bool(kept[0].get("reduce_zero_label", False))
         super().process(data_batch, kept)
+        if not self.format_only:   # each image's 4 areas get its sample id (mmengine gathers results, not extras)
+            n = len(kept)
+            for j, sample in enumerate(kept):
+                i = len(self.results) - n + j
+                self.results[i] = (*self.results[i], sample_id(sample.get("img_path", f"#{i}")))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         kept, counts = self._counted(results)
+        ids = [r[4] for r in kept]
+        kept = [r[:4] for r in kept]
         if self.report_counts and kept:
             self._check_labels(kept)
-        return {**super().compute_metrics(kept), **counts}
+        metrics = super().compute_metrics(kept)
+        if kept:
+            import numpy as np
+
+            from rs_transfer import eval_outputs
+
+            eval_outputs.save("segmentation", ids, {"metric": "mIoU", "rounding": 2},
+                              intersect=np.stack([r[0].cpu().numpy() for r in kept]).round().astype(np.int64),
+                              union=np.stack([r[1].cpu().numpy() for r in kept]).round().astype(np.int64))
+        return {**metrics, **counts}
 
     def _check_labels(self, kept: list) -> None:
         """Per-class ground-truth pixel totals (mmseg's 4th result entry) must not be all zero."""
@@ -193,3 +209,10 @@ class CountedIoUMetric(SkipCountingMetric, IoUMetric):
             warnings.warn(f"{len(absent)} of {n} classes never occur in the {len(kept)} evaluation masks (e.g. "
                           f"{self._example}): {shown}; mIoU counts their IoU as 0 wherever the model predicts them "
                           f"and aAcc leaves them out. Relabelled masks ({valid})?", UserWarning, stacklevel=2)
+
+
+def sample_id(path: str) -> str:
+    """A stable sample id from a file path: its parent folder and stem (``JPEGImages/2007_000033``); the data root
+    differs between machines, the stem alone may repeat across folders (NYU scenes)."""
+    p = Path(str(path))
+    return f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
@@ -113,20 +114,30 @@ class EigenCropDepthMetric(SkipCountingMetric, DepthMetric):
         return valid
 
     def process(self, data_batch: Any, data_samples: Any) -> None:
-        scored = []
+        """mmseg's masking per image, then the per-image metrics and counts right away (mmseg keeps every image's
+        masked maps until the end): the same numbers, averaged the same way, plus a sample id per image. An image
+        with no pixel to score is skipped and counted (mmseg's per-image mean would be 0/0 = NaN for every metric)."""
+        from ._datasets import sample_id
+
         for sample in self._split(data_samples):
             gt = sample["gt_depth_map"]["data"].squeeze()
-            if self._get_eval_mask(gt).any():
-                scored.append(sample)
+            if not self._get_eval_mask(gt).any():
+                path = sample.get("depth_map_path") or sample.get("img_path", "?")
+                top = float(gt.max()) if gt.numel() else 0.0
+                why = ("every pixel is 0 = not measured" if top <= 0 else
+                       f"no pixel within {self.min_depth_eval:g}..{self.max_depth_eval:g} m in the evaluated region, "
+                       f"max {top:g} m: wrong units?")
+                self._skip_no_target(str(path), f"no valid ground-truth depth: {why}")
                 continue
-            # No pixel to score: mmseg's per-image mean would be 0/0 = NaN and make every metric NaN.
-            path = sample.get("depth_map_path") or sample.get("img_path", "?")
-            top = float(gt.max()) if gt.numel() else 0.0
-            why = ("every pixel is 0 = not measured" if top <= 0 else
-                   f"no pixel within {self.min_depth_eval:g}..{self.max_depth_eval:g} m in the evaluated region, "
-                   f"max {top:g} m: wrong units?")
-            self._skip_no_target(str(path), f"no valid ground-truth depth: {why}")
-        super().process(data_batch, scored)
+            super().process(data_batch, [sample])
+            if self.format_only:
+                continue
+            gt, pred = self.results.pop()
+            clamped = pred.clamp(self.min_depth_eval, self.max_depth_eval)   # as _calc_all_metrics does
+            ratio = torch.max(gt / clamped, clamped / gt)
+            below = [int((ratio < 1.25 ** p).sum()) for p in (1, 2, 3)]
+            self.results.append(_DepthImage(sample_id(sample.get("img_path", f"#{len(self.results)}")),
+                                            self._calc_all_metrics(gt, pred), int(gt.numel()), below))
 
     def _calc_all_metrics(self, gt_depth: Tensor, pred_depth: Tensor) -> dict[str, float]:
         # BTS (bts_main.py / eval_with_pngs.py): predictions clipped to [min_depth_eval, max_depth_eval] first.
@@ -137,8 +148,28 @@ class EigenCropDepthMetric(SkipCountingMetric, DepthMetric):
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         kept, counts = self._counted(results)
-        metrics = super().compute_metrics(kept)
+        if not kept:
+            from rs_transfer.errors import UserError
+
+            raise UserError("no evaluation image with valid ground-truth depth: there is no depth metric to report")
+        keys = list(self.metrics)
+        metrics = {k: sum(r.values[k] for r in kept) / len(kept) for k in keys}   # mmseg's DepthMetric average
+        from rs_transfer import eval_outputs
+
+        eval_outputs.save("depth", [r.id for r in kept], {"metric": "d1", "per_image_keys": keys,
+                                                           "percent_keys": list(PERCENT_KEYS)},
+                          valid=np.asarray([r.valid for r in kept], dtype=np.int64),
+                          below=np.asarray([r.below for r in kept], dtype=np.int64).reshape(-1, 3),
+                          per_image=np.asarray([[r.values[k] for k in keys] for r in kept], dtype=np.float64))
         return {**{k: (v * 100.0 if k in PERCENT_KEYS else v) for k, v in metrics.items()}, **counts}
+
+
+class _DepthImage:
+    """One evaluated image (picklable: DDP gathers metric results): sample id, per-image metrics, valid pixels,
+    pixels with delta below 1.25, 1.25^2, 1.25^3."""
+
+    def __init__(self, id: str, values: dict[str, float], valid: int, below: list[int]) -> None:
+        self.id, self.values, self.valid, self.below = id, values, valid, below
 
 
 def silog(gt: Tensor, pred: Tensor) -> float:

@@ -40,7 +40,14 @@ class VOCAP50Metric(SkipCountingMetric, VOCMetric):
         self._init_counts(max_skipped_fraction, report_counts)
 
     def process(self, data_batch: Any, data_samples: Any) -> None:
-        super().process(data_batch, self._split(data_samples))
+        from ._datasets import sample_id
+
+        kept = self._split(data_samples)
+        super().process(data_batch, kept)
+        n = len(kept)   # each image's (annotations, detections) gets its sample id
+        for j, sample in enumerate(kept):
+            i = len(self.results) - n + j
+            self.results[i] = (*self.results[i], sample_id(sample.get("img_path", f"#{i}")))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         # With one IoU threshold mmdet's unrounded 'mAP' is exactly the AP50 it rounds. Both VOC versions are
@@ -48,6 +55,9 @@ class VOCAP50Metric(SkipCountingMetric, VOCMetric):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Pascal VOC20")
             kept, counts = self._counted(results)
+            if self.report_counts:   # the headline instance keeps the outputs (both instances see the same ones)
+                save_detections(kept, eval_mode=self.eval_mode, key=self.key)
+            kept = [r[:2] for r in kept]
             from mmdet.evaluation.functional import mean_ap
 
             pool, mean_ap.Pool = mean_ap.Pool, _SerialPool
@@ -69,3 +79,32 @@ class _SerialPool:
 
     def close(self) -> None:
         pass
+
+
+def save_detections(results: list, *, eval_mode: str, key: str) -> None:
+    """Keep every image's detections and ground truth (rs_transfer/eval_outputs.py, kind ``detection``) from
+    mmdet's per-image ``(annotations, per-class [x1, y1, x2, y2, score] arrays, sample id)`` results."""
+    import numpy as np
+
+    from rs_transfer import eval_outputs
+
+    if eval_outputs.destination() is None or not results:
+        return
+    det = {"image": [], "box": [], "score": [], "label": []}
+    gt = {"image": [], "box": [], "label": [], "difficult": []}
+    for i, (ann, dets, _) in enumerate(results):
+        for c, arr in enumerate(dets):
+            det["image"].append(np.full(len(arr), i, np.int32))
+            det["box"].append(arr[:, :4].astype(np.float32))
+            det["score"].append(arr[:, 4].astype(np.float32))
+            det["label"].append(np.full(len(arr), c, np.int16))
+        for boxes, labels, hard in ((ann["bboxes"], ann["labels"], False),
+                                    (ann["bboxes_ignore"], ann["labels_ignore"], True)):
+            gt["image"].append(np.full(len(labels), i, np.int32))
+            gt["box"].append(np.asarray(boxes, np.float32).reshape(-1, 4))
+            gt["label"].append(np.asarray(labels, np.int16))
+            gt["difficult"].append(np.full(len(labels), hard, bool))
+    eval_outputs.save("detection", [r[2] for r in results],
+                      {"metric": key, "eval_mode": eval_mode, "num_classes": len(results[0][1]), "iou_thr": 0.5},
+                      **{f"det_{k}": np.concatenate(v) for k, v in det.items()},
+                      **{f"gt_{k}": np.concatenate(v) for k, v in gt.items()})

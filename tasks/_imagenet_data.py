@@ -33,7 +33,7 @@ import torch
 from mmengine.model import ImgDataPreprocessor
 from torch.utils.data import Dataset
 
-from rs_transfer.tasks.classification import Accuracy
+from rs_transfer.tasks.classification import Accuracy, save_classification
 
 from ._corrupt import SKIP_LOG, SkipLog  # noqa: F401  (SKIP_LOG: the run's log name, set by configure)
 from ._tf_crop import sample_crop
@@ -265,22 +265,27 @@ class ImageNetAccuracy(Accuracy):
         bad = torch.as_tensor(data_batch.get("unreadable", [0] * n)).tolist()
         for s, split, b in zip(data_samples, splits, bad):
             scores = s["scores"].tolist()
-            self.results.append((int(split), int(b), [int(s["label"] in scores[:k]) for k in self.topk]))
+            self.results.append((int(split), int(b), [int(s["label"] in scores[:k]) for k in self.topk],
+                                 scores[:5], int(s["label"])))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         from rs_transfer.errors import UserError
 
-        skipped = sum(b for _, b, _ in results)
+        skipped = sum(r[1] for r in results)
         if skipped and (skipped == len(results) or skipped > self.max_skipped_fraction * len(results)):
             raise UserError(f"{skipped} of {len(results)} ImageNet evaluation images are unreadable (allowed: "
                             f"{self.max_skipped_fraction:.1%}); no top-1 is reported over the rest. See the skip "
                             "log in the work dir; re-extract those files or raise max_skipped_fraction.")
         out: dict[str, float] = {"eval_images": float(len(results) - skipped), "eval_skipped": float(skipped)}
         for k, name in enumerate(self.split_names):
-            hits = np.asarray([h for s, b, h in results if s == k and not b], dtype=np.float64)
+            hits = np.asarray([r[2] for r in results if r[0] == k and not r[1]], dtype=np.float64)
             if not len(hits):
                 raise UserError(f"ImageNet split {name!r} has no readable images to evaluate")
             prefix = "" if k == 0 else f"{name}_"
             for i, t in enumerate(self.topk):
                 out[f"{prefix}top{t}"] = float(100.0 * hits.reshape(-1, len(self.topk))[:, i].mean())
+        # per-sample outputs: readable samples only, id = position in the evaluation order, split kept
+        keep = [(i, r) for i, r in enumerate(results) if not r[1]]
+        save_classification([r[3] for _, r in keep], [r[4] for _, r in keep], ids=[i for i, _ in keep],
+                            split=[r[0] for _, r in keep], metric=f"top{self.topk[0]}")
         return out

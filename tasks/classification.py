@@ -73,11 +73,32 @@ class Accuracy(BaseMetric):
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         for s in data_samples:
             scores = s["scores"].tolist()
-            self.results.append([int(s["label"] in scores[:k]) for k in self.topk])
+            self.results.append(([int(s["label"] in scores[:k]) for k in self.topk], scores[:5], int(s["label"])))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
-        hits = np.asarray(results, dtype=np.float64).reshape(-1, len(self.topk))
+        hits = np.asarray([r[0] for r in results], dtype=np.float64).reshape(-1, len(self.topk))
+        save_classification([r[1] for r in results], [r[2] for r in results], metric=f"top{self.topk[0]}")
         return {f"top{k}": float(100.0 * hits[:, i].mean()) for i, k in enumerate(self.topk)}
+
+
+def save_classification(top: Sequence[Sequence[int]], labels: Sequence[int], *, metric: str = "top1",
+                        ids: Sequence[Any] | None = None, split: Sequence[int] | None = None) -> None:
+    """Keep the per-sample predictions (rs_transfer/eval_outputs.py, kind ``classification``): the top-5 classes
+    and the label of every evaluated sample, in evaluation order (mmengine collects ranks back into dataset order,
+    so the position is a stable id when none is given)."""
+    from rs_transfer import eval_outputs
+
+    if eval_outputs.destination() is None:
+        return
+    width = max((len(t) for t in top), default=1)
+    arr = np.full((len(top), width), -1, dtype=np.int64)
+    for i, t in enumerate(top):
+        arr[i, :len(t)] = t
+    labels_arr = np.asarray(labels, dtype=np.int64)
+    small = np.int16 if max(int(arr.max(initial=0)), int(labels_arr.max(initial=0))) < 2 ** 15 else np.int32
+    extra = {} if split is None else {"split": np.asarray(split, dtype=np.int8)}
+    eval_outputs.save("classification", range(len(top)) if ids is None else ids, {"metric": metric},
+                      top5=arr.astype(small), label=labels_arr.astype(small), **extra)
 
 
 # ---- frozen-feature protocols ----------------------------------------------------------------------------------
@@ -131,6 +152,9 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     lam = float(l2_grid[best])
     clf = LogisticRegression(C=l2_to_C(lam, len(train_x)), solver="lbfgs", max_iter=max_iter)
     clf.fit(train_x, train_y)
+    # Top-5 by decision value; a stable sort puts the first maximum first, which is what ``predict`` returns.
+    top = clf.classes_[np.argsort(-clf.decision_function(test_x), axis=1, kind="stable")[:, :5]]
+    save_classification(top.tolist(), test_y.tolist())
     return {"top1": float(100.0 * clf.score(test_x, test_y)), "l2": lam, "holdout_top1": sweep[best],
             "sweep": dict(zip(map(float, l2_grid), sweep))}
 
@@ -144,9 +168,12 @@ def knn_classify(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     ytr = torch.from_numpy(train_y).long()
     n_cls = int(max(train_y.max(), test_y.max())) + 1
     k = min(k, len(tr))
-    correct = 0
+    correct, top = 0, []
     for i in range(0, len(te), chunk):
         sim, idx = (te[i:i + chunk] @ tr.T).topk(k, dim=1)
         votes = torch.zeros(len(sim), n_cls).scatter_add_(1, ytr[idx], (sim / temperature).exp())
         correct += int((votes.argmax(1).numpy() == test_y[i:i + chunk]).sum())
-    return {"top1": 100.0 * correct / len(te), "k": float(k)}
+        # stable descending sort: the first maximum first, as argmax
+        top.append(torch.sort(votes, dim=1, descending=True, stable=True).indices[:, :5].numpy())
+    save_classification(np.concatenate(top).tolist(), test_y.tolist())
+    return {"top1": 100.0 * (correct / len(te)), "k": float(k)}   # Accuracy's order: 100 * (hits / n)

@@ -60,3 +60,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def outputs_reproduce():
+    """Check a finished run's per-sample outputs: ``check(results, *keys)`` recomputes each metric key (default:
+    the headline) from WORK_DIR/eval_outputs.npz and requires EXACTLY the number results.json reports."""
+    def check(res: dict, *keys: str) -> None:
+        from rs_transfer import eval_outputs
+        from rs_transfer.studies import intervals
+
+        assert res["eval_outputs"] == eval_outputs.FILENAME
+        out = eval_outputs.load(Path(res["work_dir"]))
+        for key in keys or (res["metric"],):
+            assert intervals.metric(out, key) == res["metrics"][key], (key, res["metrics"])
+        count = res["metrics"].get("eval_images", res["metrics"].get("eval_videos"))
+        if count is not None:
+            assert len(out) == count
+    return check

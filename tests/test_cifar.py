@@ -39,7 +39,7 @@ def test_missing_data_names_file_and_source(tmp_path: Path) -> None:
     assert "test" in msg and "cifar-100-python.tar.gz" in msg and "\n" not in msg
 
 
-def test_mini_finetune_through_cli_learns(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_mini_finetune_through_cli_learns(tmp_path: Path, capsys: pytest.CaptureFixture, outputs_reproduce) -> None:
     """The README's main job: real ResNet-RS-50, mini preset. Chance on the mini set is 10%."""
     wd = tmp_path / "run"
     assert main(["run", "--task", "cifar100", "--backbone", "resnetrs50", "--preset", "mini",
@@ -63,6 +63,7 @@ def test_mini_finetune_through_cli_learns(tmp_path: Path, capsys: pytest.Capture
     # A complete run keeps the evaluated weights, not the training state (optimizer, last_checkpoint).
     assert (wd / "weights.safetensors").is_file() and not list(wd.glob("iter_*.pth"))
     assert res["final_weights"] == str(wd / "weights.safetensors") and res["resumed_from"] is None
+    outputs_reproduce(res, "top1", "top5")
 
 
 def _direct_linear_probe(f: dict, l2_grid: list[float], seed: int, holdout: float = 0.2) -> tuple[float, float]:
@@ -83,7 +84,7 @@ def _direct_linear_probe(f: dict, l2_grid: list[float], seed: int, holdout: floa
     return 100.0 * clf.score(f["test_x"], f["test_y"]), lam
 
 
-def test_linear_probe_and_knn_match_direct_computation(tmp_path: Path) -> None:
+def test_linear_probe_and_knn_match_direct_computation(tmp_path: Path, outputs_reproduce) -> None:
     import torch
 
     from rs_transfer.backbones import create_model
@@ -106,6 +107,7 @@ def test_linear_probe_and_knn_match_direct_computation(tmp_path: Path) -> None:
     assert res["metrics"]["l2"] == pytest.approx(lam)
     assert res["metrics"]["top1"] == pytest.approx(top1, abs=1e-6)
     assert res["value"] > 20.0  # chance is 10%: frozen (here: tiny) features still carry the colour signal
+    outputs_reproduce(res)
 
     # kNN, brute force: cosine similarity, k nearest vote with weight exp(sim / T).
     kres = json.loads((knn / "results.json").read_text())
@@ -120,3 +122,4 @@ def test_linear_probe_and_knn_match_direct_computation(tmp_path: Path) -> None:
         np.add.at(votes, g["train_y"][nn_idx], np.exp(row[nn_idx] / temp))
         correct += int(votes.argmax() == label)
     assert kres["metrics"]["top1"] == pytest.approx(100.0 * correct / len(te), abs=1.01)  # ties may differ by 1
+    outputs_reproduce(kres)

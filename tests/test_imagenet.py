@@ -197,7 +197,7 @@ def test_transforms_at_paper_resolution_and_minival(mini_root: Path) -> None:
     assert len(train) + len(mini) == 320 and not {s[0] for s in train.samples} & {s[0] for s in mini.samples}
 
 
-def test_mini_vanilla_run_learns_and_weights_flow_on(mini_root: Path, tmp_path: Path) -> None:
+def test_mini_vanilla_run_learns_and_weights_flow_on(mini_root: Path, tmp_path: Path, outputs_reproduce) -> None:
     """``--recipe vanilla`` on the mini set with minival: above chance (12.5%), step decay; a corrupt train file
     is skipped and logged, a corrupt val file left out and counted. Then its exported weights (started from a
     unit-range checkpoint, so the normalisation is not the default) feed a mini CIFAR-100 run as a work dir: same
@@ -225,6 +225,7 @@ def test_mini_vanilla_run_learns_and_weights_flow_on(mini_root: Path, tmp_path: 
     assert res["value"] > 40.0 and m["top5"] >= res["value"] and 0 <= m["minival_top1"] <= 100, m
     held = sum(in_minival(f.name, 0.1) for f in (root / "train").rglob("*.JPEG"))   # mini: 10% hold-out
     assert 10 < held < 60 and m["eval_skipped"] == 1 and m["eval_images"] == 79 + held
+    outputs_reproduce(res, "top1", "top5")   # val only; the minival rows are kept with split 1
     log = (pre / "skipped_files.tsv").read_text()
     assert "ILSVRC2012_val_00000005" in log and ("train\t" + str(bad_train)) in log
     assert res["config"]["recipe"]["name"] == "vanilla"

@@ -30,7 +30,7 @@ def _constant_d1(root: Path) -> float:
     return 100.0 * float(np.mean([(np.maximum(g / c, c / g) < 1.25).mean() for g in crops]))
 
 
-def test_mini_run_learns(tmp_path: Path) -> None:
+def test_mini_run_learns(tmp_path: Path, outputs_reproduce) -> None:
     """Also: one unreadable training frame and one unreadable test frame are skipped and counted (results.json
     ``skipped_files``, ``eval_images``/``eval_skipped``), the run goes on; the placeholder runs through the model."""
     import shutil
@@ -54,6 +54,7 @@ def test_mini_run_learns(tmp_path: Path) -> None:
     assert str(bad_train) in res["skipped_files"]["examples"]
     baseline = _constant_d1(data)
     assert res["value"] > baseline + 10.0, (m, baseline)
+    outputs_reproduce(res, "d1", "abs_rel", "rmse", "silog")   # the unreadable test frame is left out
 
 
 def test_labeled_mat_conversion(tmp_path: Path) -> None:

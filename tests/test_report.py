@@ -166,7 +166,8 @@ def test_chart_legend_matches_bars_and_overlaps_nothing(results_dir: Path, paper
     labels = [t.get_text() for t in legend.get_texts()]
     series = list(rep.rows) + list(rep.paper_rows)
     assert [lab.removesuffix(" (no result)") for lab in labels[:len(series)]] == series
-    assert labels[len(series):] == ["x = no result", "error bar = ± sample std over seeds"]
+    # old runs (no eval_outputs.npz): the std bar, labelled as such
+    assert labels[len(series):] == ["x = no result", "error bar = ± sample std over seeds (no outputs kept)"]
     # each legend patch has the face colour and hatch of the bars drawn for its row, in order
     from matplotlib.container import BarContainer
 
@@ -221,3 +222,52 @@ def test_paper_tables_ship_in_the_wheel(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "*88.1*" in proc.stdout  # the paper's RS row, read from the installed package data
+
+
+def _run_with_outputs(root: Path, weights: str, seed: int, p_hit: float, rng, keep: bool = True) -> None:
+    """A finished cifar100 run whose eval_outputs.npz holds 400 test samples with accuracy ~p_hit (the same labels
+    for every run: one test set)."""
+    import numpy as np
+
+    from rs_transfer import eval_outputs
+
+    label = np.arange(400) % 100
+    top = np.where((rng.random(400) < p_hit)[:, None], label[:, None], (label[:, None] + 1) % 100)
+    wd = root / f"{weights}-s{seed}"
+    wd.mkdir(parents=True)
+    if keep:
+        with eval_outputs.collect_to(wd):
+            eval_outputs.save("classification", range(400), {"metric": "top1"}, top5=top, label=label)
+    value = float(100.0 * (top[:, 0] == label).mean())
+    write_json_atomic(wd / "results.json", {
+        "task": "cifar100", "metric": "top1", "value": value, "backbone": "resnet50", "preset": "paper",
+        "protocol": "finetune", "seed": seed, "weights": {"source": weights}, "metrics": {"top1": value},
+        "higher_is_better": True})
+
+
+def test_report_cli_intervals_paired_differences_and_protection(tmp_path: Path) -> None:
+    """``rs-transfer report DIR --baseline W --alpha``: cells carry intervals, differences carry interval, p and
+    BH-adjusted p; a large gain is bold, a difference within its interval's half-width never is, and a run made
+    before outputs were kept says so instead of showing an interval."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for seed in (0, 1):
+        _run_with_outputs(tmp_path, "base", seed, 0.5, rng)
+        _run_with_outputs(tmp_path, "better", seed, 0.8, rng)
+        _run_with_outputs(tmp_path, "same", seed, 0.5, rng)
+    _run_with_outputs(tmp_path, "old", 0, 0.5, rng, keep=False)
+    assert main(["report", str(tmp_path), "--tasks", "cifar100", "--baseline", "base", "--alpha", "0.05",
+                 "--resamples", "300"]) == 0
+    rep = json.loads((tmp_path / "report.json").read_text())
+    rows = rep["rows"]
+    better, same = rows["resnet50 / better"]["cifar100"], rows["resnet50 / same"]["cifar100"]
+    assert better["low"] < better["mean"] < better["high"] and better["p_adjusted"] < 0.05 and better["significant"]
+    assert same["diff_low"] < 0 < same["diff_high"] and not same["significant"]
+    assert "interval_note" in rows["resnet50 / old"]["cifar100"] and "low" not in rows["resnet50 / old"]["cifar100"]
+    md = (tmp_path / "report.md").read_text()
+    diffs = md.split("## Difference to baseline")[1]
+    same_line = next(line for line in diffs.splitlines() if "/ same |" in line)
+    assert "| resnet50 / better | **+" in diffs and "**" not in same_line
+    assert "no interval (run before outputs were kept)" in md and "Benjamini-Hochberg" in md
+    assert "mean nothing" not in md          # paper-preset runs: no mini warning

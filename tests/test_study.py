@@ -140,3 +140,33 @@ def test_a_row_reused_from_another_commit_warns(monkeypatch) -> None:
         assert reuse.reusable({**row, "git": {"commit": None}}, "h")
         assert not reuse.reusable(row, "other")
         assert not reuse.reusable(row, None)       # a cell that cannot be prepared is never reused
+
+
+def test_mini_study_two_sources_two_seeds_reports_intervals_and_adjusted_p(tmp_path: Path) -> None:
+    """Issue 22's end-to-end check: two weight sources x two seeds, real (4-iteration) mini runs; the report has
+    every cell's interval over seeds then samples, the paired difference to the baseline with its interval, p and
+    BH-adjusted p, says which test and correction, and warns that mini intervals mean nothing."""
+    import csv
+
+    from rs_transfer import create_model, save_weights
+    from rs_transfer.cli import main
+
+    wfile = save_weights(create_model("resnetrs50", **TINY), tmp_path / "other.pth")
+    out = tmp_path / "study"
+    assert main(["study", "table4", "--preset", "mini", "--backbone", "resnetrs50", "--weights", "none", str(wfile),
+                 "--tasks", "cifar100", "--seeds", "2", "--alpha", "0.1", "--out", str(out),
+                 "--cfg-options", "train_cfg.max_iters=4",
+                 "--backbone-options", *[f"{k}={v}".replace(" ", "") for k, v in TINY.items()]]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["statistics"]["alpha"] == 0.1 and "Benjamini-Hochberg" in rep["statistics"]["correction"]
+    rows = rep["rows"]
+    base, other = rows["resnetrs50 / scratch [mini]"]["cifar100"], rows["resnetrs50 / other [mini]"]["cifar100"]
+    for cell in (base, other):
+        assert cell["n"] == 2 and cell["low"] <= cell["mean"] <= cell["high"] and "2 seeds" in cell["interval_method"]
+    assert other["diff"] == pytest.approx(other["mean"] - base["mean"])
+    assert other["diff_low"] <= other["diff"] <= other["diff_high"]
+    assert 0 < other["p_value"] <= 1 and other["p_adjusted"] >= other["p_value"] and "significant" in other
+    md = (out / "report.md").read_text()
+    assert "mean nothing" in md and "permutation" in md and "[" in md.split("| resnetrs50 / other [mini] |")[1]
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert {"low", "high", "p_value", "p_adjusted", "significant"} <= set(rows[0])

@@ -127,7 +127,8 @@ def test_row_studies_share_their_common_options() -> None:
     from rs_transfer.studies import scaling as scaling_study
     from rs_transfer.studies import table1 as pretrain_study
     from rs_transfer.studies import table5
-    common = dict(preset="paper", data_root=None, work_dir=None, out=None, seed=0, cfg_options=None, launcher="none")
+    common = dict(preset="paper", data_root=None, work_dir=None, out=None, seed=0, seeds=1, cfg_options=None,
+                  launcher="none")
     for mod, name, extra in ((pretrain_study, "table1", {"rows": None, "config": None, "backbone_options": None}),
                              (table5, "table5", {"rows": None, "config": None, "backbone_options": None}),
                              (scaling_study, "scaling", {"latency_batch": 8})):
@@ -141,3 +142,49 @@ def test_row_studies_share_their_common_options() -> None:
                                     "a=1", "b=2"])
         assert (seeded.preset, seeded.seed, seeded.launcher, seeded.cfg_options) == ("mini", 3, "pytorch",
                                                                                      ["a=1", "b=2"])
+
+
+def test_seeds_run_apart_are_reused_per_seed_and_reported_with_intervals(tmp_path: Path) -> None:
+    """``--seeds 2``: each seed of a row is its own run (row folder, then ``<row>-seed1``), reused by its own config
+    hash; a row reports the mean, its interval from the kept outputs, the paired step to the previous row, and says
+    how many runs it averages. A stand-in runner writes what run_experiment writes (results.json with the resolved
+    config, eval_outputs.npz), with accuracy rising by row."""
+    import numpy as np
+
+    from rs_transfer import eval_outputs
+    from rs_transfer.atomic import write_json_atomic
+    from rs_transfer.runner import prepare_run
+
+    calls: list[str] = []
+
+    def fake(task, backbone, *, work_dir, launcher="none", resume=False, **kw):
+        calls.append(Path(work_dir).name)
+        prep = prepare_run(task, backbone, work_dir=work_dir, check_data=False, **kw)
+        wd = prep.work_dir
+        rng = np.random.default_rng(kw["seed"] + 10 * len(calls))
+        p = 0.5 if "baseline" in wd.name else 0.8
+        label = rng.integers(10, size=300)
+        top = np.where((rng.random(300) < p)[:, None], label[:, None], (label[:, None] + 1) % 10)
+        wd.mkdir(parents=True, exist_ok=True)
+        with eval_outputs.collect_to(wd):
+            eval_outputs.save("classification", range(300), {"metric": "top1"}, top5=top, label=label)
+        top1 = float(100.0 * (top[:, 0] == label).mean())
+        res = {"task": task, "backbone": backbone, "metric": "top1", "value": top1,
+               "metrics": {"top1": top1, "top5": top1}, "config": prep.resolved, "weights": prep.weights,
+               "work_dir": str(wd), "data_root": str(prep.data_root), "seed": kw["seed"]}
+        write_json_atomic(wd / "results.json", res)
+        return res
+
+    kw = dict(preset="mini", work_dir=tmp_path / "runs", out=tmp_path / "t1", max_rows=2, seeds=2, runner=fake)
+    report = run_study(**kw)
+    assert calls == ["00_baseline", "00_baseline-seed1", "01_cosine", "01_cosine-seed1"]
+    base, cos = report["rows"]
+    assert base["seeds"] == 2 and base["top1"] == pytest.approx(np.mean(base["top1_values"]))
+    assert base["top1_low"] < base["top1"] < base["top1_high"] and "2 seeds" in base["interval_method"]
+    assert cos["delta_low"] > 0 and cos["delta_p"] < 0.01       # 50 % -> 80 %: a real step, with its interval
+    md = (tmp_path / "t1.md").read_text()
+    assert "mean of 2 run(s) per row" in md and f"[{cos['delta_low']:+.1f}," in md
+    calls.clear()
+    (tmp_path / "runs" / "01_cosine-seed1" / "results.json").unlink()
+    again = run_study(**kw)
+    assert calls == ["01_cosine-seed1"] and [r["reused"] for r in again["rows"]] == [True, False]

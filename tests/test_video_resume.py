@@ -28,7 +28,7 @@ def _train_losses(work_dir: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_mid_epoch_resume_is_exact(tmp_path, monkeypatch) -> None:
+def test_mid_epoch_resume_is_exact(tmp_path, monkeypatch, outputs_reproduce) -> None:
     from rs_transfer.runner import run_experiment
     from rs_transfer.video.sampler import ResumeSamplerHook
 
@@ -40,6 +40,7 @@ def test_mid_epoch_resume_is_exact(tmp_path, monkeypatch) -> None:
               # dropout + stochastic depth: the model draws random numbers too (restored by RngStateHook)
               model_overrides=dict(layers=(1, 1, 1, 1), width=0.25, drop_rate=0.5, drop_path_rate=0.2))
     full = run_experiment("kinetics400", "resnet3d50", work_dir=tmp_path / "full", **kw)
+    outputs_reproduce(full, "top1", "top5")   # kinetics400's kept outputs (after the multi-view average)
 
     real = getattr(ResumeSamplerHook, "after_train_iter")
     a = _train_losses(tmp_path / "full")
@@ -67,3 +68,4 @@ def test_mid_epoch_resume_is_exact(tmp_path, monkeypatch) -> None:
         for step in range(killed_at + 1, 7):   # trained after the resume: same batches, draws and weights
             assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), (interval, step, a, b)
         assert {k: resumed["metrics"][k] for k in keys} == {k: full["metrics"][k] for k in keys}
+        outputs_reproduce(resumed, "top1", "top5")   # a resumed run keeps its final evaluation's outputs too

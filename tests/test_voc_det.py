@@ -13,7 +13,7 @@ from rs_transfer.cli import main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_mini_run_learns(tmp_path: Path) -> None:
+def test_mini_run_learns(tmp_path: Path, outputs_reproduce) -> None:
     wd = tmp_path / "run"
     assert main(["run", "--task", "voc-det", "--backbone", "resnet50", "--preset", "mini",
                  "--backbone-options", "layers=[1,1,1,1]", "width=0.25", "frozen_stages=2",
@@ -26,3 +26,4 @@ def test_mini_run_learns(tmp_path: Path) -> None:
     assert res["config"]["model"]["neck"]["in_channels"] == [64, 128, 256, 512]
     assert len(res["config"]["train_dataloader"]["dataset"]["datasets"]) == 2       # VOC2007 + VOC2012
     assert m["AP50"] > 30.0 and m["AP50_area"] > 30.0, m
+    outputs_reproduce(res, "AP50", "AP50_area")   # both VOC versions, from the kept detections

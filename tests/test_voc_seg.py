@@ -24,7 +24,7 @@ def _all_background_miou(voc: Path) -> float:
     return 100.0 * float((valid == 0).mean()) / len(np.unique(valid))
 
 
-def test_mini_run_learns(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_mini_run_learns(tmp_path: Path, capsys: pytest.CaptureFixture, outputs_reproduce) -> None:
     wd = tmp_path / "run"
     assert main(["run", "--task", "voc-seg", "--backbone", "resnet50", "--preset", "mini",
                  "--backbone-options", "layers=[1,1,1,1]", "width=0.25", "frozen_stages=0",
@@ -36,3 +36,4 @@ def test_mini_run_learns(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     voc = get_task("voc-seg").mini_root() / "VOCdevkit" / "VOC2012"
     baseline = _all_background_miou(voc)
     assert res["value"] > baseline + 10.0, (res["metrics"], baseline)
+    outputs_reproduce(res)

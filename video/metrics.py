@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from mmengine.evaluator import BaseMetric
 
+from rs_transfer.tasks.classification import save_classification
 from rs_transfer.tasks._corrupt import SkipLog
 
 DEFAULT_MAX_UNREADABLE = 0.05   # chosen: real Kinetics-400 val copies lose ~0.5-2% of videos; 5% means a broken copy
@@ -50,7 +51,8 @@ class VideoAccuracy(BaseMetric):
             score = torch.as_tensor(d["pred_score"])
             k = min(max(self.topk), score.numel())
             rank = score.topk(k).indices.tolist()
-            self.results.append({"valid": True, "hits": {t: d["label"] in rank[:t] for t in self.topk}})
+            self.results.append({"valid": True, "hits": {t: d["label"] in rank[:t] for t in self.topk},
+                                 "top5": rank[:5], "label": int(d["label"])})
 
     def evaluate(self, size: int) -> dict:
         # The guard runs on every rank (counts all-reduced) so that DDP ranks stop together; mmengine computes the
@@ -68,10 +70,15 @@ class VideoAccuracy(BaseMetric):
     def compute_metrics(self, results: list) -> dict[str, float]:
         valid = [r for r in results if r["valid"]]
         skipped = len(results) - len(valid)
-        out = {f"top{t}": 100.0 * sum(r["hits"][t] for r in valid) / len(valid) for t in self.topk}
+        # 100 * (hits / n): Accuracy's order of operations, so the kept outputs reproduce it bit for bit
+        out = {f"top{t}": 100.0 * (sum(r["hits"][t] for r in valid) / len(valid)) for t in self.topk}
         out["eval_videos"] = float(len(valid))
         out["eval_corrupt"] = float(skipped + self.known_corrupt)
         out["eval_missing"] = float(self.missing)
         out["eval_skipped"] = float(skipped)
         out["skipped_videos"] = float(len(self.skip_log.files()))
+        # per-video outputs after the multi-view average: id = position in the (fixed) evaluation order
+        keep = [(i, r) for i, r in enumerate(results) if r["valid"]]
+        save_classification([r["top5"] for _, r in keep], [r["label"] for _, r in keep], ids=[i for i, _ in keep],
+                            metric=f"top{self.topk[0]}")
         return out

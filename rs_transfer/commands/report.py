@@ -5,14 +5,16 @@ import argparse
 
 HELP = "gather results.json files into a Table 4-style report"
 DESCRIPTION = """Gather every results.json under the given folders into one report: rows = backbone / weights
-(/ protocol), columns = tasks, mean ± std over seeds, differences to a baseline row, and optionally the paper's own
-Table 4 as reference rows. Writes report.md, report.csv, report.json and report.png (atomically).
+(/ protocol), columns = tasks, each cell the mean over seeds with its 95 % interval (bootstrap over the test
+samples kept in each run's eval_outputs.npz, recomputing the metric), paired differences to a baseline row with
+permutation p-values and Benjamini-Hochberg adjusted p-values (--alpha), and optionally the paper's own Table 4
+as reference rows. Writes report.md, report.csv, report.json and report.png (atomically).
 Unreadable results.json files and duplicate runs (same row, task and seed) are not counted; they are listed in the
 report ("Not counted") and on the console.
 
 examples:
   rs-transfer report work_dirs/ --paper
-  rs-transfer report studies/t4 --baseline resnet152.tv_in1k --out reports/
+  rs-transfer report studies/t4 --baseline resnet152.tv_in1k --alpha 0.05 --out reports/
 """
 
 
@@ -23,6 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", help="columns, in order (default: the Table 4 tasks + any others found)")
     p.add_argument("--baseline", help="row to compute differences against: a weights label or a full row label")
     p.add_argument("--paper", action="store_true", help="add the paper's Table 4 rows (results/paper_table4.json)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level for differences to --baseline, after the Benjamini-Hochberg "
+                        "correction over the table (default 0.05)")
+    p.add_argument("--resamples", type=int, default=None,
+                   help="bootstrap and permutation resamples (default 1000)")
+    p.add_argument("--no-intervals", dest="intervals", action="store_false",
+                   help="skip intervals and tests (mean ± std only; fast)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
                 get_task(t)
             except TaskNotAvailable:
                 pass
-    rep = build_report(args.dirs, tasks=args.tasks, baseline=args.baseline, paper=args.paper)
+    if args.resamples is not None and args.resamples < 100:
+        raise UserError(f"--resamples {args.resamples} is too few for a 95 % interval; use 1000 or more")
+    rep = build_report(args.dirs, tasks=args.tasks, baseline=args.baseline, paper=args.paper, alpha=args.alpha,
+                       intervals=args.intervals, resamples=args.resamples)
     out = Path(args.out or (args.dirs[0] if Path(args.dirs[0]).is_dir() else Path(args.dirs[0]).parent))
     files = write_report(rep, out, args.name)
     print(to_markdown(rep))

@@ -280,17 +280,20 @@ def _run(prep: PreparedRun, t0: float, *, resume: bool) -> dict[str, Any]:
 
     from rs_transfer.runner.console import header_lines, print_header, start_log
 
-    rank, throughput, trained, timing = 0, None, False, None
-    if the_task.run_protocol is not None and protocol != "finetune":
-        from mmengine.runner import set_random_seed
+    from rs_transfer import eval_outputs
 
-        set_random_seed(seed)
-        print_header(header_lines(ctx, facts) + start_log(work_dir))
-        metrics = the_task.run_protocol(cfg, ctx)
-    else:
-        metrics, throughput, rank, used, timing = _train(cfg, header_lines(ctx, facts))
-        facts.update(used)
-        trained = True
+    rank, throughput, trained, timing = 0, None, False, None
+    with eval_outputs.collect_to(work_dir):   # each task's metric keeps its per-sample outputs there
+        if the_task.run_protocol is not None and protocol != "finetune":
+            from mmengine.runner import set_random_seed
+
+            set_random_seed(seed)
+            print_header(header_lines(ctx, facts) + start_log(work_dir))
+            metrics = the_task.run_protocol(cfg, ctx)
+        else:
+            metrics, throughput, rank, used, timing = _train(cfg, header_lines(ctx, facts))
+            facts.update(used)
+            trained = True
     if the_task.metric not in metrics:
         if not metrics:
             raise UserError(f"task {task}: no evaluation ran, so there is no {the_task.metric!r} to report; make "
@@ -312,6 +315,8 @@ def _run(prep: PreparedRun, t0: float, *, resume: bool) -> dict[str, Any]:
         "work_dir": str(work_dir), "extra": ctx.extra, **facts,
         # Unreadable images/annotations the datasets skipped (tasks/_corrupt.py): counts per phase, a few names.
         "skipped_files": skipped_files_summary(work_dir),
+        # Per-sample outputs of the last evaluation (rs_transfer/eval_outputs.py), for confidence intervals.
+        "eval_outputs": eval_outputs.FILENAME if eval_outputs.find(work_dir) else None,
     }
     if preset == "mini":
         results["note"] = "MINI preset: tiny generated data, a few iterations; a smoke test, not a benchmark number"

@@ -60,7 +60,7 @@ def positive_int(text: str) -> int:
 
 
 def add_study_arguments(parser: argparse.ArgumentParser, study: StudyArgs) -> None:
-    """``--preset --data-root --work-dir --out --seed --cfg-options --launcher``."""
+    """``--preset --data-root --work-dir --out --seed --seeds --cfg-options --launcher``."""
     parser.add_argument("--preset", choices=("paper", "mini"), default="paper",
                         help=f"paper: the paper's protocol; mini: {study.mini} (default: paper)")
     parser.add_argument("--data-root", default=None, help=f"{study.dataset} folder (default: the task's data folder)")
@@ -71,6 +71,10 @@ def add_study_arguments(parser: argparse.ArgumentParser, study: StudyArgs) -> No
                         help=f"report path without suffix: {study.outputs} (default "
                              f"results/{study.name}[-mini])")
     parser.add_argument("--seed", type=int, default=0, help=f"random seed of every {study.unit} (default 0)")
+    parser.add_argument("--seeds", type=positive_int, default=1,
+                        help=f"runs per {study.unit}: seeds SEED, SEED+1, ... each in its own folder "
+                             f"(WORK_DIR/<{study.unit}>, then <{study.unit}>-seed<s>); the report gives their mean "
+                             "and 95 %% interval (default 1)")
     parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                         help=f"config edits for every {study.unit}, {study.cfg_options}")
     parser.add_argument("--launcher", default="none", choices=LAUNCHERS,

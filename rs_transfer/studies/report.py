@@ -46,6 +46,7 @@ def weights_label(weights: dict[str, Any] | str | None) -> str:
 class Cell:
     values: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)     # each seed's run folder (its eval_outputs.npz, if kept)
     skipped_files: int = 0        # unreadable data files the runs skipped (results.json "skipped_files")
 
     @property
@@ -85,6 +86,7 @@ class Report:
     sources: list[str]
     unreadable: list[dict[str, str]] = field(default_factory=list)   # {"path", "reason"}
     duplicates: list[dict[str, Any]] = field(default_factory=list)   # {"path", "kept", "row", "task", "seed", ...}
+    stats: Any = None     # rs_transfer.report_stats.TableStats: intervals, paired differences (None: not computed)
 
     def skipped_lines(self) -> list[str]:
         """One line per file that is not counted, with the reason (Markdown list items and console lines)."""
@@ -101,12 +103,28 @@ class Report:
         a, b = self.rows[row].get(task, Cell()).mean, self.rows[self.baseline].get(task, Cell()).mean
         return None if a is None or b is None else a - b
 
+    def cell_stats(self, row: str, task: str) -> dict[str, Any]:
+        """The interval and paired-difference keys of one cell (empty when no statistics were computed)."""
+        if self.stats is None:
+            return {}
+        out: dict[str, Any] = {}
+        if (row, task) in self.stats.cells:
+            out.update(self.stats.cells[(row, task)].to_dict())
+        if (row, task) in self.stats.diffs:
+            out.update(self.stats.diffs[(row, task)].to_dict())
+        return out
+
     def to_dict(self) -> dict[str, Any]:
+        from rs_transfer.studies.stats import CORRECTION, TEST
+
+        stats = None if self.stats is None else {"alpha": self.stats.alpha, "resamples": self.stats.resamples,
+                                                 "test": TEST, "correction": CORRECTION, "mini": self.stats.mini}
         return {
             "tasks": self.tasks, "titles": self.titles, "metrics": self.metrics, "baseline": self.baseline,
-            "lower_is_better": sorted(self.lower_better), "sources": self.sources,
+            "lower_is_better": sorted(self.lower_better), "sources": self.sources, "statistics": stats,
             "rows": {r: {t: {"mean": c.mean, "std": c.std, "n": c.n, "seeds": c.seeds, "values": c.values,
-                             "delta": self.delta(r, t)} for t, c in cells.items()} for r, cells in self.rows.items()},
+                             "delta": self.delta(r, t), **self.cell_stats(r, t)} for t, c in cells.items()}
+                     for r, cells in self.rows.items()},
             "paper": self.paper_rows, "unreadable": self.unreadable, "duplicates": self.duplicates,
         }
 
@@ -128,7 +146,10 @@ def load_paper(path: str | Path | None = None) -> dict[str, dict[str, float]]:
 
 
 def build_report(paths: Iterable[str | Path], *, tasks: Sequence[str] | None = None, baseline: str | None = None,
-                 paper: bool = False) -> Report:
+                 paper: bool = False, alpha: float = 0.05, intervals: bool = True,
+                 resamples: int | None = None) -> Report:
+    """The report over every results.json under ``paths``; ``intervals``: also every cell's 95 % interval and the
+    paired differences to ``baseline`` with adjusted p-values at level ``alpha`` (rs_transfer/studies/stats.py)."""
     from rs_transfer.tasks import TABLE4_TASKS, get_task, title
 
     paths = list(paths)
@@ -165,6 +186,7 @@ def build_report(paths: Iterable[str | Path], *, tasks: Sequence[str] | None = N
         cell = rows[label].setdefault(r["task"], Cell())
         cell.values.append(float(r["value"]))
         cell.seeds.append(int(r.get("seed", 0)))
+        cell.dirs.append(str(f.parent))
         skipped = r.get("skipped_files") or {}
         cell.skipped_files += int(skipped.get("train", 0)) + int(skipped.get("eval", 0))
         metrics[r["task"]] = r["metric"]
@@ -183,8 +205,13 @@ def build_report(paths: Iterable[str | Path], *, tasks: Sequence[str] | None = N
             except Exception:  # noqa: BLE001  (absent or broken task module: the column just shows missing)
                 pass
     used = {str(f) for f, _ in seen.values()}
-    return Report(cols, {t: title(t) for t in cols}, metrics, lower, dict(rows), load_paper() if paper else {},
-                  baseline, [str(f) for f, _ in runs if str(f) in used], unreadable, duplicates)
+    rep = Report(cols, {t: title(t) for t in cols}, metrics, lower, dict(rows), load_paper() if paper else {},
+                 baseline, [str(f) for f, _ in runs if str(f) in used], unreadable, duplicates)
+    if intervals:
+        from rs_transfer.studies.stats import table_stats
+
+        rep.stats = table_stats(rep, alpha=alpha, resamples=resamples)
+    return rep
 
 
 def to_markdown(rep: Report) -> str:
@@ -192,13 +219,18 @@ def to_markdown(rep: Report) -> str:
                                      + (", lower better" if t in rep.lower_better else "") + ")" for t in rep.tasks]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, cells in rep.rows.items():
-        lines.append("| " + " | ".join([label] + [cells.get(t, Cell()).text() for t in rep.tasks]) + " |")
+        lines.append("| " + " | ".join([label] + [_cell_md(rep, label, t) for t in rep.tasks]) + " |")
     for label, vals in rep.paper_rows.items():
         lines.append("| " + " | ".join([f"*{label}*"] + [f"*{vals[t]:.1f}*" if t in vals else MISSING
                                                           for t in rep.tasks]) + " |")
+    what = ("Mean over seeds with its 95 % interval." if rep.stats is not None else
+            "Mean ± sample std over seeds (n = number of seeds).")
     out = ["# Transfer results (Table 4 style)", "",
-           "Mean ± sample std over seeds (n = number of seeds). " + MISSING + " = no result (task not run or not "
-           "available). Rows marked [mini] are smoke tests on generated data, not benchmark numbers.", ""] + lines
+           what + " " + MISSING + " = no result (task not run or not "
+           "available). Rows marked [mini] are smoke tests on generated data, not benchmark numbers.", ""]
+    if rep.stats is not None:
+        out += [*rep.stats.legend(rep.baseline if len(rep.rows) > 1 else None), ""]
+    out += lines
     if rep.baseline and len(rep.rows) > 1:
         out += ["", f"## Difference to baseline: {rep.baseline}", "",
                 "| backbone / weights | " + " | ".join(rep.titles[t] for t in rep.tasks) + " |",
@@ -206,8 +238,7 @@ def to_markdown(rep: Report) -> str:
         for label in rep.rows:
             if label == rep.baseline:
                 continue
-            ds = [rep.delta(label, t) for t in rep.tasks]
-            out.append("| " + " | ".join([label] + [MISSING if d is None else f"{d:+.2f}" for d in ds]) + " |")
+            out.append("| " + " | ".join([label] + [_diff_md(rep, label, t) for t in rep.tasks]) + " |")
     if rep.paper_rows:
         out += ["", "Italic rows: the paper's Table 4 (ResNet-152, vanilla architecture; results/paper_table4.json)."]
     if rep.unreadable or rep.duplicates:
@@ -216,21 +247,73 @@ def to_markdown(rep: Report) -> str:
     return "\n".join(out) + "\n"
 
 
+def _cell_md(rep: Report, row: str, task: str) -> str:
+    cell = rep.rows[row].get(task, Cell())
+    if rep.stats is None or cell.mean is None:
+        return cell.text()
+    from rs_transfer.studies.stats import NO_OUTPUTS, cell_text
+
+    stat = rep.stats.cells.get((row, task))
+    if stat is None or stat.interval is None:   # an old run: mean (± std over seeds), and why no interval
+        return f"{cell.text()}, {stat.note if stat else NO_OUTPUTS}"
+    text = cell_text(stat, cell.mean, cell.n)
+    return text + (f" [{cell.skipped_files} unreadable files skipped]" if cell.skipped_files else "")
+
+
+def _diff_md(rep: Report, row: str, task: str) -> str:
+    """With statistics: the paired difference with its interval and p-values (never a bare signed number);
+    without: the plain difference of means."""
+    if rep.stats is None:
+        d = rep.delta(row, task)
+        return MISSING if d is None else f"{d:+.2f}"
+    from rs_transfer.studies.stats import NO_OUTPUTS, diff_text
+
+    text = diff_text(rep.stats.diffs.get((row, task)))
+    if text is None or text == NO_OUTPUTS:     # no interval: the means' difference, unsigned, says so
+        d = rep.delta(row, task)
+        return MISSING if d is None else f"{d:.2f} (difference of means), {NO_OUTPUTS}"
+    return text
+
+
 def to_csv(rep: Report) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["row", "task", "metric", "mean", "std", "n", "seeds", "delta_vs_baseline", "reference"])
+    extra = ["low", "high", "interval_method", "diff", "diff_low", "diff_high", "p_value", "p_adjusted",
+             "significant", "note"]
+    w.writerow(["row", "task", "metric", "mean", "std", "n", "seeds", "delta_vs_baseline", "reference", *extra])
     for label, cells in rep.rows.items():
         for t in rep.tasks:
             c = cells.get(t, Cell())
             d = rep.delta(label, t)
+            st = rep.cell_stats(label, t)
+            note = "; ".join(str(st[k]) for k in ("interval_note", "diff_note") if st.get(k))
             w.writerow([label, t, rep.metrics.get(t, ""), "" if c.mean is None else f"{c.mean:.4f}",
                         "" if c.std is None else f"{c.std:.4f}", c.n, " ".join(map(str, c.seeds)),
-                        "" if d is None else f"{d:.4f}", "no"])
+                        "" if d is None else f"{d:.4f}", "no",
+                        *[_csv_value(st.get(k)) for k in extra[:-1]], note])
     for label, vals in rep.paper_rows.items():
         for t in rep.tasks:
-            w.writerow([label, t, "", vals.get(t, ""), "", "", "", "", "yes"])
+            w.writerow([label, t, "", vals.get(t, ""), "", "", "", "", "yes", *[""] * len(extra)])
     return buf.getvalue()
+
+
+def _csv_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _error_bar(rep: Report, row: str, task: str, cell: Cell) -> tuple[str, float, float] | None:
+    """(kind, below, above) of a cell's error bar: its interval when one was computed, else ± std when there is
+    a spread over seeds, else none."""
+    stat = rep.stats.cells.get((row, task)) if rep.stats is not None else None
+    if stat is not None and stat.interval is not None and cell.mean is not None:
+        return "interval", max(0.0, cell.mean - stat.interval.low), max(0.0, stat.interval.high - cell.mean)
+    if cell.std is not None:
+        return "std", cell.std, cell.std
+    return None
 
 
 def chart(rep: Report) -> Any:
@@ -251,6 +334,7 @@ def chart(rep: Report) -> Any:
     fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(rep.tasks)), 4.5))
     width = 0.8 / max(1, len(series))
     handles: list[Any] = []
+    used_bars: set[str] = set()
     any_missing = False
     for i, (label, cells, ref) in enumerate(series):
         style = dict(facecolor=cmap(i % cmap.N), alpha=0.55 if ref else 1.0, hatch="//" if ref else None,
@@ -259,10 +343,18 @@ def chart(rep: Report) -> Any:
         drawn = [(x, c) for x, c in zip(xs, cells) if c.mean is not None]
         if drawn:
             ax.bar([x for x, _ in drawn], [c.mean for _, c in drawn], width, **style)
-        spread = [(x, c) for x, c in drawn if c.std is not None]
-        if spread:
-            ax.errorbar([x for x, _ in spread], [c.mean for _, c in spread], yerr=[c.std for _, c in spread],
-                        fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+        if not ref:   # a cell's 95 % interval where its outputs were kept; else ± std over seeds (old runs)
+            bars = [_error_bar(rep, label, t, c) for t, c in zip(rep.tasks, cells)]
+            spread = [(x, c, b) for (x, c), b in zip(drawn, [b for b, c in zip(bars, cells) if c.mean is not None])
+                      if b is not None]
+            for kind in ("interval", "std"):
+                these = [(x, c, b) for x, c, b in spread if b[0] == kind]
+                if these:
+                    used_bars.add(kind)
+                    ax.errorbar([x for x, _, _ in these], [c.mean for _, c, _ in these],
+                                yerr=[[b[1] for _, _, b in these], [b[2] for _, _, b in these]], fmt="none",
+                                ecolor="black", elinewidth=0.8, capsize=2 if kind == "interval" else 0,
+                                linestyle="-" if kind == "interval" else ":")
         missing = [x for x, c in zip(xs, cells) if c.mean is None]
         if missing:
             any_missing = True
@@ -270,8 +362,12 @@ def chart(rep: Report) -> Any:
         handles.append(Patch(label=label if drawn else f"{label} (no result)", **style))
     if any_missing:
         handles.append(Line2D([], [], marker="x", linestyle="none", color="gray", label="x = no result"))
-    if any(c.std is not None for _, cells, _ in series for c in cells):
-        handles.append(Line2D([], [], color="black", linewidth=0.8, label="error bar = ± sample std over seeds"))
+    if "interval" in used_bars:
+        handles.append(Line2D([], [], color="black", linewidth=0.8, label="error bar = 95 % bootstrap interval"))
+    if "std" in used_bars:
+        handles.append(Line2D([], [], color="black", linewidth=0.8, linestyle=":" if rep.stats is not None else "-",
+                              label="error bar = ± sample std over seeds"
+                              + (" (no outputs kept)" if rep.stats is not None else "")))
     ax.set_xticks(range(len(rep.tasks)))
     ax.set_xticklabels([f"{rep.titles[t]}\n({rep.metrics.get(t, '')})" for t in rep.tasks], fontsize=8)
     ax.set_xlim(-0.5, len(rep.tasks) - 0.5)
@@ -279,7 +375,8 @@ def chart(rep: Report) -> Any:
     ax.set_ylabel("score (task metric)")
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    title = "Transfer results (Table 4 style)"
+    title = "Transfer results (Table 4 style)" + (" — MINI: intervals mean nothing" if rep.stats is not None
+                                                   and rep.stats.mini else "")
     ax.set_title(title + ("; hatched = paper's Table 4" if rep.paper_rows else ""), fontsize=10)
     return fig
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from rs_transfer.recipes import TABLE1, Arch
 from rs_transfer.studies.args import StudyArgs, add_study_arguments, default_out, default_work_dir
+from rs_transfer.studies.seeded import seeds_line, value_text
 
 BACKBONE = "resnetrs50"   # the RS architecture; depth and width are overridden per cell
 STUDY_ARGS = StudyArgs(name="scaling", unit="cell", dataset="ILSVRC2012",
@@ -113,8 +114,10 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
               epochs: Sequence[int], preset: str = "paper", work_dir: str | Path | None = None,
               out: str | Path | None = None, data_root: str | None = None, seed: int = 0,
               cfg_options: dict[str, Any] | None = None, launcher: str = "none", latency_batch: int = 8,
-              runner: Callable[..., dict] | None = None) -> dict[str, Any]:
+              runner: Callable[..., dict] | None = None, seeds: int = 1) -> dict[str, Any]:
+    """Run (or reuse) every grid cell, ``seeds`` runs each (rs_transfer/studies/seeded.py), and write the report."""
     from rs_transfer.runner.distributed import launched_world_size
+    from rs_transfer.studies.seeded import combine, seed_dir, seeds_of
     from rs_transfer.studies.plan import expected_hash
     from rs_transfer.studies.reuse import finished_runs, reusable
 
@@ -128,29 +131,35 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
         opts, model = cell_edits(d, w, r, e, preset)
         opts = {**opts, **(cfg_options or {})}
         row_dir = work_dir / cell_id(d, w, r, e)
-        kw = dict(preset=preset, seed=seed, cfg_options=opts, model_overrides=model, data_root=data_root)
-        expected = expected_hash("imagenet", BACKBONE, work_dir=row_dir, world_size=launched_world_size(launcher),
-                                 **kw)
-        res = finished.get(expected)
-        reused = reusable(res, expected, str(row_dir))
-        if not reused:
-            res = runner("imagenet", BACKBONE, work_dir=row_dir, launcher=launcher,
-                         resume=(row_dir / "last_checkpoint").is_file(), **kw)
-        m = res["metrics"]
+        runs, all_reused = [], True
+        for s in seeds_of(seed, seeds):   # each seed its own run folder, reused by its own config hash
+            sdir = seed_dir(row_dir, s, seed)
+            kw = dict(preset=preset, seed=s, cfg_options=opts, model_overrides=model, data_root=data_root)
+            expected = expected_hash("imagenet", BACKBONE, work_dir=sdir, world_size=launched_world_size(launcher),
+                                     **kw)
+            res = finished.get(expected)
+            reused = reusable(res, expected, str(sdir))
+            if not reused:
+                res = runner("imagenet", BACKBONE, work_dir=sdir, launcher=launcher,
+                             resume=(sdir / "last_checkpoint").is_file(), **kw)
+            runs.append(res)
+            all_reused = all_reused and reused
+        res = runs[0]     # timing: the first seed's run (the same network and schedule for every seed)
         measured_res = int(res.get("extra", {}).get("resolution") or r)
         rows.append(dict(id=cell_id(d, w, r, e), depth=d, width=w, resolution=r, epochs=e,
-                         top1=float(m["top1"]), top5=m.get("top5"), minival_top1=m.get("minival_top1"),
+                         **combine(runs, ("top1", "top5", "minival_top1")),
                          gflops=flops(model, measured_res) / 1e9, **training_time(res),
                          infer_ms_per_image=inference_ms(model, measured_res, latency_batch),
-                         work_dir=str(row_dir), reused=reused))
-    report = dict(study="scaling", preset=preset, backbone=BACKBONE, seed=seed, rows=rows,
+                         work_dir=str(row_dir), reused=all_reused))
+    report = dict(study="scaling", preset=preset, backbone=BACKBONE, seed=seed, seeds=seeds, rows=rows,
                   note=("MINI preset: tiny generated data and stand-in models; checks the machinery, not the "
-                        "paper's curves" if preset == "mini" else ""))
+                        "paper's curves; intervals from a mini set mean nothing" if preset == "mini" else ""))
     write_report(report, out)
     return report
 
 
-COLS = ["id", "depth", "width", "resolution", "epochs", "top1", "top5", "minival_top1", "gflops", "train_time_s",
+COLS = ["id", "depth", "width", "resolution", "epochs", "top1", "top1_low", "top1_high", "seeds", "interval_note",
+        "top5", "minival_top1", "gflops", "train_time_s",
         "train_images_per_s", "eval_time_s", "train_time_missing", "infer_ms_per_image"]
 MISSING = "n/a†"   # a cell whose results.json has no train_time_s (see the table's footnote)
 
@@ -167,12 +176,13 @@ def to_markdown(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         unmeasured = r.get("train_time_missing", r.get("train_time_s") is None)
         t, ips = (MISSING, MISSING) if unmeasured else (f(r["train_time_s"]), f(r["train_images_per_s"]))
-        lines.append(f"| {r['depth']} | {r['width']:g} | {r['resolution']} | {r['epochs']} | {f(r['top1'])} | "
+        lines.append(f"| {r['depth']} | {r['width']:g} | {r['resolution']} | {r['epochs']} | {value_text(r)} | "
                      f"{f(r['minival_top1'])} | {f(r['gflops'], 3)} | {t} | {ips} | "
                      f"{f(r['infer_ms_per_image'], 2)} |")
     lines += ["", "FLOPs: one 1000-class forward at the cell's resolution (multiply-add = 2). Times: this machine. "
                   "Train time: the train loop's iterations and data loading (no start-up, validation or checkpoint "
-                  "writes), summed over the segments of a resumed run; train img/s over all processes."]
+                  "writes), summed over the segments of a resumed run; train img/s over all processes. "
+                  + seeds_line(report["rows"], deltas=False)]
     missing = [r["id"] for r in report["rows"] if r.get("train_time_missing", r.get("train_time_s") is None)]
     if missing:
         lines += ["", f"† {', '.join(missing)}: no train_time_s in results.json (written before training time "
@@ -198,7 +208,13 @@ def to_png(report: dict[str, Any]) -> bytes:
         for ax, (key, _) in zip(axes, axes_spec):
             pts = [(r[key], r["top1"]) for r in rows if r[key] is not None]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=f"{e} ep, w{w:g}, {res}px")
+                line, = ax.plot(*zip(*pts), marker="o", label=f"{e} ep, w{w:g}, {res}px")
+                bars = [r for r in rows if r[key] is not None and r.get("top1_low") is not None]
+                if bars:     # the 95 % interval of each cell's top-1 (rs_transfer/studies/seeded.py)
+                    ax.errorbar([r[key] for r in bars], [r["top1"] for r in bars], fmt="none",
+                                yerr=[[r["top1"] - r["top1_low"] for r in bars],
+                                      [r["top1_high"] - r["top1"] for r in bars]],
+                                ecolor=line.get_color(), elinewidth=0.8, capsize=2)
     for ax, (_, label) in zip(axes, axes_spec):
         ax.set_xscale("log")
         ax.set_xlabel(label)
@@ -237,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_study(depths=args.depths, widths=args.widths, resolutions=args.resolutions, epochs=args.epochs,
                        preset=args.preset, work_dir=args.work_dir, out=args.out, data_root=args.data_root,
                        seed=args.seed, cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
-                       latency_batch=args.latency_batch)
+                       latency_batch=args.latency_batch, seeds=args.seeds)
     print(to_markdown(report))
     out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
     print(f"wrote {out.with_suffix('.md')}, .csv, .json, .png")

@@ -18,6 +18,7 @@ from typing import Any
 from rs_transfer.recipes import TABLE1, arch_of
 from rs_transfer.studies.args import (StudyArgs, add_additive_arguments, add_study_arguments, default_out,
                                       default_work_dir)
+from rs_transfer.studies.seeded import delta_text, seeds_line, value_text
 from rs_transfer.studies.tables import add_deltas, fmt, write_files
 
 # Paper Table 1 (left), ImageNet validation top-1 (%), averaged over 2 runs, in TABLE1.order.
@@ -45,9 +46,11 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
               work_dir: str | Path | None = None, out: str | Path | None = None, data_root: str | None = None,
               seed: int = 0, config: str | None = None, cfg_options: dict[str, Any] | None = None,
               model_overrides: dict[str, Any] | None = None, max_rows: int | None = None,
-              launcher: str = "none", runner: Callable[..., dict] | None = None) -> dict[str, Any]:
-    """Run (or reuse, or resume) every row and write the report; returns the report dict."""
+              launcher: str = "none", runner: Callable[..., dict] | None = None, seeds: int = 1) -> dict[str, Any]:
+    """Run (or reuse, or resume) every row, ``seeds`` runs each (seed, seed + 1, ...: rs_transfer/studies/seeded.py),
+    and write the report; returns the report dict."""
     from rs_transfer.runner.distributed import launched_world_size
+    from rs_transfer.studies.seeded import combine, paired_step, seed_dir, seeds_of
     from rs_transfer.studies.plan import expected_hash
     from rs_transfer.studies.reuse import finished_runs, reusable
 
@@ -56,32 +59,41 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
     out = Path(out or default_out(STUDY_ARGS.name, preset))
     finished = finished_runs(work_dir)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    previous: list[dict[str, Any]] = []
     for row_id, label, enabled in TABLE1.additive_rows()[:max_rows]:
         opts, model = row_edits(enabled, backbone, preset)
         # recipe.name: the row travels with the run's results and exported weights ("table1:03_ema").
         opts = {**opts, "recipe.name": f"table1:{row_id}", **(cfg_options or {})}
         model = {**model, **(model_overrides or {})}
         row_dir = work_dir / row_id
-        kw = dict(weights=weights, preset=preset, seed=seed, config=config, cfg_options=opts,
-                  model_overrides=model, data_root=data_root)
-        expected = expected_hash("imagenet", backbone, work_dir=row_dir, world_size=launched_world_size(launcher),
-                                 **kw)
-        results = finished.get(expected)
-        reused = reusable(results, expected, str(row_dir))
-        if not reused:
-            results = runner("imagenet", backbone, work_dir=row_dir, launcher=launcher,
-                             resume=(row_dir / "last_checkpoint").is_file(), **kw)
-        m = results["metrics"]
-        rows.append(dict(id=row_id, label=label, toggles=list(enabled), top1=float(m["top1"]),
-                         top5=float(m["top5"]) if "top5" in m else None,
-                         minival_top1=float(m["minival_top1"]) if "minival_top1" in m else None,
+        runs, all_reused = [], True
+        for s in seeds_of(seed, seeds):    # each seed its own run folder, reused by its own config hash
+            sdir = seed_dir(row_dir, s, seed)
+            kw = dict(weights=weights, preset=preset, seed=s, config=config, cfg_options=opts,
+                      model_overrides=model, data_root=data_root)
+            expected = expected_hash("imagenet", backbone, work_dir=sdir, world_size=launched_world_size(launcher),
+                                     **kw)
+            results = finished.get(expected)
+            reused = reusable(results, expected, str(sdir))
+            if not reused:
+                results = runner("imagenet", backbone, work_dir=sdir, launcher=launcher,
+                                 resume=(sdir / "last_checkpoint").is_file(), **kw)
+            runs.append(results)
+            all_reused = all_reused and reused
+        m = runs[0]["metrics"]
+        rows.append(dict(id=row_id, label=label, toggles=list(enabled),
+                         **combine(runs, ("top1", "top5", "minival_top1")),
                          paper_top1=PAPER_TOP1.get(row_id), eval_skipped=m.get("eval_skipped"),
-                         work_dir=str(results.get("work_dir", row_dir)), reused=reused))
+                         work_dir=str(runs[0].get("work_dir", row_dir)), reused=all_reused))
+        if previous:
+            rows[-1].update(paired_step(previous, runs))
+        previous = runs
     add_deltas(rows)
-    report = dict(study="table1", preset=preset, backbone=backbone, weights=weights, seed=seed, rows=rows,
-                  note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers"
-                        if preset == "mini" else ""))
+    report = dict(study="table1", preset=preset, backbone=backbone, weights=weights, seed=seed, seeds=seeds,
+                  rows=rows,
+                  note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers; "
+                        "intervals from a mini set mean nothing" if preset == "mini" else ""))
     write_report(report, out)
     return report
 
@@ -95,14 +107,16 @@ def to_markdown(report: dict[str, Any]) -> str:
               "|---|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         lines.append(f"| {r['label']} | {fmt(r['paper_top1'])} | {fmt(r['paper_delta'], True)} | "
-                     f"{fmt(r['top1'])} | {fmt(r['delta'], True)} | {fmt(r['top5'])} | "
+                     f"{value_text(r)} | {delta_text(r)} | {fmt(r['top5'])} | "
                      f"{fmt(r['minival_top1'])} |")
-    lines += ["", "Paper: ImageNet validation top-1, mean of 2 runs (Bello et al. 2021, Table 1 left). Ours: one run "
-                  "per row; unreadable evaluation images are left out and counted (eval_skipped)."]
+    lines += ["", "Paper: ImageNet validation top-1, mean of 2 runs (Bello et al. 2021, Table 1 left). "
+              + seeds_line(report["rows"]) + " Unreadable evaluation images are left out and counted "
+              "(eval_skipped)."]
     return "\n".join(lines) + "\n"
 
 
-COLUMNS = ("id", "label", "paper_top1", "paper_delta", "top1", "delta", "top5", "minival_top1", "eval_skipped")
+COLUMNS = ("id", "label", "paper_top1", "paper_delta", "top1", "top1_low", "top1_high", "seeds", "delta", "delta_low",
+           "delta_high", "delta_p", "top5", "minival_top1", "eval_skipped", "interval_note")
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
@@ -126,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                        out=args.out, data_root=args.data_root, seed=args.seed, config=args.config,
                        cfg_options=parse_cfg_options(args.cfg_options),
                        model_overrides=parse_cfg_options(args.backbone_options), max_rows=args.rows,
-                       launcher=args.launcher)
+                       launcher=args.launcher, seeds=args.seeds)
     print(to_markdown(report))
     out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
     print(f"wrote {out.with_suffix('.md')}, .csv, .json")

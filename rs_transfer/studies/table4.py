@@ -79,9 +79,10 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                model_overrides: dict | None = None, cfg_options: dict | None = None, launcher: str = "none",
                data_roots: dict[str, str] | None = None, log=print,
                normalization: str | dict[str | None, str] | None = None, trust: bool = False,
-               strict: bool = True) -> dict[str, Any]:
+               strict: bool = True, alpha: float = 0.05) -> dict[str, Any]:
     """Run every (weights, task, protocol, seed) cell not done yet, then write the report. Returns study.json.
-    ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``."""
+    ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``;
+    ``alpha``: the report's significance level for paired differences to the baseline (after BH)."""
     from rs_transfer.runner import run_experiment
     from rs_transfer.tasks import TABLE4_TASKS, TaskNotAvailable, get_task
 
@@ -142,9 +143,9 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
     base = baseline or (f"{backbone} / {weights_label(weights[0])}" + (" [mini]" if preset == "mini" else "")
                         if weights else None)
     try:
-        rep = build_report([out], tasks=tasks, baseline=base, paper=paper)
+        rep = build_report([out], tasks=tasks, baseline=base, paper=paper, alpha=alpha)
     except UserError:  # the baseline row has no results (yet): report without differences
-        rep = build_report([out], tasks=tasks, baseline=None, paper=paper)
+        rep = build_report([out], tasks=tasks, baseline=None, paper=paper, alpha=alpha)
     files = write_report(rep, out)
     study = {"study": "table4", "backbone": backbone, "preset": preset, "weights": list(weights), "tasks": tasks,
              "protocols": list(protocols), "seeds": seeds, "cells": cells, "failures": failures,
@@ -163,7 +164,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "SRC=NORM pairs (default: what each source declares; else ImageNet, with a warning)")
     p.add_argument("--tasks", nargs="+", help="default: the five Table 4 tasks")
     p.add_argument("--protocols", nargs="+", default=["finetune"], help="e.g. finetune linear knn")
-    p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..N-1 per cell (mean ± std in the report)")
+    p.add_argument("--seeds", type=positive_int, default=1,
+                   help="seeds 0..N-1 per cell (mean and 95 %% interval over seeds, then test samples, in the report)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level for the paired differences to the baseline, after the "
+                        "Benjamini-Hochberg correction (default 0.05)")
     p.add_argument("--preset", default="paper", choices=["paper", "mini"],
                    help="paper: the paper's protocols; mini: tiny generated data in each task's real format, a few "
                         "iterations (minutes on a CPU; checks the machinery, not a benchmark)")
@@ -194,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
                        protocols=args.protocols, seeds=args.seeds, preset=args.preset, baseline=args.baseline,
                        paper=paper, model_overrides=parse_cfg_options(args.backbone_options),
                        cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
-                       normalization=norm, trust=args.trust, strict=args.strict)
+                       normalization=norm, trust=args.trust, strict=args.strict, alpha=args.alpha)
     from pathlib import Path
 
     print(Path(study["report"]["md"]).read_text())

@@ -18,6 +18,7 @@ from typing import Any
 
 from rs_transfer.studies.args import (StudyArgs, add_additive_arguments, add_study_arguments, default_out,
                                       default_work_dir)
+from rs_transfer.studies.seeded import delta_text, seeds_line, value_text
 from rs_transfer.studies.tables import add_deltas, count, fmt, write_files
 
 from rs_transfer.video.recipes import additive_rows, recipe_edits
@@ -46,12 +47,17 @@ def mini_model_overrides(backbone: str) -> dict[str, Any]:
                 temporal_kernels=tuple(k if isinstance(k, int) else tuple(k)[0] for k in kernels))
 
 
-def _row_record(row_id: str, label: str, enabled: tuple[str, ...], results: dict[str, Any],
+def _row_record(row_id: str, label: str, enabled: tuple[str, ...], runs: list[dict[str, Any]],
                 reused: bool) -> dict[str, Any]:
+    """A row over its seeds' runs: top-1/top-5 means with the interval (rs_transfer/studies/seeded.py); the counts
+    and the network are the first seed's (the same data and model for every seed)."""
+    from rs_transfer.studies.seeded import combine
+
+    results = runs[0]
     m = results["metrics"]
     extra = results.get("extra") or {}
-    return dict(id=row_id, label=label, toggles=list(enabled), top1=float(m["top1"]),
-                top5=float(m["top5"]) if "top5" in m else None, paper_top1=PAPER_TOP1.get(row_id),
+    return dict(id=row_id, label=label, toggles=list(enabled), **combine(runs, ("top1", "top5")),
+                paper_top1=PAPER_TOP1.get(row_id),
                 eval_videos=m.get("eval_videos"), missing=m.get("eval_missing"), corrupt=m.get("eval_corrupt"),
                 skipped_videos=m.get("skipped_videos"), architecture=extra.get("architecture"),
                 work_dir=results.get("work_dir"), reused=reused)
@@ -62,13 +68,15 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
               seed: int = 0, config: str | None = None, cfg_options: dict[str, Any] | None = None,
               model_overrides: dict[str, Any] | None = None, max_rows: int | None = None,
               launcher: str = "none", runner: Callable[..., dict] | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, seeds: int = 1) -> dict[str, Any]:
     """Run (or resume) every row and write the report; returns the report dict.
 
     A row's existing results.json is reused only when its recorded config hash equals the hash of the config the
     row would run now (``rs_transfer.studies.plan.expected_hash``): another ``--cfg-options``, seed, backbone or code
-    default runs the row again."""
+    default runs the row again. ``seeds``: runs per row (seed, seed + 1, ...), each in its own folder and reused by
+    its own hash (rs_transfer/studies/seeded.py)."""
     from rs_transfer.results import read_results
+    from rs_transfer.studies.seeded import paired_step, seed_dir, seeds_of
     from rs_transfer.runner.distributed import launched_world_size
     from rs_transfer.studies.plan import expected_hash
     from rs_transfer.studies.reuse import reusable
@@ -78,27 +86,37 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
     out = Path(out or default_out(STUDY_ARGS.name, preset))
     base_model = mini_model_overrides(backbone) if preset == "mini" else {}
-    rows = []
+    rows: list[dict[str, Any]] = []
+    previous: list[dict[str, Any]] = []
     for row_id, label, enabled in additive_rows()[:max_rows]:
         opts, model = recipe_edits(enabled)
-        row_dir = work_dir / row_id
-        kwargs = dict(weights=weights, preset=preset, work_dir=row_dir, seed=seed, config=config,
-                      cfg_options={**opts, **(cfg_options or {})},
-                      model_overrides={**base_model, **model, **(model_overrides or {})}, data_root=data_root)
-        results = read_results(row_dir)
-        reused = results is not None and reusable(
-            results, expected_hash("kinetics400", backbone, **kwargs, world_size=launched_world_size(launcher)),
-            str(row_dir))
-        if results is not None and not reused:
-            log(f"[stale] {row_dir}: results.json ran another configuration (config hash differs); running again")
-        if not reused:
-            results = runner("kinetics400", backbone, launcher=launcher,
-                             resume=(row_dir / "last_checkpoint").is_file(), **kwargs)
-        rows.append(_row_record(row_id, label, enabled, results, reused))
+        runs, all_reused = [], True
+        for s in seeds_of(seed, seeds):    # each seed its own run folder, reused by its own config hash
+            row_dir = seed_dir(work_dir / row_id, s, seed)
+            kwargs = dict(weights=weights, preset=preset, work_dir=row_dir, seed=s, config=config,
+                          cfg_options={**opts, **(cfg_options or {})},
+                          model_overrides={**base_model, **model, **(model_overrides or {})}, data_root=data_root)
+            results = read_results(row_dir)
+            reused = results is not None and reusable(
+                results, expected_hash("kinetics400", backbone, **kwargs, world_size=launched_world_size(launcher)),
+                str(row_dir))
+            if results is not None and not reused:
+                log(f"[stale] {row_dir}: results.json ran another configuration (config hash differs); running "
+                    "again")
+            if not reused:
+                results = runner("kinetics400", backbone, launcher=launcher,
+                                 resume=(row_dir / "last_checkpoint").is_file(), **kwargs)
+            runs.append(results)
+            all_reused = all_reused and reused
+        rows.append(_row_record(row_id, label, enabled, runs, all_reused))
+        if previous:
+            rows[-1].update(paired_step(previous, runs))
+        previous = runs
     add_deltas(rows)
-    report = dict(study="table5", preset=preset, backbone=backbone, weights=weights, seed=seed, rows=rows,
-                  note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers"
-                        if preset == "mini" else ""))
+    report = dict(study="table5", preset=preset, backbone=backbone, weights=weights, seed=seed, seeds=seeds,
+                  rows=rows,
+                  note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers; "
+                        "intervals from a mini set mean nothing" if preset == "mini" else ""))
     write_report(report, out)
     return report
 
@@ -112,17 +130,19 @@ def to_markdown(report: dict[str, Any]) -> str:
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         lines.append(f"| {r['label']} | {fmt(r['paper_top1'])} | {fmt(r['paper_delta'], True)} | "
-                     f"{fmt(r['top1'])} | {fmt(r['delta'], True)} | {fmt(r['top5'])} | "
+                     f"{value_text(r)} | {delta_text(r)} | {fmt(r['top5'])} | "
                      f"{count(r.get('eval_videos'))} | {count(r.get('missing'))} | {count(r.get('corrupt'))} |")
     lines += ["", "Evaluation: multi-view (clips x crops) softmax average over the readable val videos; missing = "
-                  "csv rows without a file, corrupt = files no decoder reads (both left out and counted).", "",
+                  "csv rows without a file, corrupt = files no decoder reads (both left out and counted).",
+              seeds_line(report["rows"]), "",
               "Network of each row (the last one is TF Model Garden's 3D ResNet-RS-50, the paper's 78.2):", ""]
     lines += [f"- {r['id']}: {r.get('architecture') or 'not recorded'}" for r in report["rows"]]
     return "\n".join(lines) + "\n"
 
 
-COLUMNS = ("id", "label", "paper_top1", "paper_delta", "top1", "delta", "top5", "eval_videos", "missing",
-           "corrupt", "skipped_videos", "architecture")
+COLUMNS = ("id", "label", "paper_top1", "paper_delta", "top1", "top1_low", "top1_high", "seeds", "delta",
+           "delta_low", "delta_high", "delta_p", "top5", "eval_videos", "missing", "corrupt", "skipped_videos",
+           "architecture", "interval_note")
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
@@ -146,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                        out=args.out, data_root=args.data_root, seed=args.seed, config=args.config,
                        cfg_options=parse_cfg_options(args.cfg_options),
                        model_overrides=parse_cfg_options(args.backbone_options), max_rows=args.rows,
-                       launcher=args.launcher)
+                       launcher=args.launcher, seeds=args.seeds)
     print(to_markdown(report))
     out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
     print(f"wrote {out.with_suffix('.md')}, .csv, .json")
