@@ -196,6 +196,30 @@ def _portable(resolved: dict[str, Any], ctx: RunContext) -> Any:
     return out
 
 
+def default_work_dir(task: str, backbone: str, weights: str | None, protocol: str, preset: str, seed: int) -> Path:
+    """``work_dirs/<task>-<backbone>-<weights>-<protocol>-<preset>-seed<k>`` (a run without ``--work-dir``)."""
+    tag = (Path(weights).stem if weights and (os.sep in weights or "." in Path(weights).name) else weights) or "scratch"
+    return Path("work_dirs") / f"{task}-{backbone}-{tag}-{protocol}-{preset}-seed{seed}"
+
+
+def _one_run_per_work_dir(fn: Any) -> Any:
+    """Hold the work dir's lock (rs_transfer/worklock.py) for the whole run: a second run into the same folder
+    (another seed, a second study, a requeued job racing the original) exits with one line naming the holder
+    instead of sharing checkpoints and results.json."""
+    import functools
+
+    from rs_transfer.worklock import lock_for_run
+
+    @functools.wraps(fn)
+    def locked(task: str, backbone: str, **kw: Any) -> dict[str, Any]:
+        wd = kw.get("work_dir") or default_work_dir(task, backbone, kw.get("weights"), kw.get("protocol", "finetune"),
+                                                    kw.get("preset", "paper"), kw.get("seed", 0))
+        with lock_for_run(Path(wd).resolve(), kw.get("launcher", "none")):
+            return fn(task, backbone, **{**kw, "work_dir": wd})
+    return locked
+
+
+@_one_run_per_work_dir
 @warn_once_per_run()  # weights_info and the backbone's load decide the normalisation: its warning prints once
 def run_experiment(task: str, backbone: str, *, weights: str | None = None, preset: str = "paper",
                    protocol: str = "finetune", work_dir: str | Path | None = None, seed: int = 0,
@@ -236,10 +260,7 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
     else:
         root = Path(data_root).expanduser()
     the_task.check(root).raise_if_bad()
-    if work_dir is None:
-        tag = (Path(weights).stem if weights and (os.sep in weights or "." in Path(weights).name) else weights) or "scratch"
-        work_dir = Path("work_dirs") / f"{task}-{backbone}-{tag}-{protocol}-{preset}-seed{seed}"
-    work_dir = Path(work_dir).resolve()
+    work_dir = Path(work_dir or default_work_dir(task, backbone, weights, protocol, preset, seed)).resolve()
     world_size = _init_distributed(launcher)
     # Named sources stay names (load_weights then knows the publisher's normalisation); files become absolute paths.
     bb_weights = winfo["source"] if winfo.get("named") else winfo["path"]
