@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "verbose", False):
-        from rs_transfer.console import verbose_call  # imports mmengine: only for the commands that train
+        from rs_transfer.runner.console import verbose_call  # imports mmengine: only for the commands that train
 
         args._run = verbose_call(args._run)
     try:

@@ -1,6 +1,6 @@
 """A tiny stand-in for SLURM's command-line tools that runs jobs on this machine (tests only).
 
-Installed by the ``fake_slurm`` fixture (tests/test_cellexec.py) as ``sbatch``, ``srun``, ``sacct``, ``squeue``,
+Installed by the ``fake_slurm`` fixture (tests/test_executor.py) as ``sbatch``, ``srun``, ``sacct``, ``squeue``,
 ``scancel`` and ``scontrol`` wrappers on PATH; state lives in ``$FAKE_SLURM_DIR``:
 
 - ``sbatch SCRIPT``: keeps a copy of the script (``submitted/<id>.sh``, so tests can check the resources asked for),

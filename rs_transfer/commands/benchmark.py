@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_backbone(args: argparse.Namespace) -> int:
     import torch
 
-    from rs_transfer.bench_backbone import benchmark, format_results, reference_name
+    from rs_transfer.bench.backbone import benchmark, format_results, reference_name
 
     from rs_transfer.errors import UserError
 
@@ -156,11 +156,11 @@ def run_video_input(args: argparse.Namespace) -> int:
 def run_train_input(args: argparse.Namespace) -> int:
     import os
 
-    from rs_transfer.bench_input import format_result, run_benchmark
+    from rs_transfer.bench.input import format_result, run_benchmark
     from rs_transfer.errors import UserError
 
     if args.data_root is None:
-        from rs_transfer.runner import ensure_mini
+        from rs_transfer.tasks.mini import ensure_mini
         from rs_transfer.tasks import get_task
 
         root, images, res = ensure_mini(get_task("imagenet")), 320, 32
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     from rs_transfer.video.decode import decord_available
 
     if args.data_root is None:
-        from rs_transfer.runner import ensure_mini
+        from rs_transfer.tasks.mini import ensure_mini
         from rs_transfer.tasks import get_task
         from rs_transfer.video.task import MINI
 

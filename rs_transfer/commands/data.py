@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     task = get_task(args.task)
     if args.action == "mini":
-        from rs_transfer.runner import ensure_mini
+        from rs_transfer.tasks.mini import ensure_mini
 
         print(ensure_mini(task))
         return 0
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     damaged: list = []
     decoded = 0
     if args.deep:
-        from rs_transfer.datacheck import deep_check
+        from rs_transfer.tasks.datacheck import deep_check
 
         decoded, damaged = deep_check(task, root, workers=args.workers, progress=None if not args.json else False)
     if args.json:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,40 @@ def _metadata_normalization(meta: dict[str, Any]) -> Any:
     return value
 
 
+# Inside :func:`reads_once` (one run), the last source read, by what identifies the file's content and how it was
+# read: the runner reads a run's weights before the model exists (it needs their normalisation), and the model's
+# initialiser (:mod:`rs_transfer.weights.initializer`) then finds them here instead of opening the file again. One
+# entry; None outside a run, where every call reads (and decides, and warns) anew.
+_LAST_READ: dict[tuple[Any, ...], SourceInfo] | None = None
+
+
+@contextmanager
+def reads_once() -> Iterator[None]:
+    """Within this block (one run) a source read twice with the same options from an unchanged file is read once;
+    the remembered state dict is dropped when the block ends."""
+    global _LAST_READ
+    outer = _LAST_READ
+    _LAST_READ = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        if outer is None:
+            _LAST_READ = None
+
+
+def _identity(path: Path) -> tuple[Any, ...]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def read_source(source: str | os.PathLike, *, normalization: str | Normalization | None = None,
                 trust: bool = False, warn: bool = True) -> SourceInfo:
-    """Resolve, read and map ``source`` and decide its input normalisation (the one decision function)."""
+    """Resolve, read and map ``source`` and decide its input normalisation (the one decision function). A source
+    read just before with the same options and an unchanged file (size, mtime, inode) is not read again."""
     path, spec = resolve(source)
+    key = (*_identity(path), str(normalization), bool(trust)) if _LAST_READ is not None and path.is_file() else None
+    if key is not None and key in _LAST_READ:  # type: ignore[operator]
+        return _LAST_READ[key]  # type: ignore[index]
     raw = read_checkpoint(path, trust=trust)
     mapped = map_keys(raw.state_dict)
     mapped.ignored = raw.ignored + mapped.ignored
@@ -119,7 +150,11 @@ def read_source(source: str | os.PathLike, *, normalization: str | Normalization
         named=(spec.name, spec.normalization) if spec is not None else None,
         metadata=_metadata_normalization(raw.meta),
         layout=(mapped.layout.name, mapped.layout.normalization), warn=warn)
-    return SourceInfo(path, spec, raw, mapped, decision)
+    info = SourceInfo(path, spec, raw, mapped, decision)
+    if key is not None and _LAST_READ is not None:
+        _LAST_READ.clear()
+        _LAST_READ[key] = info
+    return info
 
 
 def _is_head(key: str) -> bool:
@@ -153,7 +188,7 @@ def load_weights(model: nn.Module, source: str | os.PathLike, *, strict: bool = 
     """
     info = read_source(source, normalization=normalization, trust=trust)
     raw, mapped, norm = info.raw, info.mapped, info.decision
-    report = LoadReport(str(source), str(info.path), sha256(info.path), raw.container, raw.wrapper,
+    report = LoadReport(str(source), str(info.path), raw.sha256 or sha256(info.path), raw.container, raw.wrapper,
                         mapped.layout.name, norm.normalization, norm.how, norm.detail, norm.warning,
                         ignored=list(mapped.ignored), stripped_prefixes=mapped.stripped)
     sd = mapped.state_dict
@@ -217,19 +252,13 @@ def save_weights(model: nn.Module | dict[str, torch.Tensor], path: str | os.Path
         norm = parse_normalization(normalization)
     meta = {"normalization": norm.name, "normalization_mean": json.dumps(list(norm.mean)),
             "normalization_std": json.dumps(list(norm.std)), **meta}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
+    from rs_transfer.atomic import atomic_path
+
+    with atomic_path(path) as tmp:   # normal file mode; nothing left behind when the write fails
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(sd, tmp, metadata={k: str(v) for k, v in meta.items()})
+            save_file(sd, str(tmp), metadata={k: str(v) for k, v in meta.items()})
         else:
             torch.save({"rs_transfer": meta, "state_dict": sd}, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

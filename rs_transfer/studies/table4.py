@@ -9,120 +9,19 @@ module does not exist yet are recorded as missing (shown as "—" in the report)
 """
 from __future__ import annotations
 
-import functools
+import argparse
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rs_transfer.atomic import write_json_atomic
 from rs_transfer.errors import UserError
-from rs_transfer.report import build_report, weights_label, write_report
-from rs_transfer.results import read_results, write_json_atomic
-
-
-# Keys of a resolved config that differ between runs of the same configuration: a fresh name per run, where a
-# resumed run starts from, and how the processes were launched (the world size itself shows in the batch keys).
-VOLATILE_KEYS = ("experiment_name", "resume", "load_from", "launcher")
-
-
-def portable_hash(resolved: dict[str, Any], work_dir: str | Path, data_root: str | Path) -> str:
-    """Hash of a resolved config with this machine's folders replaced by placeholders and the per-run keys
-    (:data:`VOLATILE_KEYS`) left out: equal for two runs of the same configuration, wherever and however (fresh
-    or resumed) they ran."""
-    import json
-
-    from rs_transfer.results import config_hash
-
-    text = json.dumps(resolved).replace(str(work_dir), "<work_dir>").replace(str(data_root), "<data_root>")
-    out = json.loads(text)
-    for key in VOLATILE_KEYS:
-        out.pop(key, None)
-    return config_hash(out)
-
-
-def recorded_hash(res: dict[str, Any]) -> str | None:
-    """:func:`portable_hash` of the config a results.json recorded (None for results without a config)."""
-    if not isinstance(res.get("config"), dict):
-        return None
-    return portable_hash(res["config"], res.get("work_dir", ""), res.get("data_root", ""))
-
-
-def expected_config(task: str, backbone: str, *, weights: str | None = None, preset: str = "paper",
-                    protocol: str = "finetune", work_dir: str | Path, seed: int = 0, config: str | None = None,
-                    cfg_options: dict | None = None, model_overrides: dict | None = None,
-                    data_root: str | Path | None = None, world_size: int = 1,
-                    normalization: str | None = None, trust: bool = False,
-                    strict: bool = True) -> tuple[dict[str, Any], Path, Path]:
-    """``(resolved config, work_dir, data_root)`` as ``run_experiment`` would resolve them for these arguments,
-    without running: the same steps (weights' normalisation, data folder and its check, task wiring,
-    --cfg-options, batch and hooks)."""
-    from rs_transfer import runner as R
-    from rs_transfer.results import to_jsonable
-    from rs_transfer.tasks import RunContext, get_task
-
-    the_task = get_task(task)
-    winfo = R.weights_info(weights, normalization=normalization, trust=trust)
-    if weights and (trust or not strict):  # as run_experiment
-        model_overrides = {**(model_overrides or {}), **({"weights_trust": True} if trust else {}),
-                           **({"weights_strict": False} if not strict else {})}
-    if weights and normalization is not None:  # as run_experiment: the backbone's load gets the explicit choice
-        model_overrides = {**(model_overrides or {}), "weights_normalization": str(normalization)}
-    if data_root is None:
-        root = R.ensure_mini(the_task) if preset == "mini" else the_task.default_data_root()
-    else:
-        root = Path(data_root).expanduser()
-    the_task.check(root)   # as the runner does first (Kinetics: the probe cache the task configuration reads)
-    wd = Path(work_dir).resolve()
-    ctx = RunContext(task=task, backbone=backbone, backbone_kwargs={},
-                     weights=winfo["source"] if winfo.get("named") else winfo["path"],
-                     normalization=winfo["normalization"], preset=preset, protocol=protocol, data_root=Path(root),
-                     work_dir=wd, seed=seed, launcher="none", world_size=world_size)
-    cfg, _, _ = R.build_config(the_task, ctx, config=config, cfg_options=cfg_options,
-                               model_overrides=model_overrides, resume=False)
-    return to_jsonable(cfg.to_dict()), wd, Path(root)
-
-
-def expected_hash(task: str, backbone: str, **kwargs: Any) -> str:
-    """:func:`portable_hash` of :func:`expected_config`. A study reuses a row only when this equals the row's
-    :func:`recorded_hash`."""
-    resolved, wd, root = expected_config(task, backbone, **kwargs)
-    return portable_hash(resolved, wd, root)
-
-
-def launched_world_size(launcher: str) -> int:
-    """The world size a run under ``launcher`` gets (torchrun / slurm set it in the environment)."""
-    import os
-
-    if launcher == "none":
-        return 1
-    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
-
-
-def reusable(res: dict[str, Any] | None, expected: str, where: str = "a study row") -> bool:
-    """A finished row may be reused only if it ran exactly the expected configuration (and it warns when the code
-    that ran it was another commit: :func:`warn_if_other_code`)."""
-    ok = res is not None and recorded_hash(res) == expected
-    if ok:
-        warn_if_other_code(res, where)
-    return ok
-
-
-@functools.cache
-def _current_commit() -> str | None:
-    from rs_transfer.results import git_revision
-
-    return git_revision()["commit"]
-
-
-def warn_if_other_code(res: dict[str, Any], where: str) -> None:
-    """The config hash covers the configuration, not the code: a row reused from another commit may have run
-    another pipeline (a changed crop or schedule does not change the config). Warn, naming both commits."""
-    then, now = (res.get("git") or {}).get("commit"), _current_commit()
-    if then and now and then != now:
-        warnings.warn(f"{where}: reusing results.json computed by commit {then[:10]}; the code is now {now[:10]}. "
-                      "The configuration is the same, the code may not be: if the change touched this pipeline, "
-                      "run the study again in a new --work-dir", stacklevel=2)
+from rs_transfer.results import read_results
+from rs_transfer.runner.distributed import LAUNCHERS, launched_world_size
+from rs_transfer.studies.plan import expected_hash_or_none
+from rs_transfer.studies.report import build_report, weights_label, write_report
+from rs_transfer.studies.reuse import reusable
 
 
 def run_dir(out: Path, task: str, backbone: str, weights: str | None, protocol: str, seed: int) -> Path:
@@ -172,15 +71,12 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                     cells.append(cell)
                     done = read_results(wd)
                     if done is not None and _matches(done, task, backbone, w, preset):
-                        try:
-                            expected: str | None = expected_hash(
-                                task, backbone, weights=w, preset=preset, protocol=protocol, work_dir=wd, seed=seed,
-                                cfg_options=cfg_options, model_overrides=model_overrides,
-                                data_root=(data_roots or {}).get(task), world_size=launched_world_size(launcher),
-                                normalization=norm, trust=trust, strict=strict)
-                        except UserError:   # e.g. its weights file is gone: the run itself says so
-                            expected = None
-                        if expected is not None and reusable(done, expected, str(wd)):
+                        expected = expected_hash_or_none(
+                            task, backbone, weights=w, preset=preset, protocol=protocol, work_dir=wd, seed=seed,
+                            cfg_options=cfg_options, model_overrides=model_overrides,
+                            data_root=(data_roots or {}).get(task), world_size=launched_world_size(launcher),
+                            normalization=norm, trust=trust, strict=strict)
+                        if reusable(done, expected, str(wd)):
                             cell.update(state="done", value=done["value"], skipped=True,
                                         **_denominators(done))
                             log(f"[skip] {wd} (results.json exists with the same config hash)")
@@ -226,3 +122,66 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
              "report": {k: str(v) for k, v in files.items()}}
     write_json_atomic(out / "study.json", study)
     return study
+
+
+# ---- CLI (`rs-transfer study table4`) ----------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", required=True, help="registered model, e.g. resnet152")
+    p.add_argument("--weights", nargs="+", required=True,
+                   help="weight sources (named or files); 'none' = random initialisation. The first is the baseline")
+    p.add_argument("--normalization", nargs="+", metavar="NORM",
+                   help="input normalisation: one value for every --weights (imagenet, unit, swav, MEAN,STD), or "
+                        "SRC=NORM pairs (default: what each source declares; else ImageNet, with a warning)")
+    p.add_argument("--tasks", nargs="+", help="default: the five Table 4 tasks")
+    p.add_argument("--protocols", nargs="+", default=["finetune"], help="e.g. finetune linear knn")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per cell (mean ± std in the report)")
+    p.add_argument("--preset", default="paper", choices=["paper", "mini"],
+                   help="paper: the paper's protocols; mini: tiny generated data in each task's real format, a few "
+                        "iterations (minutes on a CPU; checks the machinery, not a benchmark)")
+    p.add_argument("--out", default="studies/table4", help="study folder (default: studies/table4)")
+    p.add_argument("--baseline", help="row for differences (default: the first --weights)")
+    p.add_argument("--paper", dest="paper", action="store_true", default=None,
+                   help="add the paper's Table 4 rows to the report (default: only for --preset paper)")
+    p.add_argument("--no-paper", dest="paper", action="store_false", help="leave the paper's rows out")
+    p.add_argument("--backbone-options", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="extra ResNetRS arguments for every run")
+    p.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE", default=[], help="config overrides, every run")
+    p.add_argument("--launcher", default="none", choices=LAUNCHERS,
+                   help="how this process was started: none (one process), pytorch (torchrun), slurm (srun); "
+                        "every cell then runs on those processes (default: none)")
+    p.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="load --weights even if backbone keys differ (as `run --no-strict`)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow full unpickling of --weights files (only for files you trust)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rs_transfer.runner import parse_cfg_options
+
+    weights = [None if w.lower() in ("none", "scratch") else w for w in args.weights]
+    norm = _normalization_arg(args.normalization)
+    paper = args.paper if args.paper is not None else args.preset == "paper"
+    study = run_table4(backbone=args.backbone, weights=weights, out_dir=args.out, tasks=args.tasks,
+                       protocols=args.protocols, seeds=args.seeds, preset=args.preset, baseline=args.baseline,
+                       paper=paper, model_overrides=parse_cfg_options(args.backbone_options),
+                       cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
+                       normalization=norm, trust=args.trust, strict=args.strict)
+    from pathlib import Path
+
+    print(Path(study["report"]["md"]).read_text())
+    print("report: " + ", ".join(study["report"].values()))
+    return 1 if study["failures"] else 0
+
+
+def _normalization_arg(values: list[str] | None) -> str | dict[str, str] | None:
+    """``--normalization unit`` (every source) or ``--normalization ./a.pth=unit b=imagenet`` (per source)."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    from rs_transfer.errors import UserError
+
+    pairs = [v.rpartition("=") for v in values]
+    if any(not sep for _, sep, _ in pairs):
+        raise UserError("--normalization takes one value for every --weights, or SRC=NORM pairs, not a mix")
+    return {src: norm for src, _, norm in pairs}

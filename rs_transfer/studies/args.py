@@ -13,7 +13,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-LAUNCHER_CHOICES = ("none", "pytorch", "slurm")   # rs_transfer.runner.LAUNCHERS (not imported: keeps --help light)
+from rs_transfer.runner.distributed import LAUNCHERS   # light: no torch for --help
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, study: StudyArgs) -> No
     parser.add_argument("--seed", type=int, default=0, help=f"random seed of every {study.unit} (default 0)")
     parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                         help=f"config edits for every {study.unit}, {study.cfg_options}")
-    parser.add_argument("--launcher", default="none", choices=LAUNCHER_CHOICES,
+    parser.add_argument("--launcher", default="none", choices=LAUNCHERS,
                         help="how the processes were started: none (one process), pytorch (torchrun), slurm (srun) "
                              "(default: none)")
 

@@ -34,42 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from mmengine.hooks import CheckpointHook
-from mmengine.registry import HOOKS
 
+from rs_transfer.atomic import commit_file, write_text_atomic
 from rs_transfer.errors import RunInterrupted
+from rs_transfer.paths import EXPORT_NAME
+from rs_transfer.registry import HOOKS
 
 CKPT_PATTERN = re.compile(r"^iter_(\d+)\.pth$")
-EXPORT_NAME = "weights.safetensors"
 LAST_NAME = "last_checkpoint"
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-# ---- atomic files ----------------------------------------------------------------------------------------------------
-def _fsync_path(path: Path) -> None:
-    """fsync a file or a directory (directories: so that a rename survives a power cut; not on all platforms)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def commit_file(tmp: Path, final: Path) -> None:
-    """Make a fully written temporary file the real one: fsync, rename over ``final``, fsync the folder."""
-    _fsync_path(tmp)
-    os.replace(tmp, final)
-    _fsync_path(final.parent)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    commit_file(tmp, path)
 
 
 # ---- which checkpoint to resume from ---------------------------------------------------------------------------------
@@ -224,7 +197,7 @@ def _barrier() -> None:
 
 
 # ---- the hook --------------------------------------------------------------------------------------------------------
-@HOOKS.register_module(force=True)
+@HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """mmengine's CheckpointHook with atomic writes, delete-after-write rotation and preemption (see module doc).
 
@@ -318,9 +291,6 @@ def export_final_weights(work_dir: Path, normalization: dict[str, Any], **meta: 
     out = save_weights(state, Path(work_dir) / EXPORT_NAME, normalization=normalization["name"],
                        normalization_mean=json.dumps(list(normalization["mean"])),
                        normalization_std=json.dumps(list(normalization["std"])), iteration=str(it), **text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(out, 0o666 & ~umask)  # a results file like any other (the temporary file was private)
     return out
 
 

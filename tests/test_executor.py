@@ -1,4 +1,4 @@
-"""Study cells as SLURM jobs through submitit (rs_transfer/cellexec.py), with sbatch/srun/sacct/squeue/scancel/
+"""Study cells as SLURM jobs through submitit (rs_transfer/studies/executor.py), with sbatch/srun/sacct/squeue/scancel/
 scontrol replaced by tests/fake_slurm.py, which runs the jobs on this machine."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_CLI
-from rs_transfer.cellexec import (JOBS_NAME, Cell, CellJob, SlurmOptions, parse_slurm_extra,
+from rs_transfer.studies.executor import (JOBS_NAME, Cell, CellJob, SlurmOptions, parse_slurm_extra,
                                   read_job_state, submit_cells, timeout_minutes)
 from rs_transfer.errors import UserError
 
@@ -111,7 +111,7 @@ def test_local_executor_runs_a_cell(tmp_path: Path, monkeypatch) -> None:
 def _wait_for_training(job, work_dir: Path, iters: int, segment: int, timeout: float = 300) -> int:
     """Wait until the ``segment``-th run (1: the first, 2: after one requeue...) of the cell logs a training
     iteration; return that run's pid (the lock holder)."""
-    from rs_transfer.worklock import read_holder
+    from rs_transfer.runner.lock import read_holder
 
     deadline = time.time() + timeout
     while time.time() < deadline and not job.done():

@@ -1,7 +1,6 @@
 """Study cells as cluster jobs: one SLURM job array per study through submitit, preemption-safe.
 
-Final home: ``rs_transfer/studies/executor.py`` (issue 20's layout). A study's plan hands over its cells to run;
-each :class:`Cell` is the ``rs-transfer run`` arguments of one run plus its work dir. Why this shape:
+A study's plan hands over its cells to run; each :class:`Cell` is the ``rs-transfer run`` arguments of one run plus its work dir. Why this shape:
 
 - **One job array** (submitit ``map_array``): a four-source, three-seed Table 4 is 60 runs, a sweep 50 more; one
   array is one scheduler entry, and ``--max-parallel`` caps how many run at once.
@@ -15,7 +14,7 @@ each :class:`Cell` is the ``rs-transfer run`` arguments of one run plus its work
 - **A multi-GPU cell** runs one task per GPU, each its own ``rs-transfer run --launcher slurm`` (DDP through the
   existing launcher; the protocol's global batch does not depend on the GPU count). Only rank 0 checkpoints and
   requeues (submitit's rule); the other ranks stop at the same iteration (``_agreed_stop``).
-- **The work-dir lock** (rs_transfer/worklock.py) is taken by the run itself; a cell job sets
+- **The work-dir lock** (rs_transfer/runner/lock.py) is taken by the run itself; a cell job sets
   ``RS_TRANSFER_LOCK_WAIT`` so that a requeued job racing its killed predecessor waits for the old lock to be
   released or to go stale instead of failing.
 - **State per cell**: the cell job writes ``WORK_DIR/cell_job.json`` atomically (running / interrupted / requeued /
@@ -38,9 +37,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rs_transfer.atomic import write_json_atomic
 from rs_transfer.errors import UserError
-from rs_transfer.results import write_json_atomic
-from rs_transfer.worklock import STALE_AFTER_S, WAIT_ENV, slurm_job_id
+from rs_transfer.runner.lock import STALE_AFTER_S, WAIT_ENV, slurm_job_id
 
 JOB_STATE_NAME = "cell_job.json"
 JOBS_NAME = "jobs.json"          # in the submitit folder: which job runs which cell

@@ -1,4 +1,4 @@
-"""The work-dir lock (rs_transfer/worklock.py): one winner among racing processes, stale locks taken over, the
+"""The work-dir lock (rs_transfer/runner/lock.py): one winner among racing processes, stale locks taken over, the
 holder named in the error, and `rs-transfer run` refusing a work dir in use."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rs_transfer.errors import UserError
-from rs_transfer.worklock import LOCK_NAME, WorkDirBusy, WorkDirLock, read_holder
+from rs_transfer.runner.lock import LOCK_NAME, WorkDirBusy, WorkDirLock, read_holder
 
 
 def _race(work_dir: str, barrier, results) -> None:
@@ -62,7 +62,7 @@ def test_holder_named_with_slurm_job(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_dead_holder_on_this_host_is_taken_over(tmp_path: Path) -> None:
-    code = ("import sys, time; from rs_transfer.worklock import WorkDirLock; "
+    code = ("import sys, time; from rs_transfer.runner.lock import WorkDirLock; "
             f"l = WorkDirLock({str(tmp_path)!r}); l.acquire(); print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
