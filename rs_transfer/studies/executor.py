@@ -285,3 +285,35 @@ def submit_cells(cells: Sequence[Cell], kind: str, opts: SlurmOptions, *, name: 
                              "submitted": now, "cell": asdict(cell)}
     write_json_atomic(record_path, record)
     return jobs
+
+
+# ---- command-line options (every study that can leave the machine) --------------------------------------------------
+def add_executor_arguments(p: Any) -> None:
+    """``--executor --dry-run`` and the SLURM options of a study command."""
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help="local: the cells run one after another here (default); slurm: one SLURM job array over "
+                        "the cells to run (submitit); the same command again collects the report")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (every cell: state, samples to train, estimate) and write it as "
+                        "OUT/plan.json; runs and submits nothing")
+    p.add_argument("--slurm-partition", default=None, help="SLURM partition of the cell jobs")
+    p.add_argument("--gpus-per-cell", type=int, default=1,
+                   help="GPUs per node of one cell job; more than one runs DDP (--launcher slurm) in the job")
+    p.add_argument("--nodes-per-cell", type=int, default=1, help="nodes of one cell job (default 1)")
+    p.add_argument("--timeout-min", type=int, default=None,
+                   help="time limit of a cell job in minutes (default: the plan's estimate x 1.5; a cell that "
+                        "needs longer is requeued and resumes from its checkpoint)")
+    p.add_argument("--max-parallel", type=int, default=16, help="cell jobs running at once (the array's %%N)")
+    p.add_argument("--slurm-extra", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="more sbatch options, e.g. account=abc qos=high constraint=a100")
+    p.add_argument("--slurm-folder", default=None,
+                   help="submitit's folder for job scripts and logs (default: OUT/slurm; must be on a file system "
+                        "the compute nodes see)")
+
+
+def slurm_options(args: Any, out: str | Path) -> SlurmOptions:
+    """:class:`SlurmOptions` from a study command's arguments."""
+    return SlurmOptions(log_folder=str(Path(args.slurm_folder or Path(out) / "slurm").absolute()),
+                        partition=args.slurm_partition, gpus_per_cell=args.gpus_per_cell,
+                        nodes_per_cell=args.nodes_per_cell, timeout_min=args.timeout_min,
+                        max_parallel=args.max_parallel, extra=parse_slurm_extra(args.slurm_extra))

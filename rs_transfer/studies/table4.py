@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,10 @@ from rs_transfer.atomic import write_json_atomic
 from rs_transfer.errors import UserError
 from rs_transfer.results import read_results
 from rs_transfer.runner.distributed import LAUNCHERS, launched_world_size
+from rs_transfer.studies.cells import PLAN_NAME, PlannedCell, write_plan
+from rs_transfer.studies.executor import SlurmOptions, add_executor_arguments, slurm_options
 from rs_transfer.studies.plan import expected_hash_or_none
+from rs_transfer.studies.planning import measured_throughput, plan_cell, plan_table, submit_plan
 from rs_transfer.studies.report import build_report, weights_label, write_report
 from rs_transfer.studies.reuse import reusable
 
@@ -35,6 +39,19 @@ def _denominators(res: dict[str, Any]) -> dict[str, Any]:
     return {k: m[v] for k, v in keys.items() if v in m}
 
 
+def _planned(out: Path, task: str, backbone: str, wd: Path, world: int, kwargs: dict[str, Any],
+             measured: dict) -> PlannedCell | None:
+    """The plan entry of one cell (None for a task not available or a protocol the task lacks: not runnable)."""
+    from rs_transfer.tasks import TaskNotAvailable, get_task
+
+    try:
+        if kwargs["protocol"] not in get_task(task).protocols:
+            return None
+    except TaskNotAvailable:
+        return None
+    return plan_cell(out, str(wd.relative_to(out)), task, backbone, wd, world, kwargs, measured)
+
+
 def _matches(res: dict[str, Any], task: str, backbone: str, weights: str | None, preset: str) -> bool:
     return (res.get("task") == task and res.get("backbone") == backbone and res.get("preset") == preset
             and weights_label(res.get("weights")) == weights_label(weights))
@@ -46,9 +63,12 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                model_overrides: dict | None = None, cfg_options: dict | None = None, launcher: str = "none",
                data_roots: dict[str, str] | None = None, log=print,
                normalization: str | dict[str | None, str] | None = None, trust: bool = False,
-               strict: bool = True) -> dict[str, Any]:
+               strict: bool = True, executor: str = "local", dry_run: bool = False,
+               slurm_opts: SlurmOptions | None = None) -> dict[str, Any]:
     """Run every (weights, task, protocol, seed) cell not done yet, then write the report. Returns study.json.
-    ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``."""
+    ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``.
+    ``dry_run``: write and print the plan only. ``executor="slurm"``: submit the cells to run as one job array
+    (``slurm_opts``); the report is written once every cell is done (the same call again collects it)."""
     from rs_transfer.runner import run_experiment
     from rs_transfer.tasks import TABLE4_TASKS, TaskNotAvailable, get_task
 
@@ -59,7 +79,14 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
             get_task(t)
         except TaskNotAvailable:
             pass
+    slurm = executor == "slurm"
+    if slurm and slurm_opts is None:
+        raise UserError("--executor slurm needs the SLURM options (rs_transfer.studies.executor.SlurmOptions)")
+    # The cell's own world size: a slurm cell job's tasks, not this planning process's environment.
+    world = slurm_opts.tasks if slurm and slurm_opts else launched_world_size(launcher)
     cells: list[dict[str, Any]] = []
+    planned: list[PlannedCell] = []
+    measured = measured_throughput(out) if (dry_run or slurm) else {}
     failures = 0
     for w in weights:
         norm = normalization.get(w) if isinstance(normalization, dict) else normalization
@@ -69,13 +96,18 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                     wd = run_dir(out, task, backbone, w, protocol, seed)
                     cell = {"task": task, "weights": w, "protocol": protocol, "seed": seed, "work_dir": str(wd)}
                     cells.append(cell)
+                    kwargs = dict(weights=w, preset=preset, protocol=protocol, seed=seed, cfg_options=cfg_options,
+                                  model_overrides=model_overrides, data_root=(data_roots or {}).get(task),
+                                  normalization=norm, trust=trust, strict=strict)
+                    if dry_run or slurm:
+                        pc = _planned(out, task, backbone, wd, world, kwargs, measured)
+                        if pc is not None:
+                            planned.append(pc)
+                        cell["state"] = pc.state if pc else "n/a"
+                        continue
                     done = read_results(wd)
                     if done is not None and _matches(done, task, backbone, w, preset):
-                        expected = expected_hash_or_none(
-                            task, backbone, weights=w, preset=preset, protocol=protocol, work_dir=wd, seed=seed,
-                            cfg_options=cfg_options, model_overrides=model_overrides,
-                            data_root=(data_roots or {}).get(task), world_size=launched_world_size(launcher),
-                            normalization=norm, trust=trust, strict=strict)
+                        expected = expected_hash_or_none(task, backbone, work_dir=wd, world_size=world, **kwargs)
                         if reusable(done, expected, str(wd)):
                             cell.update(state="done", value=done["value"], skipped=True,
                                         **_denominators(done))
@@ -110,6 +142,19 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                         log(f"[failed] {task} {weights_label(w)} seed {seed}: {err}")
                     write_json_atomic(out / "study.json", {"study": "table4", "backbone": backbone,
                                                            "preset": preset, "cells": cells})
+    if dry_run or slurm:
+        write_plan(out, "table4", planned, executor=executor, backbone=backbone, preset=preset,
+                   slurm=asdict(slurm_opts) if slurm_opts else None)
+        if dry_run:
+            log(plan_table(planned))
+            log(f"plan: {out / PLAN_NAME}")
+            return {"study": "table4", "plan": str(out / PLAN_NAME), "cells": cells, "failures": 0, "report": {}}
+        pending = submit_plan(out, planned, slurm_opts, name=f"table4-{backbone}", log=log)  # type: ignore[arg-type]
+        if pending:
+            log(f"{pending} cell(s) not done yet: `rs-transfer study status {out}` shows them; run this command "
+                "again when they finish to write the report")
+            return {"study": "table4", "plan": str(out / PLAN_NAME), "cells": cells, "failures": 0,
+                    "report": {}, "pending": pending}
     base = baseline or (f"{backbone} / {weights_label(weights[0])}" + (" [mini]" if preset == "mini" else "")
                         if weights else None)
     try:
@@ -153,6 +198,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="load --weights even if backbone keys differ (as `run --no-strict`)")
     p.add_argument("--trust", action="store_true",
                    help="allow full unpickling of --weights files (only for files you trust)")
+    add_executor_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,7 +211,11 @@ def run(args: argparse.Namespace) -> int:
                        protocols=args.protocols, seeds=args.seeds, preset=args.preset, baseline=args.baseline,
                        paper=paper, model_overrides=parse_cfg_options(args.backbone_options),
                        cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
-                       normalization=norm, trust=args.trust, strict=args.strict)
+                       normalization=norm, trust=args.trust, strict=args.strict, executor=args.executor,
+                       dry_run=args.dry_run,
+                       slurm_opts=slurm_options(args, args.out) if args.executor == "slurm" else None)
+    if not study["report"]:   # a dry run, or cells still running on the cluster
+        return 0
     from pathlib import Path
 
     print(Path(study["report"]["md"]).read_text())
