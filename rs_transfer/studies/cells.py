@@ -119,9 +119,8 @@ def cell_state(cell: dict[str, Any], job: dict[str, Any] | None = None, sacct: d
 
     wd = Path(cell["work_dir"])
     res = read_results(wd)
-    if res is not None:
-        if cell.get("config_hash") and recorded_hash(res) != cell["config_hash"]:
-            return {"state": "stale", "detail": "results.json ran another configuration (config hash differs)"}
+    stale = res is not None and bool(cell.get("config_hash")) and recorded_hash(res) != cell["config_hash"]
+    if res is not None and not stale:
         return {"state": "done", "value": res.get("value"), "train_time_s": res.get("train_time_s"),
                 "train_images_per_s": res.get("train_images_per_s"), "device": res.get("device"),
                 "wall_time_s": res.get("wall_time_s"), "detail": f"{res.get('metric')} = {res.get('value')}"}
@@ -137,6 +136,8 @@ def cell_state(cell: dict[str, Any], job: dict[str, Any] | None = None, sacct: d
     if job and job_state in SUBMITTED_STATES and not failed_since:
         return {"state": "queued" if job_state != "RUNNING" else "running",
                 "detail": f"job {job['job_id']} {job_state.lower()}"}
+    if stale:
+        return {"state": "stale", "detail": "results.json ran another configuration (config hash differs)"}
     if record is not None and record.get("state") == "failed":
         return {"state": "failed", "detail": f"job {record.get('job_id')}: {record.get('error', '')}"}
     point, _ = find_resume_point(wd)
