@@ -90,7 +90,7 @@ def test_status_shows_every_state_and_resubmits_failed_cells(tmp_path: Path, fak
     text = capsys.readouterr().out
     lines = {ln.split()[0]: ln for ln in text.splitlines() if ln.startswith("cifar100/")}
     name = [c["name"] for c in cells]
-    assert " done " in lines[name[0]] and "top1 = 42.0" in lines[name[0]]
+    assert " done " in lines[name[0]] and "top1 = 42.0" in lines[name[0]] and lines[name[0]].endswith(" 0.01")
     assert " stale " in lines[name[1]] and " partial " in lines[name[2]] and "iteration 5" in lines[name[2]]
     assert " failed " in lines[name[3]] and "job 77_3: rs-transfer run: error: data folder not found" in lines[name[3]]
     assert " running " in lines[name[4]] and f"pid {os.getpid()}" in lines[name[4]]

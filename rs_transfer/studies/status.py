@@ -34,6 +34,9 @@ def status_rows(plan: dict[str, Any]) -> list[dict[str, Any]]:
     rows = plan_states(plan, read_jobs(slurm["log_folder"]) if slurm.get("log_folder") else {})
     for r in rows:
         r["eta"] = f"{r['eta_s'] / 60:.1f} min" if r.get("eta_s") is not None else ""
+        gpus = int(r.get("world_size") or 1)
+        r["est_h"] = _hours(r["estimate_s"] * gpus) if r.get("estimate_s") else ""
+        r["actual_h"] = _hours(float(r["train_time_s"]) * gpus) if r.get("train_time_s") else ""
     return rows
 
 
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     plan = read_plan(out)
     rows = status_rows(plan)
     print(format_table(rows, [("name", "cell"), ("state", "state"), ("detail", "detail"), ("progress", "progress"),
-                              ("eta", "ETA")]))
+                              ("eta", "ETA"), ("est_h", "est. GPU-h"), ("actual_h", "actual GPU-h")]))
     counts = {s: sum(r["state"] == s for r in rows) for s in dict.fromkeys(r["state"] for r in rows)}
     print(", ".join(f"{n} {s}" for s, n in counts.items()))
     print(compute_summary(rows))
