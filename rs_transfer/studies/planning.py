@@ -23,8 +23,9 @@ def run_args(task: str, backbone: str, kwargs: dict[str, Any]) -> list[str]:
     """The ``rs-transfer run`` arguments of a cell with these :func:`run_experiment` keyword arguments."""
     args = ["--task", task, "--backbone", backbone, "--preset", kwargs.get("preset", "paper"), "--protocol",
             kwargs.get("protocol", "finetune"), "--seed", str(kwargs.get("seed", 0))]
-    if kwargs.get("weights"):
-        args += ["--weights", str(kwargs["weights"])]
+    if kwargs.get("weights"):   # a file: absolute (the job may start elsewhere); a named source stays a name
+        w = str(kwargs["weights"])
+        args += ["--weights", str(Path(w).absolute()) if Path(w).exists() else w]
     if kwargs.get("normalization"):
         args += ["--normalization", str(kwargs["normalization"])]
     if kwargs.get("data_root"):
@@ -63,7 +64,11 @@ def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: i
     samples, estimate and current state. A cell that cannot be prepared (weights gone...) is ``invalid``."""
     from rs_transfer.runner import prepare_run
 
-    args = run_args(task, backbone, kwargs)
+    try:
+        args = run_args(task, backbone, kwargs)
+        no_cli = None
+    except UserError as err:   # options a command line cannot carry: the cell can still run here (local)
+        args, no_cli = [], str(err)
     wd = Path(wd).absolute()   # the compute nodes' jobs and `study status` may start elsewhere
     try:
         prep = prepare_run(task, backbone, work_dir=wd, world_size=world, check_data=False, **kwargs)
@@ -78,6 +83,8 @@ def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: i
     if thr and cell.train_samples:
         cell.estimate_s = round(cell.train_samples / thr[0], 1)
         cell.estimate_source = f"measured {thr[0]:.1f} img/s on {thr[1]}"
+    if no_cli:
+        cell.info["no_cli"] = no_cli
     cell.state = cell_state(asdict(cell))["state"]
     return cell
 
@@ -109,6 +116,8 @@ def submit_plan(out: Path, planned: list[PlannedCell], opts: SlurmOptions, *, na
         state = cell["state"]
         if state == "invalid":
             log(f"[invalid] {cell['name']}: {cell['info'].get('error')}")
+        elif state in states and not cell["run_args"]:
+            log(f"[not submitted] {cell['name']}: {cell['info'].get('no_cli')}")
         elif state in ("queued", "running"):
             log(f"[{state}] {cell['name']}: {cell['detail']} (not submitted again)")
             pending += 1

@@ -10,6 +10,7 @@ module does not exist yet are recorded as missing (shown as "—" in the report)
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from dataclasses import asdict
 from collections.abc import Sequence
@@ -86,7 +87,21 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
     world = slurm_opts.tasks if slurm and slurm_opts else launched_world_size(launcher)
     cells: list[dict[str, Any]] = []
     planned: list[PlannedCell] = []
-    measured = measured_throughput(out) if (dry_run or slurm) else {}
+    # Every command first writes the plan (OUT/plan.json, what `study status` reads), local ones too.
+    measured = measured_throughput(out)
+    for w in weights:
+        norm = normalization.get(w) if isinstance(normalization, dict) else normalization
+        for task, protocol, seed in itertools.product(tasks, protocols, range(seeds)):
+            kwargs = dict(weights=w, preset=preset, protocol=protocol, seed=seed, cfg_options=cfg_options,
+                          model_overrides=model_overrides, data_root=(data_roots or {}).get(task),
+                          normalization=norm, trust=trust, strict=strict)
+            pc = _planned(out, task, backbone, run_dir(out, task, backbone, w, protocol, seed), world, kwargs,
+                          measured)
+            if pc is not None:
+                planned.append(pc)
+    plan_by_dir = {c.work_dir: c for c in planned}
+    write_plan(out, "table4", planned, executor=executor, backbone=backbone, preset=preset,
+               slurm=asdict(slurm_opts) if slurm_opts else None)
     failures = 0
     for w in weights:
         norm = normalization.get(w) if isinstance(normalization, dict) else normalization
@@ -99,15 +114,14 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                     kwargs = dict(weights=w, preset=preset, protocol=protocol, seed=seed, cfg_options=cfg_options,
                                   model_overrides=model_overrides, data_root=(data_roots or {}).get(task),
                                   normalization=norm, trust=trust, strict=strict)
+                    pc = plan_by_dir.get(str(wd.absolute()))
                     if dry_run or slurm:
-                        pc = _planned(out, task, backbone, wd, world, kwargs, measured)
-                        if pc is not None:
-                            planned.append(pc)
                         cell["state"] = pc.state if pc else "n/a"
                         continue
                     done = read_results(wd)
                     if done is not None and _matches(done, task, backbone, w, preset):
-                        expected = expected_hash_or_none(task, backbone, work_dir=wd, world_size=world, **kwargs)
+                        expected = pc.config_hash if pc is not None else expected_hash_or_none(
+                            task, backbone, work_dir=wd, world_size=world, **kwargs)
                         if reusable(done, expected, str(wd)):
                             cell.update(state="done", value=done["value"], skipped=True,
                                         **_denominators(done))
@@ -143,8 +157,6 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                     write_json_atomic(out / "study.json", {"study": "table4", "backbone": backbone,
                                                            "preset": preset, "cells": cells})
     if dry_run or slurm:
-        write_plan(out, "table4", planned, executor=executor, backbone=backbone, preset=preset,
-                   slurm=asdict(slurm_opts) if slurm_opts else None)
         if dry_run:
             log(plan_table(planned))
             log(f"plan: {out / PLAN_NAME}")
