@@ -34,6 +34,15 @@ def test_dry_run_prints_and_writes_the_plan(tmp_path: Path, capsys) -> None:
     assert len(cells) == 4 and all(c["state"] == "to run" for c in cells.values())
     # mini cifar100: 30 iterations x global batch 16
     assert cells["cifar100/resnetrs50-scratch-finetune-seed0"]["train_samples"] == 480
+    # training FLOPs = 3 x the forward FLOPs `inspect` counts (multiply-add = 2) at the cell's crop x samples
+    from rs_transfer.backbones import create_model
+    from rs_transfer.bench.flops import count_flops
+
+    forward = count_flops(create_model("resnetrs50", num_classes=100, **TINY), (1, 3, 16, 16))   # mini: 16 px
+    assert cells["cifar100/resnetrs50-scratch-finetune-seed0"]["train_flops"] == 3 * forward * 480
+    seg = cells["voc-seg/resnetrs50-scratch-finetune-seed0"]
+    assert seg["train_flops"] > 3 * forward * 320 and "whole model at 64x64" in seg["info"]["flops"]
+    assert "train FLOPs: 3 x forward FLOPs of the classifier at 16 px" in text
     assert not any(out.glob("*/*/results.json")) and not (out / "report.md").exists()   # nothing ran
 
 

@@ -42,6 +42,7 @@ class PlannedCell:
     config_hash: str | None
     world_size: int = 1
     train_samples: int | None = None
+    train_flops: float | None = None     # (forward + backward) FLOPs per sample x train_samples (multiply-add = 2)
     estimate_s: float | None = None
     estimate_source: str | None = None
     state: str = "to run"

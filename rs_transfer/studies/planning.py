@@ -58,10 +58,24 @@ def measured_throughput(out: Path) -> dict[tuple[str, str, str], tuple[float, st
     return found
 
 
+_FLOPS: dict[str, tuple[int | None, str]] = {}   # per model and input: equal for every seed and weight source
+
+
+def _flops_per_sample(task: str, backbone: str, kwargs: dict[str, Any], cfg: Any) -> tuple[int | None, str]:
+    from rs_transfer.bench.flops import train_flops_per_sample
+
+    key = repr((task, backbone, kwargs.get("preset"), kwargs.get("model_overrides"), kwargs.get("cfg_options")))
+    if key not in _FLOPS:
+        _FLOPS[key] = train_flops_per_sample(cfg)
+    return _FLOPS[key]
+
+
 def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: int, kwargs: dict[str, Any],
-              measured: dict[tuple[str, str, str], tuple[float, str]] | None = None) -> PlannedCell:
+              measured: dict[tuple[str, str, str], tuple[float, str]] | None = None, *,
+              flops: bool = False) -> PlannedCell:
     """One cell's plan entry: identity by the run's own ``prepare_run`` (with the cell's world size), planned train
-    samples, estimate and current state. A cell that cannot be prepared (weights gone...) is ``invalid``."""
+    samples, estimate and current state. A cell that cannot be prepared (weights gone...) is ``invalid``.
+    ``flops``: also count the training FLOPs (builds the model once per task and model: for --dry-run)."""
     from rs_transfer.runner import prepare_run
 
     try:
@@ -83,6 +97,10 @@ def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: i
     if thr and cell.train_samples:
         cell.estimate_s = round(cell.train_samples / thr[0], 1)
         cell.estimate_source = f"measured {thr[0]:.1f} img/s on {thr[1]}"
+    if flops and cell.train_samples:
+        per_sample, how = _flops_per_sample(task, backbone, kwargs, prep.cfg)
+        cell.train_flops = float(per_sample * cell.train_samples) if per_sample else None
+        cell.info["flops"] = f"3 x forward FLOPs of the {how}" if per_sample else how
     if no_cli:
         cell.info["no_cli"] = no_cli
     cell.state = cell_state(asdict(cell))["state"]
@@ -93,14 +111,20 @@ def plan_table(cells: list[PlannedCell]) -> str:
     """The plan as text: one row per cell, then the totals."""
     rows = [{"cell": c.name, "state": c.state, "world": c.world_size,
              "samples": f"{c.train_samples:,}" if c.train_samples else "?",
+             "flops": f"{c.train_flops:.3g}" if c.train_flops else "?",
              "hours": f"{c.estimate_s * c.world_size / 3600:.2f}" if c.estimate_s else "?",
              "source": c.estimate_source or c.info.get("error", "no measurement yet")} for c in cells]
     table = format_table(rows, [("cell", "cell"), ("state", "state"), ("world", "GPUs"),
-                                ("samples", "train samples"), ("hours", "est. GPU-h"), ("source", "estimate from")])
+                                ("samples", "train samples"), ("flops", "train FLOPs"), ("hours", "est. GPU-h"), ("source", "estimate from")])
     todo = [c for c in cells if c.state in RESUBMIT_STATES]
     known = [c.estimate_s * c.world_size for c in todo if c.estimate_s]
     total = f"{sum(known) / 3600:.2f} GPU-h estimated for {len(known)} of them" if known else "no estimate yet"
-    return (f"{table}\n{len(cells)} cells: {sum(c.state == 'done' for c in cells)} done, {len(todo)} to run "
+    counted = sorted({c.info["flops"] for c in cells if c.train_flops and c.info.get("flops")})
+    uncounted = sorted({f"{c.name.split('/')[0]}: {c.info['flops']}" for c in cells
+                        if not c.train_flops and c.info.get("flops")})
+    notes = "".join(f"\ntrain FLOPs: {h}, x train samples (multiply-add = 2; evaluation not included)"
+                    for h in counted) + "".join(f"\ntrain FLOPs ? {h}" for h in uncounted)
+    return (f"{table}{notes}\n{len(cells)} cells: {sum(c.state == 'done' for c in cells)} done, {len(todo)} to run "
             f"({total})")
 
 

@@ -41,7 +41,7 @@ def _denominators(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def _planned(out: Path, task: str, backbone: str, wd: Path, world: int, kwargs: dict[str, Any],
-             measured: dict) -> PlannedCell | None:
+             measured: dict, flops: bool = False) -> PlannedCell | None:
     """The plan entry of one cell (None for a task not available or a protocol the task lacks: not runnable)."""
     from rs_transfer.tasks import TaskNotAvailable, get_task
 
@@ -50,7 +50,7 @@ def _planned(out: Path, task: str, backbone: str, wd: Path, world: int, kwargs: 
             return None
     except TaskNotAvailable:
         return None
-    return plan_cell(out, str(wd.relative_to(out)), task, backbone, wd, world, kwargs, measured)
+    return plan_cell(out, str(wd.relative_to(out)), task, backbone, wd, world, kwargs, measured, flops=flops)
 
 
 def _matches(res: dict[str, Any], task: str, backbone: str, weights: str | None, preset: str) -> bool:
@@ -96,7 +96,7 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                           model_overrides=model_overrides, data_root=(data_roots or {}).get(task),
                           normalization=norm, trust=trust, strict=strict)
             pc = _planned(out, task, backbone, run_dir(out, task, backbone, w, protocol, seed), world, kwargs,
-                          measured)
+                          measured, flops=dry_run)
             if pc is not None:
                 planned.append(pc)
     plan_by_dir = {c.work_dir: c for c in planned}
