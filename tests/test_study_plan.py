@@ -46,6 +46,17 @@ def test_dry_run_prints_and_writes_the_plan(tmp_path: Path, capsys) -> None:
     assert not any(out.glob("*/*/results.json")) and not (out / "report.md").exists()   # nothing ran
 
 
+def test_estimate_from_peak_flops_is_stated(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "s"
+    assert main([*STUDY, "--tasks", "cifar100", "--out", str(out), "--dry-run", "--gpu", "A100",
+                 "--assume-mfu", "0.5"]) == 0
+    cell, = _plan(out)["cells"]
+    assert cell["estimate_s"] == round(cell["train_flops"] / (312e12 * 0.5), 4) > 0
+    assert "A100 peak 312 TFLOP/s x assumed MFU 0.5" in capsys.readouterr().out
+    assert main([*STUDY, "--tasks", "cifar100", "--out", str(out), "--dry-run", "--gpu", "K80"]) == 2
+    assert "not in the peak TFLOP/s table" in capsys.readouterr().err
+
+
 def test_plan_uses_the_cells_world_size_not_the_planners(tmp_path: Path, fake_slurm, monkeypatch) -> None:  # noqa: F811
     from rs_transfer.runner import prepare_run
 

@@ -296,6 +296,11 @@ def add_executor_arguments(p: Any) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (every cell: state, samples to train, estimate) and write it as "
                         "OUT/plan.json; runs and submits nothing")
+    p.add_argument("--gpu", default=None, metavar="NAME",
+                   help="estimate cells without a measured throughput from their training FLOPs at this GPU's "
+                        "peak bf16 TFLOP/s (A100, H100, H200, B200, L40S, L4...) x --assume-mfu")
+    p.add_argument("--assume-mfu", type=float, default=0.35,
+                   help="model FLOPs utilisation assumed with --gpu (default 0.35)")
     p.add_argument("--slurm-partition", default=None, help="SLURM partition of the cell jobs")
     p.add_argument("--gpus-per-cell", type=int, default=1,
                    help="GPUs per node of one cell job; more than one runs DDP (--launcher slurm) in the job")

@@ -72,10 +72,12 @@ def _flops_per_sample(task: str, backbone: str, kwargs: dict[str, Any], cfg: Any
 
 def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: int, kwargs: dict[str, Any],
               measured: dict[tuple[str, str, str], tuple[float, str]] | None = None, *,
-              flops: bool = False) -> PlannedCell:
+              flops: bool = False, gpu: tuple[str, float] | None = None) -> PlannedCell:
     """One cell's plan entry: identity by the run's own ``prepare_run`` (with the cell's world size), planned train
     samples, estimate and current state. A cell that cannot be prepared (weights gone...) is ``invalid``.
-    ``flops``: also count the training FLOPs (builds the model once per task and model: for --dry-run)."""
+    ``flops``: also count the training FLOPs (builds the model once per task and model: for --dry-run).
+    ``gpu``: ``(device name, assumed MFU)``: without a measured throughput, the estimate is the training FLOPs at
+    that device's peak bf16 TFLOP/s (rs_transfer/bench/backbone.py's table) x the MFU, stated as such."""
     from rs_transfer.runner import prepare_run
 
     try:
@@ -101,6 +103,15 @@ def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: i
         per_sample, how = _flops_per_sample(task, backbone, kwargs, prep.cfg)
         cell.train_flops = float(per_sample * cell.train_samples) if per_sample else None
         cell.info["flops"] = f"3 x forward FLOPs of the {how}" if per_sample else how
+    if cell.estimate_s is None and gpu and cell.train_flops:
+        from rs_transfer.bench.backbone import peak_bf16_tflops
+
+        peak = peak_bf16_tflops(gpu[0])
+        if peak is None:
+            raise UserError(f"--gpu {gpu[0]!r} is not in the peak TFLOP/s table (A100, H100, H200, GH200, B200, "
+                            "L40S, L40, L4, A10); name one of those or leave --gpu out")
+        cell.estimate_s = round(cell.train_flops / (world * peak * 1e12 * gpu[1]), 4)
+        cell.estimate_source = f"{gpu[0]} peak {peak:g} TFLOP/s x assumed MFU {gpu[1]:g}"
     if no_cli:
         cell.info["no_cli"] = no_cli
     cell.state = cell_state(asdict(cell))["state"]

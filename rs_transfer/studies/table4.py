@@ -41,7 +41,7 @@ def _denominators(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def _planned(out: Path, task: str, backbone: str, wd: Path, world: int, kwargs: dict[str, Any],
-             measured: dict, flops: bool = False) -> PlannedCell | None:
+             measured: dict, flops: bool = False, gpu: tuple[str, float] | None = None) -> PlannedCell | None:
     """The plan entry of one cell (None for a task not available or a protocol the task lacks: not runnable)."""
     from rs_transfer.tasks import TaskNotAvailable, get_task
 
@@ -50,7 +50,8 @@ def _planned(out: Path, task: str, backbone: str, wd: Path, world: int, kwargs: 
             return None
     except TaskNotAvailable:
         return None
-    return plan_cell(out, str(wd.relative_to(out)), task, backbone, wd, world, kwargs, measured, flops=flops)
+    return plan_cell(out, str(wd.relative_to(out)), task, backbone, wd, world, kwargs, measured, flops=flops,
+                     gpu=gpu)
 
 
 def _matches(res: dict[str, Any], task: str, backbone: str, weights: str | None, preset: str) -> bool:
@@ -65,11 +66,12 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                data_roots: dict[str, str] | None = None, log=print,
                normalization: str | dict[str | None, str] | None = None, trust: bool = False,
                strict: bool = True, executor: str = "local", dry_run: bool = False,
-               slurm_opts: SlurmOptions | None = None) -> dict[str, Any]:
+               slurm_opts: SlurmOptions | None = None, gpu: tuple[str, float] | None = None) -> dict[str, Any]:
     """Run every (weights, task, protocol, seed) cell not done yet, then write the report. Returns study.json.
     ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``.
     ``dry_run``: write and print the plan only. ``executor="slurm"``: submit the cells to run as one job array
-    (``slurm_opts``); the report is written once every cell is done (the same call again collects it)."""
+    (``slurm_opts``); the report is written once every cell is done (the same call again collects it).
+    ``gpu``: ``(device name, MFU)`` for FLOPs-based estimates of cells without a measured throughput."""
     from rs_transfer.runner import run_experiment
     from rs_transfer.tasks import TABLE4_TASKS, TaskNotAvailable, get_task
 
@@ -96,7 +98,7 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                           model_overrides=model_overrides, data_root=(data_roots or {}).get(task),
                           normalization=norm, trust=trust, strict=strict)
             pc = _planned(out, task, backbone, run_dir(out, task, backbone, w, protocol, seed), world, kwargs,
-                          measured, flops=dry_run)
+                          measured, flops=dry_run or slurm, gpu=gpu)
             if pc is not None:
                 planned.append(pc)
     plan_by_dir = {c.work_dir: c for c in planned}
@@ -217,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
     from rs_transfer.runner import parse_cfg_options
 
     weights = [None if w.lower() in ("none", "scratch") else w for w in args.weights]
+    if args.gpu and not 0 < args.assume_mfu <= 1:
+        raise UserError(f"--assume-mfu is a fraction in (0, 1], not {args.assume_mfu}")
     norm = _normalization_arg(args.normalization)
     paper = args.paper if args.paper is not None else args.preset == "paper"
     study = run_table4(backbone=args.backbone, weights=weights, out_dir=args.out, tasks=args.tasks,
@@ -224,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
                        paper=paper, model_overrides=parse_cfg_options(args.backbone_options),
                        cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
                        normalization=norm, trust=args.trust, strict=args.strict, executor=args.executor,
-                       dry_run=args.dry_run,
+                       dry_run=args.dry_run, gpu=(args.gpu, args.assume_mfu) if args.gpu else None,
                        slurm_opts=slurm_options(args, args.out) if args.executor == "slurm" else None)
     if not study["report"]:   # a dry run, or cells still running on the cluster
         return 0
