@@ -1,12 +1,12 @@
 """Study cells as SLURM jobs through submitit (rs_transfer/studies/executor.py), with sbatch/srun/sacct/squeue/scancel/
-scontrol replaced by tests/fake_slurm.py, which runs the jobs on this machine."""
+scontrol replaced by tests/fake_slurm.py, which runs the jobs on this machine (fixture ``fake_slurm`` in
+conftest.py)."""
 from __future__ import annotations
 
 import json
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -19,24 +19,7 @@ from rs_transfer.studies.executor import (JOBS_NAME, Cell, CellJob, SlurmOptions
                                   read_job_state, submit_cells, timeout_minutes)
 from rs_transfer.errors import UserError
 
-FAKE = Path(__file__).with_name("fake_slurm.py")
 MINI = ("--task", "cifar100", "--backbone", "resnetrs50", "--preset", "mini", "--seed", "1", *TINY_CLI)
-
-
-@pytest.fixture
-def fake_slurm(tmp_path: Path, monkeypatch) -> Path:
-    """SLURM's commands on PATH, backed by tests/fake_slurm.py; returns its state folder."""
-    bin_dir, state = tmp_path / "bin", tmp_path / "slurm-state"
-    bin_dir.mkdir()
-    state.mkdir()
-    for cmd in ("sbatch", "srun", "sacct", "squeue", "scancel", "scontrol"):
-        wrapper = bin_dir / cmd
-        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {FAKE} {cmd} "$@"\n')
-        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return state
 
 
 def _cell(tmp_path: Path, name: str, *extra: str, estimate_s: float | None = None) -> Cell:

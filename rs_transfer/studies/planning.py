@@ -110,7 +110,7 @@ def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: i
         if peak is None:
             raise UserError(f"--gpu {gpu[0]!r} is not in the peak TFLOP/s table (A100, H100, H200, GH200, B200, "
                             "L40S, L40, L4, A10); name one of those or leave --gpu out")
-        cell.estimate_s = round(cell.train_flops / (world * peak * 1e12 * gpu[1]), 4)
+        cell.estimate_s = float(f"{cell.train_flops / (world * peak * 1e12 * gpu[1]):.4g}")
         cell.estimate_source = f"{gpu[0]} peak {peak:g} TFLOP/s x assumed MFU {gpu[1]:g}"
     if no_cli:
         cell.info["no_cli"] = no_cli
