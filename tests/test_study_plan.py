@@ -165,6 +165,8 @@ def test_mini_table4_through_the_slurm_executor(tmp_path: Path, fake_slurm, caps
     assert "resnetrs50 / scratch [mini]" in text and len(list((fake_slurm / "submitted").glob("*.sh"))) == 1
     rep = json.loads((out / "report.json").read_text())
     assert rep["rows"]["resnetrs50 / scratch [mini]"]["cifar100"]["n"] == 2
+    study = json.loads((out / "study.json").read_text())
+    assert [c["state"] for c in study["cells"]] == ["done", "done"] and all("value" in c for c in study["cells"])
     main(["study", "status", str(out)])
     assert "2 done" in capsys.readouterr().out
     main([*args, "--dry-run"])    # measured throughput now gives an estimate

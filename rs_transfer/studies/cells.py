@@ -15,6 +15,7 @@ single loop that knows what happened. So nothing is kept in one shared file that
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import subprocess
@@ -71,6 +72,11 @@ def _literal(value: Any) -> str:
 
 
 def write_plan(out: Path, study: str, cells: list[PlannedCell], **meta: Any) -> Path:
+    """``OUT/plan.json``. A plan written without SLURM options keeps those of an earlier submission (``slurm``), so
+    that ``study status`` still finds the cells' jobs after a local command in the same folder."""
+    if meta.get("slurm") is None:
+        with contextlib.suppress(UserError, KeyError):
+            meta["slurm"] = read_plan(out).get("slurm")
     return write_json_atomic(Path(out) / PLAN_NAME, {"study": study, "planned": time.time(), **meta,
                                                      "cells": [asdict(c) for c in cells]})
 

@@ -198,6 +198,10 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                 "again when they finish to write the report")
             return {"study": "table4", "plan": str(out / PLAN_NAME), "cells": cells, "failures": 0,
                     "report": {}, "pending": pending}
+        for cell in cells:   # every cell done: study.json is derived from the cells' own results.json
+            res = read_results(cell["work_dir"])
+            if res is not None:
+                cell.update(state="done", value=res["value"], **_denominators(res))
     base = baseline or (f"{backbone} / {weights_label(weights[0])}" + (" [mini]" if preset == "mini" else "")
                         if weights else None)
     try:
