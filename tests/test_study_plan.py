@@ -171,3 +171,22 @@ def test_mini_table4_through_the_slurm_executor(tmp_path: Path, fake_slurm, caps
     assert "2 done" in capsys.readouterr().out
     main([*args, "--dry-run"])    # measured throughput now gives an estimate
     assert "measured" in capsys.readouterr().out
+
+
+def test_table1_rows_plan_and_submit(tmp_path: Path, fake_slurm, monkeypatch, capsys) -> None:
+    """Table 1 (11 ImageNet pre-trainings in the paper) plans its rows and submits them as one array too."""
+    monkeypatch.setenv("FAKE_SLURM_HOLD", "1")
+    wd = tmp_path / "t1"
+    base = ["study", "table1", "--preset", "mini", "--rows", "3", "--work-dir", str(wd), "--out", str(tmp_path / "rep")]
+    assert main([*base, "--dry-run"]) == 0
+    assert "3 cells: 0 done, 3 to run" in capsys.readouterr().out
+    plan = _plan(wd)
+    assert [c["name"] for c in plan["cells"]] == ["00_baseline", "01_cosine", "02_epochs"]
+    assert "recipe.name=table1:01_cosine" in plan["cells"][1]["run_args"]
+    assert main([*base, "--executor", "slurm", "--timeout-min", "600", "--slurm-partition", "a100"]) == 0
+    script = next((fake_slurm / "submitted").glob("*.sh")).read_text()
+    assert "#SBATCH --array=0-2%3" in script and "#SBATCH --partition=a100" in script
+    assert not (tmp_path / "rep.md").exists()   # no report until the rows are done
+    capsys.readouterr()
+    assert main(["study", "status", str(wd)]) == 0
+    assert "3 queued" in capsys.readouterr().out
