@@ -1,12 +1,16 @@
 """Shared fixtures.
 
 - ``randomize``: non-trivial weights and BN statistics for parity checks.
+- ``fake_slurm``: SLURM's commands (sbatch, srun, sacct, squeue, scancel, scontrol) on PATH, running jobs here
+  (tests/fake_slurm.py).
 - ``rs_home`` (session, autouse): every test session gets its own empty ``RS_TRANSFER_HOME`` (no downloads, no user
   cache); mini datasets are generated once per session in it.
 """
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +82,20 @@ def outputs_reproduce():
         if count is not None:
             assert len(out) == count
     return check
+_FAKE_SLURM = Path(__file__).with_name("fake_slurm.py")
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path, monkeypatch) -> Path:
+    """SLURM's commands on PATH, backed by tests/fake_slurm.py; returns its state folder."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "slurm-state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for cmd in ("sbatch", "srun", "sacct", "squeue", "scancel", "scontrol"):
+        wrapper = bin_dir / cmd
+        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {_FAKE_SLURM} {cmd} "$@"\n')
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return state

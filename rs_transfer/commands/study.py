@@ -18,6 +18,9 @@ examples:
   rs-transfer study table4 --backbone resnet152 --weights resnet152.tv_in1k simclrv2-r152-1x-sk0 ./rs152.pth \\
       --seeds 3 --out studies/table4
   rs-transfer study table1 --preset mini          # the 11 additive ImageNet rows (rows reused by config hash)
+  rs-transfer study table4 ... --dry-run          # the plan: every cell's state, samples, estimate
+  rs-transfer study table4 ... --executor slurm --slurm-partition gpu --timeout-min 240
+  rs-transfer study status studies/table4          # done / running / queued / failed cells, ETA, compute
 """
 
 
@@ -28,6 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         module = importlib.import_module(study.module)   # light: a study module imports torch only when it runs
         module.add_arguments(sp)
         sp.set_defaults(_study=module.run)
+    from rs_transfer.studies import status   # not a study: the state of any planned study folder
+
+    sp = sub.add_parser("status", help=status.HELP, description=status.__doc__.split("\n\n")[0])
+    status.add_arguments(sp)
+    sp.set_defaults(_study=status.run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -254,6 +254,7 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
     are :func:`rs_transfer.load_weights`'s (CLI ``--trust`` / ``--no-strict``), ``normalization`` its explicit
     input normalisation (CLI ``--normalization imagenet|unit|MEAN,STD``).
     """
+    from rs_transfer.runner.lock import lock_for_run
     from rs_transfer.weights.loader import reads_once
 
     t0 = time.time()
@@ -266,7 +267,11 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
                            launcher=launcher, world_size=world_size, resume=resume, data_root=data_root,
                            trust=trust, strict=strict, normalization=normalization)
         check_work_dir(prep.work_dir)
-        return _run(prep, t0, resume=resume)
+        # One run per work dir (rs_transfer/runner/lock.py): a second run into the same folder (another seed, a
+        # second study, a requeued job racing the original) exits with one line naming the holder instead of
+        # sharing checkpoints and results.json. Taken after validation: bad input creates no folder.
+        with lock_for_run(prep.work_dir, launcher):
+            return _run(prep, t0, resume=resume)
 
 
 def _run(prep: PreparedRun, t0: float, *, resume: bool) -> dict[str, Any]:

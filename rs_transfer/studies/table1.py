@@ -46,9 +46,13 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
               work_dir: str | Path | None = None, out: str | Path | None = None, data_root: str | None = None,
               seed: int = 0, config: str | None = None, cfg_options: dict[str, Any] | None = None,
               model_overrides: dict[str, Any] | None = None, max_rows: int | None = None,
-              launcher: str = "none", runner: Callable[..., dict] | None = None, seeds: int = 1) -> dict[str, Any]:
+              launcher: str = "none", runner: Callable[..., dict] | None = None, seeds: int = 1,
+              executor: str = "local", dry_run: bool = False, slurm_opts: Any = None,
+              gpu: tuple[str, float] | None = None, log: Callable[[str], Any] = print) -> dict[str, Any] | None:
     """Run (or reuse, or resume) every row, ``seeds`` runs each (seed, seed + 1, ...: rs_transfer/studies/seeded.py),
-    and write the report; returns the report dict."""
+    and write the report; returns the report dict. ``dry_run``: write and print the plan (``WORK_DIR/plan.json``)
+    only; ``executor="slurm"``: submit the runs still to do as one job array (``slurm_opts``); both return None until
+    every run is done (the same call again writes the report)."""
     from rs_transfer.runner.distributed import launched_world_size
     from rs_transfer.studies.seeded import combine, paired_step, seed_dir, seeds_of
     from rs_transfer.studies.plan import expected_hash
@@ -59,6 +63,11 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
     out = Path(out or default_out(STUDY_ARGS.name, preset))
     finished = finished_runs(work_dir)
+    if dry_run or executor == "slurm":
+        if not _plan(work_dir, backbone, preset, finished, dict(weights=weights, preset=preset, config=config,
+                     data_root=data_root), seeds_of(seed, seeds), cfg_options, model_overrides, max_rows, launcher,
+                     executor=executor, dry_run=dry_run, slurm_opts=slurm_opts, gpu=gpu, log=log):
+            return None
     rows: list[dict[str, Any]] = []
     previous: list[dict[str, Any]] = []
     for row_id, label, enabled in TABLE1.additive_rows()[:max_rows]:
@@ -98,6 +107,51 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     return report
 
 
+def _plan(work_dir: Path, backbone: str, preset: str, finished: dict[str, Any], common: dict[str, Any],
+          seeds: list[int], cfg_options: dict[str, Any] | None, model_overrides: dict[str, Any] | None, max_rows: int | None,
+          launcher: str, *, executor: str, dry_run: bool, slurm_opts: Any, gpu: tuple[str, float] | None,
+          log: Callable[[str], Any]) -> bool:
+    """The rows as a plan (rs_transfer/studies/planning.py), one cell per row and seed (the folders of
+    ``seed_dir``): printed (``dry_run``) or submitted to SLURM. True when every cell is done (the caller then
+    reports)."""
+    from rs_transfer.errors import UserError
+    from rs_transfer.runner.distributed import launched_world_size
+    from rs_transfer.studies.cells import PLAN_NAME, write_plan
+    from rs_transfer.studies.planning import measured_throughput, plan_cell, plan_table, submit_plan
+    from rs_transfer.studies.seeded import seed_dir
+
+    slurm = executor == "slurm"
+    if slurm and slurm_opts is None:
+        raise UserError("--executor slurm needs the SLURM options (rs_transfer.studies.executor.SlurmOptions)")
+    world = slurm_opts.tasks if slurm else launched_world_size(launcher)   # the row's own world size
+    measured, planned = measured_throughput(work_dir), []
+    for row_id, _, enabled in TABLE1.additive_rows()[:max_rows]:
+        opts, model = row_edits(enabled, backbone, preset)
+        kw = {**common, "cfg_options": {**opts, "recipe.name": f"table1:{row_id}", **(cfg_options or {})},
+              "model_overrides": {**model, **(model_overrides or {})}}
+        for s in seeds:
+            sdir = seed_dir(work_dir / row_id, s, seeds[0])
+            cell = plan_cell(work_dir, sdir.name, "imagenet", backbone, sdir, world, {**kw, "seed": s}, measured,
+                             flops=True, gpu=gpu)
+            if cell.config_hash in finished:   # the reuse rule: a finished run anywhere in the study folder
+                cell.state = "done"
+            planned.append(cell)
+    from dataclasses import asdict
+
+    write_plan(work_dir, "table1", planned, executor=executor, backbone=backbone, preset=preset,
+               slurm=asdict(slurm_opts) if slurm_opts else None)
+    if dry_run:
+        log(plan_table(planned))
+        log(f"plan: {work_dir / PLAN_NAME}")
+        return False
+    if all(c.state == "done" for c in planned):
+        return True
+    pending = submit_plan(work_dir, [c for c in planned if c.state != "done"], slurm_opts, name="table1", log=log)
+    log(f"{pending} row(s) not done yet: `rs-transfer study status {work_dir}` shows them; run this command again "
+        "when they finish to write the report")
+    return pending == 0
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Table 1: additive study, ImageNet ({report['backbone']} at {RESOLUTION} px, preset "
              f"{report['preset']})", ""]
@@ -131,16 +185,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                      "resnet200, as the paper)")
     parser.add_argument("--weights", default=None, help="initial weights (default: random, as the paper)")
     add_additive_arguments(parser, STUDY_ARGS, config="imagenet.py")
+    from rs_transfer.studies.executor import add_executor_arguments
+
+    add_executor_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from rs_transfer.runner import parse_cfg_options
+    from rs_transfer.studies.executor import slurm_options
 
     report = run_study(preset=args.preset, backbone=args.backbone, weights=args.weights, work_dir=args.work_dir,
                        out=args.out, data_root=args.data_root, seed=args.seed, config=args.config,
                        cfg_options=parse_cfg_options(args.cfg_options),
                        model_overrides=parse_cfg_options(args.backbone_options), max_rows=args.rows,
-                       launcher=args.launcher, seeds=args.seeds)
+                       launcher=args.launcher, seeds=args.seeds, executor=args.executor, dry_run=args.dry_run,
+                       gpu=(args.gpu, args.assume_mfu) if args.gpu else None,
+                       slurm_opts=slurm_options(args, args.work_dir or default_work_dir(STUDY_ARGS.name, args.preset))
+                       if args.executor == "slurm" else None)
+    if report is None:   # a dry run, or rows still running on the cluster
+        return 0
     print(to_markdown(report))
     out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
     print(f"wrote {out.with_suffix('.md')}, .csv, .json")

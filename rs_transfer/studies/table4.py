@@ -10,7 +10,9 @@ module does not exist yet are recorded as missing (shown as "—" in the report)
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
+from dataclasses import asdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,10 @@ from rs_transfer.errors import UserError
 from rs_transfer.results import read_results
 from rs_transfer.runner.distributed import LAUNCHERS, launched_world_size
 from rs_transfer.studies.args import positive_int
+from rs_transfer.studies.cells import PLAN_NAME, PlannedCell, write_plan
+from rs_transfer.studies.executor import SlurmOptions, add_executor_arguments, slurm_options
 from rs_transfer.studies.plan import expected_hash_or_none
+from rs_transfer.studies.planning import measured_throughput, plan_cell, plan_table, submit_plan
 from rs_transfer.studies.report import build_report, weights_label, write_report
 from rs_transfer.studies.reuse import reusable
 
@@ -34,6 +39,20 @@ def _denominators(res: dict[str, Any]) -> dict[str, Any]:
     m = res.get("metrics") or {}
     keys = {"eval_videos": "eval_videos", "missing": "eval_missing", "corrupt": "eval_corrupt"}
     return {k: m[v] for k, v in keys.items() if v in m}
+
+
+def _planned(out: Path, task: str, backbone: str, wd: Path, world: int, kwargs: dict[str, Any],
+             measured: dict, flops: bool = False, gpu: tuple[str, float] | None = None) -> PlannedCell | None:
+    """The plan entry of one cell (None for a task not available or a protocol the task lacks: not runnable)."""
+    from rs_transfer.tasks import TaskNotAvailable, get_task
+
+    try:
+        if kwargs["protocol"] not in get_task(task).protocols:
+            return None
+    except TaskNotAvailable:
+        return None
+    return plan_cell(out, str(wd.relative_to(out)), task, backbone, wd, world, kwargs, measured, flops=flops,
+                     gpu=gpu)
 
 
 def _matches(res: dict[str, Any], task: str, backbone: str, weights: str | None, preset: str) -> bool:
@@ -79,17 +98,42 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                model_overrides: dict | None = None, cfg_options: dict | None = None, launcher: str = "none",
                data_roots: dict[str, str] | None = None, log=print,
                normalization: str | dict[str | None, str] | None = None, trust: bool = False,
-               strict: bool = True, alpha: float = 0.05) -> dict[str, Any]:
+               strict: bool = True, alpha: float = 0.05, executor: str = "local", dry_run: bool = False,
+               slurm_opts: SlurmOptions | None = None, gpu: tuple[str, float] | None = None) -> dict[str, Any]:
     """Run every (weights, task, protocol, seed) cell not done yet, then write the report. Returns study.json.
     ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``;
-    ``alpha``: the report's significance level for paired differences to the baseline (after BH)."""
+    ``alpha``: the report's significance level for paired differences to the baseline (after BH).
+    ``dry_run``: write and print the plan only. ``executor="slurm"``: submit the cells to run as one job array
+    (``slurm_opts``); the report is written once every cell is done (the same call again collects it).
+    ``gpu``: ``(device name, MFU)`` for FLOPs-based estimates of cells without a measured throughput."""
     from rs_transfer.runner import run_experiment
     from rs_transfer.tasks import TABLE4_TASKS, TaskNotAvailable, get_task
 
     out = Path(out_dir)
     tasks = list(tasks or TABLE4_TASKS)
     _check_grid(backbone, weights, tasks, protocols, seeds, preset, model_overrides, cfg_options)
+    slurm = executor == "slurm"
+    if slurm and slurm_opts is None:
+        raise UserError("--executor slurm needs the SLURM options (rs_transfer.studies.executor.SlurmOptions)")
+    # The cell's own world size: a slurm cell job's tasks, not this planning process's environment.
+    world = slurm_opts.tasks if slurm and slurm_opts else launched_world_size(launcher)
     cells: list[dict[str, Any]] = []
+    planned: list[PlannedCell] = []
+    # Every command first writes the plan (OUT/plan.json, what `study status` reads), local ones too.
+    measured = measured_throughput(out)
+    for w in weights:
+        norm = normalization.get(w) if isinstance(normalization, dict) else normalization
+        for task, protocol, seed in itertools.product(tasks, protocols, range(seeds)):
+            kwargs = dict(weights=w, preset=preset, protocol=protocol, seed=seed, cfg_options=cfg_options,
+                          model_overrides=model_overrides, data_root=(data_roots or {}).get(task),
+                          normalization=norm, trust=trust, strict=strict)
+            pc = _planned(out, task, backbone, run_dir(out, task, backbone, w, protocol, seed), world, kwargs,
+                          measured, flops=dry_run or slurm, gpu=gpu)
+            if pc is not None:
+                planned.append(pc)
+    plan_by_dir = {c.work_dir: c for c in planned}
+    write_plan(out, "table4", planned, executor=executor, backbone=backbone, preset=preset,
+               slurm=asdict(slurm_opts) if slurm_opts else None)
     failures = 0
     for w in weights:
         norm = normalization.get(w) if isinstance(normalization, dict) else normalization
@@ -99,13 +143,17 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                     wd = run_dir(out, task, backbone, w, protocol, seed)
                     cell = {"task": task, "weights": w, "protocol": protocol, "seed": seed, "work_dir": str(wd)}
                     cells.append(cell)
+                    kwargs = dict(weights=w, preset=preset, protocol=protocol, seed=seed, cfg_options=cfg_options,
+                                  model_overrides=model_overrides, data_root=(data_roots or {}).get(task),
+                                  normalization=norm, trust=trust, strict=strict)
+                    pc = plan_by_dir.get(str(wd.absolute()))
+                    if dry_run or slurm:
+                        cell["state"] = pc.state if pc else "n/a"
+                        continue
                     done = read_results(wd)
                     if done is not None and _matches(done, task, backbone, w, preset):
-                        expected = expected_hash_or_none(
-                            task, backbone, weights=w, preset=preset, protocol=protocol, work_dir=wd, seed=seed,
-                            cfg_options=cfg_options, model_overrides=model_overrides,
-                            data_root=(data_roots or {}).get(task), world_size=launched_world_size(launcher),
-                            normalization=norm, trust=trust, strict=strict)
+                        expected = pc.config_hash if pc is not None else expected_hash_or_none(
+                            task, backbone, work_dir=wd, world_size=world, **kwargs)
                         if reusable(done, expected, str(wd)):
                             cell.update(state="done", value=done["value"], skipped=True,
                                         **_denominators(done))
@@ -140,6 +188,21 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                         log(f"[failed] {task} {weights_label(w)} seed {seed}: {err}")
                     write_json_atomic(out / "study.json", {"study": "table4", "backbone": backbone,
                                                            "preset": preset, "cells": cells})
+    if dry_run or slurm:
+        if dry_run:
+            log(plan_table(planned))
+            log(f"plan: {out / PLAN_NAME}")
+            return {"study": "table4", "plan": str(out / PLAN_NAME), "cells": cells, "failures": 0, "report": {}}
+        pending = submit_plan(out, planned, slurm_opts, name=f"table4-{backbone}", log=log)  # type: ignore[arg-type]
+        if pending:
+            log(f"{pending} cell(s) not done yet: `rs-transfer study status {out}` shows them; run this command "
+                "again when they finish to write the report")
+            return {"study": "table4", "plan": str(out / PLAN_NAME), "cells": cells, "failures": 0,
+                    "report": {}, "pending": pending}
+        for cell in cells:   # every cell done: study.json is derived from the cells' own results.json
+            res = read_results(cell["work_dir"])
+            if res is not None:
+                cell.update(state="done", value=res["value"], **_denominators(res))
     base = baseline or (f"{backbone} / {weights_label(weights[0])}" + (" [mini]" if preset == "mini" else "")
                         if weights else None)
     try:
@@ -187,19 +250,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="load --weights even if backbone keys differ (as `run --no-strict`)")
     p.add_argument("--trust", action="store_true",
                    help="allow full unpickling of --weights files (only for files you trust)")
+    add_executor_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from rs_transfer.runner import parse_cfg_options
 
     weights = [None if w.lower() in ("none", "scratch") else w for w in args.weights]
+    if args.gpu and not 0 < args.assume_mfu <= 1:
+        raise UserError(f"--assume-mfu is a fraction in (0, 1], not {args.assume_mfu}")
     norm = _normalization_arg(args.normalization)
     paper = args.paper if args.paper is not None else args.preset == "paper"
     study = run_table4(backbone=args.backbone, weights=weights, out_dir=args.out, tasks=args.tasks,
                        protocols=args.protocols, seeds=args.seeds, preset=args.preset, baseline=args.baseline,
                        paper=paper, model_overrides=parse_cfg_options(args.backbone_options),
                        cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
-                       normalization=norm, trust=args.trust, strict=args.strict, alpha=args.alpha)
+                       normalization=norm, trust=args.trust, strict=args.strict, alpha=args.alpha,
+                       executor=args.executor, dry_run=args.dry_run,
+                       gpu=(args.gpu, args.assume_mfu) if args.gpu else None,
+                       slurm_opts=slurm_options(args, args.out) if args.executor == "slurm" else None)
+    if not study["report"]:   # a dry run, or cells still running on the cluster
+        return 0
     from pathlib import Path
 
     print(Path(study["report"]["md"]).read_text())

@@ -1,0 +1,167 @@
+"""Planning a study's cells (identity, samples, time estimate), printing the plan, and submitting what is left.
+
+The estimate of a cell's training time comes from throughput MEASURED by finished cells of the same task and
+backbone (their results.json ``train_images_per_s``, with the device that measured it named as the source); a cell
+with no measurement has no estimate (shown as ``?``), and a SLURM submission then needs ``--timeout-min``. Nothing
+is made up: the source of every estimate is printed.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rs_transfer.errors import UserError
+from rs_transfer.studies.cells import (PlannedCell, cell_state, format_table, option_args, plan_states, read_jobs)
+from rs_transfer.studies.executor import Cell, SlurmOptions, submit_cells
+
+RESUBMIT_STATES = ("to run", "partial", "stale", "failed")
+
+
+def run_args(task: str, backbone: str, kwargs: dict[str, Any]) -> list[str]:
+    """The ``rs-transfer run`` arguments of a cell with these :func:`run_experiment` keyword arguments."""
+    args = ["--task", task, "--backbone", backbone, "--preset", kwargs.get("preset", "paper"), "--protocol",
+            kwargs.get("protocol", "finetune"), "--seed", str(kwargs.get("seed", 0))]
+    if kwargs.get("weights"):   # a file: absolute (the job may start elsewhere); a named source stays a name
+        w = str(kwargs["weights"])
+        args += ["--weights", str(Path(w).absolute()) if Path(w).exists() else w]
+    if kwargs.get("normalization"):
+        args += ["--normalization", str(kwargs["normalization"])]
+    if kwargs.get("data_root"):
+        args += ["--data-root", str(Path(kwargs["data_root"]).absolute())]
+    if kwargs.get("config"):
+        args += ["--config", str(Path(kwargs["config"]).absolute())]
+    args += option_args("--cfg-options", kwargs.get("cfg_options"))
+    args += option_args("--backbone-options", kwargs.get("model_overrides"))
+    if kwargs.get("trust"):
+        args.append("--trust")
+    if kwargs.get("strict") is False:
+        args.append("--no-strict")
+    return args
+
+
+def measured_throughput(out: Path) -> dict[tuple[str, str, str], tuple[float, str]]:
+    """``(task, backbone, preset) -> (train images/s, device)`` measured by the finished runs under ``out``."""
+    import json
+
+    found: dict[tuple[str, str, str], tuple[float, str]] = {}
+    for path in sorted(Path(out).rglob("results.json")):
+        try:
+            res = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        thr = res.get("train_images_per_s")
+        if isinstance(thr, (int, float)) and thr > 0:
+            found[(str(res.get("task")), str(res.get("backbone")), str(res.get("preset")))] = (
+                float(thr), str(res.get("device") or "unknown device"))
+    return found
+
+
+_FLOPS: dict[str, tuple[int | None, str]] = {}   # per model and input: equal for every seed and weight source
+
+
+def _flops_per_sample(task: str, backbone: str, kwargs: dict[str, Any], cfg: Any) -> tuple[int | None, str]:
+    from rs_transfer.bench.flops import train_flops_per_sample
+
+    key = repr((task, backbone, kwargs.get("preset"), kwargs.get("model_overrides"), kwargs.get("cfg_options")))
+    if key not in _FLOPS:
+        _FLOPS[key] = train_flops_per_sample(cfg)
+    return _FLOPS[key]
+
+
+def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: int, kwargs: dict[str, Any],
+              measured: dict[tuple[str, str, str], tuple[float, str]] | None = None, *,
+              flops: bool = False, gpu: tuple[str, float] | None = None) -> PlannedCell:
+    """One cell's plan entry: identity by the run's own ``prepare_run`` (with the cell's world size), planned train
+    samples, estimate and current state. A cell that cannot be prepared (weights gone...) is ``invalid``.
+    ``flops``: also count the training FLOPs (builds the model once per task and model: for --dry-run).
+    ``gpu``: ``(device name, assumed MFU)``: without a measured throughput, the estimate is the training FLOPs at
+    that device's peak bf16 TFLOP/s (rs_transfer/bench/backbone.py's table) x the MFU, stated as such."""
+    from rs_transfer.runner import prepare_run
+
+    try:
+        args = run_args(task, backbone, kwargs)
+        no_cli = None
+    except UserError as err:   # options a command line cannot carry: the cell can still run here (local)
+        args, no_cli = [], str(err)
+    wd = Path(wd).absolute()   # the compute nodes' jobs and `study status` may start elsewhere
+    try:
+        prep = prepare_run(task, backbone, work_dir=wd, world_size=world, check_data=False, **kwargs)
+    except UserError as err:
+        return PlannedCell(name=name, work_dir=str(wd), run_args=args, config_hash=None, world_size=world,
+                           state="invalid", info={"error": str(err)})
+    samples = prep.facts.get("train_samples")
+    cell = PlannedCell(name=name, work_dir=str(wd), run_args=args, config_hash=prep.config_hash, world_size=world,
+                       train_samples=int(samples) if samples else None)
+    thr = (measured if measured is not None else measured_throughput(out)).get(
+        (task, backbone, kwargs.get("preset", "paper")))
+    if thr and cell.train_samples:
+        cell.estimate_s = round(cell.train_samples / thr[0], 1)
+        cell.estimate_source = f"measured {thr[0]:.1f} img/s on {thr[1]}"
+    if flops and cell.train_samples:
+        per_sample, how = _flops_per_sample(task, backbone, kwargs, prep.cfg)
+        cell.train_flops = float(per_sample * cell.train_samples) if per_sample else None
+        cell.info["flops"] = f"3 x forward FLOPs of the {how}" if per_sample else how
+    if cell.estimate_s is None and gpu and cell.train_flops:
+        from rs_transfer.bench.backbone import peak_bf16_tflops
+
+        peak = peak_bf16_tflops(gpu[0])
+        if peak is None:
+            raise UserError(f"--gpu {gpu[0]!r} is not in the peak TFLOP/s table (A100, H100, H200, GH200, B200, "
+                            "L40S, L40, L4, A10); name one of those or leave --gpu out")
+        cell.estimate_s = float(f"{cell.train_flops / (world * peak * 1e12 * gpu[1]):.4g}")
+        cell.estimate_source = f"{gpu[0]} peak {peak:g} TFLOP/s x assumed MFU {gpu[1]:g}"
+    if no_cli:
+        cell.info["no_cli"] = no_cli
+    cell.state = cell_state(asdict(cell))["state"]
+    return cell
+
+
+def plan_table(cells: list[PlannedCell]) -> str:
+    """The plan as text: one row per cell, then the totals."""
+    rows = [{"cell": c.name, "state": c.state, "world": c.world_size,
+             "samples": f"{c.train_samples:,}" if c.train_samples else "?",
+             "flops": f"{c.train_flops:.3g}" if c.train_flops else "?",
+             "hours": f"{c.estimate_s * c.world_size / 3600:.2f}" if c.estimate_s else "?",
+             "source": c.estimate_source or c.info.get("error", "no measurement yet")} for c in cells]
+    table = format_table(rows, [("cell", "cell"), ("state", "state"), ("world", "GPUs"),
+                                ("samples", "train samples"), ("flops", "train FLOPs"), ("hours", "est. GPU-h"), ("source", "estimate from")])
+    todo = [c for c in cells if c.state in RESUBMIT_STATES]
+    known = [c.estimate_s * c.world_size for c in todo if c.estimate_s]
+    total = f"{sum(known) / 3600:.2f} GPU-h estimated for {len(known)} of them" if known else "no estimate yet"
+    counted = sorted({c.info["flops"] for c in cells if c.train_flops and c.info.get("flops")})
+    uncounted = sorted({f"{c.name.split('/')[0]}: {c.info['flops']}" for c in cells
+                        if not c.train_flops and c.info.get("flops")})
+    notes = "".join(f"\ntrain FLOPs: {h}, x train samples (multiply-add = 2; evaluation not included)"
+                    for h in counted) + "".join(f"\ntrain FLOPs ? {h}" for h in uncounted)
+    return (f"{table}{notes}\n{len(cells)} cells: {sum(c.state == 'done' for c in cells)} done, {len(todo)} to run "
+            f"({total})")
+
+
+def submit_plan(out: Path, planned: list[PlannedCell], opts: SlurmOptions, *, name: str,
+                log: Callable[[str], Any] = print, states: tuple[str, ...] = RESUBMIT_STATES) -> int:
+    """Submit the planned cells whose state is in ``states`` as one SLURM array; cells queued or running are never
+    submitted twice. Returns how many cells are not done (submitted now or before)."""
+    plan = {"cells": [asdict(c) for c in planned]}
+    current = plan_states(plan, read_jobs(opts.log_folder))
+    to_submit: list[Cell] = []
+    pending = 0
+    for cell in current:
+        state = cell["state"]
+        if state == "invalid":
+            log(f"[invalid] {cell['name']}: {cell['info'].get('error')}")
+        elif state in states and not cell["run_args"]:
+            log(f"[not submitted] {cell['name']}: {cell['info'].get('no_cli')}")
+        elif state in ("queued", "running"):
+            log(f"[{state}] {cell['name']}: {cell['detail']} (not submitted again)")
+            pending += 1
+        elif state in states:
+            to_submit.append(Cell(name=cell["name"], work_dir=cell["work_dir"], run_args=tuple(cell["run_args"]),
+                                  estimate_s=cell.get("estimate_s")))
+            pending += 1
+    if to_submit:
+        jobs = submit_cells(to_submit, "slurm", opts, name=name)
+        main = str(jobs[0].job_id).split("_")[0]
+        log(f"submitted {len(jobs)} cell(s) as SLURM job array {main} (logs: {opts.log_folder})")
+    return pending
