@@ -62,22 +62,28 @@ class ImageClassifier(BaseModel):
 
 @METRICS.register_module(force=True)
 class Accuracy(BaseMetric):
-    """Top-k accuracy in percent, keys ``top1``, ``top5`` (no prefix: results.json uses these names)."""
+    """Top-k accuracy in percent, keys ``top1``, ``top5`` (no prefix: results.json uses these names), and with
+    ``mean_per_class`` also the mean over classes of each class's top-1 (the transfer suite's fine-grained sets)."""
 
     default_prefix = None
 
-    def __init__(self, topk: Sequence[int] = (1, 5), **kwargs: Any) -> None:
+    def __init__(self, topk: Sequence[int] = (1, 5), mean_per_class: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.topk = tuple(topk)
+        self.topk, self.mean_per_class = tuple(topk), bool(mean_per_class)
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         for s in data_samples:
             scores = s["scores"].tolist()
-            self.results.append([int(s["label"] in scores[:k]) for k in self.topk])
+            self.results.append([int(s["label"] in scores[:k]) for k in self.topk] + [int(s["label"])])
 
     def compute_metrics(self, results: list) -> dict[str, float]:
-        hits = np.asarray(results, dtype=np.float64).reshape(-1, len(self.topk))
-        return {f"top{k}": float(100.0 * hits[:, i].mean()) for i, k in enumerate(self.topk)}
+        rows = np.asarray(results, dtype=np.float64).reshape(-1, len(self.topk) + 1)
+        hits, labels = rows[:, :-1], rows[:, -1]
+        out = {f"top{k}": float(100.0 * hits[:, i].mean()) for i, k in enumerate(self.topk)}
+        if self.mean_per_class:
+            top1 = hits[:, self.topk.index(1)]
+            out["mean_per_class"] = float(100.0 * np.mean([top1[labels == c].mean() for c in np.unique(labels)]))
+        return out
 
 
 # ---- frozen-feature protocols ----------------------------------------------------------------------------------
@@ -85,19 +91,28 @@ class Accuracy(BaseMetric):
 def extract_features(backbone: torch.nn.Module, loader: Any, *, mean: Sequence[float], std: Sequence[float],
                      resolution: int | None, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Pooled features (float32) and labels of every sample, in loader order. Inputs are uint8 images (0-255),
-    normalised here with the weight source's mean/std (0-255 units)."""
+    normalised here with the weight source's mean/std (0-255 units). On CUDA the forward runs in bf16 autocast with
+    channels_last memory (the throughput setting; features come back as float32); on CPU in fp32. Multi-label
+    targets (N x C) keep their shape."""
+    cuda = torch.device(device).type == "cuda"
     backbone.eval().to(device)
+    if cuda:
+        backbone.to(memory_format=torch.channels_last)
     m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     feats, labels = [], []
     for batch in loader:
-        x = (batch["inputs"].to(device).float() - m) / s
+        x = (batch["inputs"].to(device, non_blocking=True).float() - m) / s
         if resolution and tuple(x.shape[-2:]) != (resolution, resolution):
             x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
-        f = backbone(x)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            f = backbone(x)
         feats.append(f.flatten(1).float().cpu().numpy())
         labels.append(torch.as_tensor(batch["data_samples"]).numpy())
-    return np.concatenate(feats), np.concatenate(labels).astype(np.int64)
+    y = np.concatenate(labels)
+    return np.concatenate(feats), (y.astype(np.int64) if y.ndim == 1 else y)
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,24 +129,33 @@ def l2_to_C(lam: float, n: int) -> float:
     return 1.0 / (lam * n)
 
 
+def top1_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Top-1 accuracy in percent."""
+    return float(100.0 * np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
-                 l2_grid: Sequence[float], holdout: float = 0.2, seed: int = 0,
-                 max_iter: int = 1000) -> dict[str, Any]:
+                 l2_grid: Sequence[float], holdout: float = 0.2, seed: int = 0, max_iter: int = 1000,
+                 score: Any = top1_score, name: str = "top1",
+                 split: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Multinomial logistic regression (L-BFGS), L2 penalty chosen on a held-out split, then refit on all training
-    data (Kornblith, Shlens & Le 2019). Returns top-1 (percent) on the test set, the chosen penalty and the sweep."""
+    data (Kornblith, Shlens & Le 2019). Returns ``name`` (``score(y_true, y_pred)``, percent; top-1 by default,
+    mean per-class accuracy for the suite's fine-grained sets) on the test set, the chosen penalty and the sweep,
+    which selects on the same score. ``split`` = (fit, held-out) indices overrides :func:`holdout_split` (few-shot
+    draws hold out per class)."""
     from sklearn.linear_model import LogisticRegression
 
-    fit_idx, hold_idx = holdout_split(len(train_x), holdout, seed)
+    fit_idx, hold_idx = split if split is not None else holdout_split(len(train_x), holdout, seed)
     sweep = []
     for lam in l2_grid:
         clf = LogisticRegression(C=l2_to_C(lam, len(fit_idx)), solver="lbfgs", max_iter=max_iter)
         clf.fit(train_x[fit_idx], train_y[fit_idx])
-        sweep.append(float(100.0 * clf.score(train_x[hold_idx], train_y[hold_idx])))
+        sweep.append(score(train_y[hold_idx], clf.predict(train_x[hold_idx])))
     best = int(np.argmax(sweep))  # the first maximum: grids run strongest -> weakest penalty, ties go to stronger
     lam = float(l2_grid[best])
     clf = LogisticRegression(C=l2_to_C(lam, len(train_x)), solver="lbfgs", max_iter=max_iter)
     clf.fit(train_x, train_y)
-    return {"top1": float(100.0 * clf.score(test_x, test_y)), "l2": lam, "holdout_top1": sweep[best],
+    return {name: score(test_y, clf.predict(test_x)), "l2": lam, f"holdout_{name}": sweep[best],
             "sweep": dict(zip(map(float, l2_grid), sweep))}
 
 

@@ -1,0 +1,264 @@
+"""The classification suite's frozen-feature protocols: cached features, the linear probe, few-shot draws, metrics.
+
+- Features (:func:`features`): the backbone's pooled penultimate features of the eval crop
+  (``tasks/_tvclass.py`` ``TvClassDataset``), the weight source's normalisation, extracted once per (weights,
+  dataset split, resolution, crop, normalisation, pipeline, precision) and cached under ``feature_cache_dir()``
+  with their own hash: a probe, a few-shot draw, a second seed or another study cell reuses them; any change to
+  the input pipeline or the weights is a new key. The key is the sha256 of the backbone's state (parameters and
+  buffers, not the weights file's name) and of the split's items and labels, so renaming a file reuses and
+  changing a weight invalidates.
+- ``linear``: :func:`rs_transfer.classification.linear_probe` (the CIFAR-100 probe, same code), selecting and
+  scoring with the task's metric; VOC07 (multi-label): one binary L-BFGS logistic regression per class, penalty
+  chosen on the held-out 20 % by 11-point mAP.
+- ``fewshot``: k per class (``probe.shots``), drawn class-balanced with ``numpy.random.default_rng([seed, k,
+  episode])``; ``probe.episodes`` draws; mean and a 95 % Student-t interval over draws. The penalty is chosen on a
+  per-class held-out part of the draw (``max(1, round(0.2 k))`` per class) and refit on all k; k = 1 leaves
+  nothing to hold out, so ``probe.one_shot_l2`` is used. ``"vtab1k"``: 1000 random training images, the first 800
+  fit and the last 200 select the penalty, then all 1000 refit (VTAB-1k's 800/200 rule). The draws are functions of
+  the config (seed, shots, episodes, the rule's name ``probe.draw``), hence part of the run's config hash; their
+  digests go to ``results.json`` ``extra.draws``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rs_transfer.errors import UserError
+
+from .base import RunContext, home
+
+DRAW_RULE = "class-balanced-v1"   # the config's probe.draw must name this rule (a changed rule is a new hash)
+PIPELINE = "tvclass-eval-v1: PIL RGB, shorter side to size/crop (bilinear, antialias), centre crop, uint8"
+
+
+def feature_cache_dir() -> Path:
+    """``$RS_TRANSFER_FEATURE_CACHE`` (a study points it at its own folder), else ``$RS_TRANSFER_HOME/features``."""
+    env = os.environ.get("RS_TRANSFER_FEATURE_CACHE")
+    return Path(env).expanduser() if env else home() / "features"
+
+
+# ---- metrics ------------------------------------------------------------------------------------------------
+def mean_per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean over the classes present in ``y_true`` of each class's accuracy, percent (Kornblith et al.'s metric
+    for Aircraft, Pets, Caltech-101 and Flowers)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float(100.0 * np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
+
+
+def voc11_ap(scores: np.ndarray, gt: np.ndarray) -> float:
+    """VOC2007 11-point interpolated AP of one class: ``gt`` 1 (positive), -1 (negative), 0 (difficult only:
+    ignored, as the devkit's ``VOCevalcls``). Mean over t = 0, 0.1, ..., 1 of the best precision at recall >= t."""
+    keep = gt != 0
+    order = np.argsort(-scores[keep], kind="stable")
+    pos = gt[keep][order] > 0
+    if not pos.any():
+        return float("nan")
+    tp, fp = np.cumsum(pos), np.cumsum(~pos)
+    rec, prec = tp / pos.sum(), tp / (tp + fp)
+    return float(np.mean([prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]))
+
+
+def voc11_map(scores: np.ndarray, gt: np.ndarray) -> float:
+    """Mean over classes with a positive of :func:`voc11_ap`, percent."""
+    aps = [voc11_ap(scores[:, c], gt[:, c]) for c in range(gt.shape[1])]
+    return float(100.0 * np.nanmean(aps))
+
+
+def scorer(metric: str) -> Any:
+    from rs_transfer.classification import top1_score
+
+    return {"top1": top1_score, "mean_per_class": mean_per_class_accuracy}[metric]
+
+
+# ---- probes -------------------------------------------------------------------------------------------------
+def multilabel_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+                     l2_grid: list[float], fit_idx: np.ndarray, hold_idx: np.ndarray,
+                     max_iter: int = 1000) -> dict[str, Any]:
+    """One binary L-BFGS logistic regression per class (difficult-only images left out of that class), one
+    penalty for all classes chosen on the held-out part by 11-point mAP, refit on all training data."""
+    from sklearn.linear_model import LogisticRegression
+
+    from rs_transfer.classification import l2_to_C
+
+    def scores(idx: np.ndarray, lam: float, x: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(x), train_y.shape[1]))
+        for c in range(train_y.shape[1]):
+            use = idx[train_y[idx, c] != 0]
+            yc = train_y[use, c] > 0
+            if yc.all() or not yc.any():          # one class only in this subset: a constant score
+                out[:, c] = float(yc.mean()) if len(yc) else 0.0
+                continue
+            clf = LogisticRegression(C=l2_to_C(lam, len(use)), solver="lbfgs", max_iter=max_iter)
+            out[:, c] = clf.fit(train_x[use], yc).decision_function(x)
+        return out
+
+    sweep = [voc11_map(scores(fit_idx, lam, train_x[hold_idx]), train_y[hold_idx]) for lam in l2_grid]
+    best = int(np.nanargmax(sweep))
+    lam = float(l2_grid[best])
+    every = np.arange(len(train_x))
+    return {"mAP11": voc11_map(scores(every, lam, test_x), test_y), "l2": lam, "holdout_mAP11": sweep[best],
+            "sweep": dict(zip(map(float, l2_grid), sweep))}
+
+
+def probe(metric: str, tr: tuple[np.ndarray, np.ndarray], te: tuple[np.ndarray, np.ndarray], p: Any,
+          fit_idx: np.ndarray, hold_idx: np.ndarray) -> dict[str, Any]:
+    """The task's linear probe on (features, labels) with the given selection split."""
+    from rs_transfer.classification import linear_probe
+
+    if metric == "mAP11":
+        return multilabel_probe(*tr, *te, l2_grid=list(p.l2_grid), fit_idx=fit_idx, hold_idx=hold_idx,
+                                max_iter=int(p.max_iter))
+    return linear_probe(*tr, *te, l2_grid=list(p.l2_grid), split=(fit_idx, hold_idx), max_iter=int(p.max_iter),
+                        score=scorer(metric), name=metric)
+
+
+# ---- few-shot draws ---------------------------------------------------------------------------------------------
+def draw(labels: np.ndarray, shots: int | str, seed: int, episode: int, p: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held-out) training indices of one draw (module docstring). Multi-label: k images positive for each
+    class. Raises ``UserError`` when a class has fewer than k images."""
+    rng = np.random.default_rng([int(seed), 1000 if shots == "vtab1k" else int(shots), int(episode)])
+    if shots == "vtab1k":
+        n_fit, n_val = int(p.vtab_train), int(p.vtab_val)
+        if len(labels) < n_fit + n_val:
+            raise UserError(f"vtab1k needs {n_fit + n_val} training images, the split has {len(labels)}")
+        pick = rng.permutation(len(labels))[: n_fit + n_val]
+        return pick[:n_fit], pick[n_fit:]
+    k = int(shots)
+    if k < 1:
+        raise UserError(f"shots must be >= 1 (or vtab1k), got {shots}")
+    fit, hold, taken = [], [], np.zeros(len(labels), bool)
+    classes = range(labels.shape[1]) if labels.ndim == 2 else np.unique(labels)
+    for c in classes:
+        idx = np.flatnonzero((labels[:, c] > 0 if labels.ndim == 2 else labels == c) & ~taken)
+        if len(idx) < k:
+            raise UserError(f"{k}-shot: class {c} has only {len(idx)} training images")
+        chosen = rng.choice(idx, k, replace=False)
+        taken[chosen] = True
+        n_hold = 0 if k == 1 else max(1, int(round(0.2 * k)))
+        fit.append(chosen[: k - n_hold])
+        hold.append(chosen[k - n_hold:])
+    return np.concatenate(fit), np.concatenate(hold)
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """95 % Student-t interval of the mean over draws (scipy.stats.t); a single draw has none (nan)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2 or np.all(v == v[0]):
+        return (float("nan"), float("nan")) if len(v) < 2 else (float(v[0]), float(v[0]))
+    lo, hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+    return float(lo), float(hi)
+
+
+# ---- features -----------------------------------------------------------------------------------------------
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer (name, dtype, shape, bytes): what the features depend on."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def features(backbone: torch.nn.Module, ctx: RunContext, cfg: Any, split: str, device: str,
+             digest: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(features, labels, cache info) of one split, from the cache when its key matches (module docstring)."""
+    import torchvision
+    from mmengine.dataset import default_collate
+    from torch.utils.data import DataLoader
+
+    from rs_transfer.classification import extract_features
+
+    from ._tvclass import TvClassDataset, identity
+
+    ds_cfg = cfg.feature_loader.dataset
+    size, crop = int(cfg.resolution), float(ds_cfg.get("crop_fraction", 0.875))
+    ds = TvClassDataset(ctx.task, str(ctx.data_root), split, augment=False, size=size, crop_fraction=crop)
+    key = {"weights_state": digest, "backbone": ctx.backbone,
+           "backbone_kwargs": {k: v for k, v in sorted(ctx.backbone_kwargs.items()) if not k.startswith("weights")},
+           "task": ctx.task, "split": split, "data": identity(ds.sources), "resolution": size, "crop_fraction": crop,
+           "mean": [float(v) for v in ctx.normalization["mean"]], "std": [float(v) for v in ctx.normalization["std"]],
+           "pipeline": PIPELINE, "torchvision": torchvision.__version__,
+           "precision": "bf16+channels_last" if device == "cuda" else "fp32"}
+    khash = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    path = feature_cache_dir() / ctx.task / f"{split}-{khash[:24]}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["x"], z["y"], {"hash": khash, "path": str(path), "reused": True}
+    loader = DataLoader(ds, batch_size=int(cfg.feature_loader.batch_size), shuffle=False,
+                        num_workers=int(cfg.feature_loader.num_workers), collate_fn=default_collate,
+                        pin_memory=device == "cuda")
+    x, y = extract_features(backbone, loader, mean=ctx.normalization["mean"], std=ctx.normalization["std"],
+                            resolution=None, device=device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:                         # written whole, then renamed: readers never see half a file
+        np.savez(f, x=x, y=y)
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps(key, indent=1, default=str))
+    return x, y, {"hash": khash, "path": str(path), "reused": False}
+
+
+def run_protocol(cfg: Any, ctx: RunContext) -> dict[str, float]:
+    """``linear`` / ``fewshot`` on cached frozen features (module docstring)."""
+    from mmengine.registry import MODELS
+
+    from rs_transfer.runner import check_normalization
+
+    from ._tvclass import SUITES
+
+    suite, p = SUITES[ctx.task], cfg.probe
+    if str(p.get("draw", DRAW_RULE)) != DRAW_RULE:
+        raise UserError(f"probe.draw must be {DRAW_RULE!r} (the only draw rule this version implements)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backbone = MODELS.build(dict(cfg.model.backbone))
+    backbone.init_weights()
+    check_normalization(backbone, ctx.normalization)
+    digest = state_digest(backbone)
+    tr_x, tr_y, tr_info = features(backbone, ctx, cfg, "train", device, digest)
+    te_x, te_y, te_info = features(backbone, ctx, cfg, "test", device, digest)
+    ctx.extra["feature_cache"] = {"train": tr_info, "test": te_info}
+    metric = suite.metric
+    if ctx.protocol == "linear":
+        from rs_transfer.classification import holdout_split
+
+        fit, hold = holdout_split(len(tr_x), float(p.holdout), ctx.seed)
+        out = probe(metric, (tr_x, tr_y), (te_x, te_y), p, fit, hold)
+        ctx.extra["l2_sweep"] = out.pop("sweep")
+        return out
+    if ctx.protocol != "fewshot":
+        raise UserError(f"task {ctx.task}: protocol {ctx.protocol!r} is not a frozen-feature protocol")
+    out: dict[str, float] = {}
+    ctx.extra["draws"], ctx.extra["episodes"] = {}, {}
+    for shots in list(p.shots):
+        values, digests = [], []
+        for e in range(int(p.episodes)):
+            fit, hold = draw(tr_y, shots, ctx.seed, e, p)
+            digests.append(hashlib.sha256(np.sort(np.concatenate([fit, hold])).tobytes()).hexdigest()[:16])
+            idx = np.concatenate([fit, hold])
+            local_fit, local_hold = np.arange(len(fit)), np.arange(len(fit), len(idx))
+            if not len(hold):      # 1-shot: nothing to hold out, the configured penalty
+                p_one = dict(l2_grid=[float(p.one_shot_l2)], max_iter=p.max_iter)
+                from mmengine.config import ConfigDict
+
+                res = probe(metric, (tr_x[idx], tr_y[idx]), (te_x, te_y), ConfigDict(p_one), local_fit, local_fit)
+            else:
+                res = probe(metric, (tr_x[idx], tr_y[idx]), (te_x, te_y), p, local_fit, local_hold)
+            values.append(float(res[metric]))
+        tag = f"{shots}shot" if shots != "vtab1k" else "vtab1k"
+        lo, hi = t_interval(values)
+        out.update({f"{tag}_mean": float(np.mean(values)), f"{tag}_ci95_low": lo, f"{tag}_ci95_high": hi,
+                    f"{tag}_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0})
+        ctx.extra["draws"][tag], ctx.extra["episodes"][tag] = digests, values
+    last = list(p.shots)[-1]
+    out[metric] = out[f"{last}shot_mean" if last != "vtab1k" else "vtab1k_mean"]
+    ctx.extra["headline"] = f"{metric} = mean over {int(p.episodes)} draws at shots={last}"
+    return out
