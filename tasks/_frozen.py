@@ -15,8 +15,8 @@
   per-class held-out part of the draw (``max(1, round(0.2 k))`` per class) and refit on all k; k = 1 leaves
   nothing to hold out, so ``probe.one_shot_l2`` is used. ``"vtab1k"``: 1000 random training images, the first 800
   fit and the last 200 select the penalty, then all 1000 refit (VTAB-1k's 800/200 rule). The draws are functions of
-  the config (seed, shots, episodes, the rule's name ``probe.draw``), hence part of the run's config hash; their
-  digests go to ``results.json`` ``extra.draws``.
+  the config (``probe.seed`` = the run's seed, written in by ``configure``; shots, episodes, the rule's name
+  ``probe.draw``), hence part of the run's config hash; their digests go to ``results.json`` ``extra.draws``.
 """
 from __future__ import annotations
 
@@ -146,6 +146,27 @@ def draw(labels: np.ndarray, shots: int | str, seed: int, episode: int, p: Any) 
     return np.concatenate(fit), np.concatenate(hold)
 
 
+def shots_option(shots: list[str] | None, episodes: int | None) -> dict[str, Any]:
+    """``--shots`` / ``--episodes`` as config options (``probe.shots`` / ``probe.episodes``); a one-line error for a
+    value that is neither a positive integer nor ``vtab1k``."""
+    out: dict[str, Any] = {}
+    if shots:
+        parsed: list[int | str] = []
+        for s in shots:
+            if str(s) == "vtab1k":
+                parsed.append("vtab1k")
+            elif str(s).isdigit() and int(s) > 0:
+                parsed.append(int(s))
+            else:
+                raise UserError(f"--shots takes positive integers or vtab1k, got {s!r}")
+        out["probe.shots"] = parsed
+    if episodes is not None:
+        if episodes < 1:
+            raise UserError(f"--episodes must be >= 1, got {episodes}")
+        out["probe.episodes"] = int(episodes)
+    return out
+
+
 def t_interval(values: list[float]) -> tuple[float, float]:
     """95 % Student-t interval of the mean over draws (scipy.stats.t); a single draw has none (nan)."""
     from scipy import stats
@@ -164,7 +185,7 @@ def state_digest(model: torch.nn.Module) -> str:
     for name, t in model.state_dict().items():
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -230,7 +251,7 @@ def run_protocol(cfg: Any, ctx: RunContext) -> dict[str, float]:
     if ctx.protocol == "linear":
         from rs_transfer.classification import holdout_split
 
-        fit, hold = holdout_split(len(tr_x), float(p.holdout), ctx.seed)
+        fit, hold = holdout_split(len(tr_x), float(p.holdout), int(p.seed))
         out = probe(metric, (tr_x, tr_y), (te_x, te_y), p, fit, hold)
         ctx.extra["l2_sweep"] = out.pop("sweep")
         return out
@@ -241,7 +262,7 @@ def run_protocol(cfg: Any, ctx: RunContext) -> dict[str, float]:
     for shots in list(p.shots):
         values, digests = [], []
         for e in range(int(p.episodes)):
-            fit, hold = draw(tr_y, shots, ctx.seed, e, p)
+            fit, hold = draw(tr_y, shots, int(p.seed), e, p)
             digests.append(hashlib.sha256(np.sort(np.concatenate([fit, hold])).tobytes()).hexdigest()[:16])
             idx = np.concatenate([fit, hold])
             local_fit, local_hold = np.arange(len(fit)), np.arange(len(fit), len(idx))

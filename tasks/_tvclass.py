@@ -256,13 +256,15 @@ def configure(cfg: Any, ctx: RunContext) -> None:
     if frozen:
         for key in ("train_dataloader", "val_dataloader", "val_evaluator", "train_cfg", "val_cfg",
                     "optim_wrapper", "param_scheduler", "amp", "checkpoint_interval", "log_interval",
-                    "global_batch_size", "max_per_process_batch"):
+                    "global_batch_size", "max_per_process_batch", "max_iters", "warmup_iters"):
             cfg.pop(key, None)
         cfg.model = dict(backbone=dict(cfg.model.backbone))
         cfg.model.backbone.num_classes = 0          # pooled features, no classifier
     for key in ("train_dataloader", "val_dataloader", "feature_loader"):
         if cfg.get(key) is not None and "dataset" in cfg[key]:
             cfg[key].dataset.data_root = str(ctx.data_root)
+    if frozen:   # the held-out split and the few-shot draws are functions of the seed: part of the config hash
+        cfg.probe.seed = int(ctx.seed)
     if frozen and cfg.get("resolution") is None:   # "the weights' resolution": the published one
         from rs_transfer.backbones import get_spec
 
@@ -279,6 +281,9 @@ def configure(cfg: Any, ctx: RunContext) -> None:
     if frozen:
         cfg.probe.l2_grid = [1e-1, 1e-2, 1e-3, 1e-4]
         cfg.probe.max_iter = 300
+        cfg.probe.vtab_train, cfg.probe.vtab_val = 16, 4     # VTAB-1k's 800 / 200 at the mini sets' size
+        cfg.probe.shots = [1, 2, 5]
+        cfg.probe.episodes = 3
         return
     cfg.global_batch_size = 16
     cfg.optim_wrapper.optimizer.lr = 0.05 * 16 / 256

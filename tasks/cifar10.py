@@ -60,8 +60,9 @@ def load(root: Path, split: str) -> list[Source]:
 
 
 def write_mini(root: Path, rng: np.random.Generator) -> Path:
-    """The five training batches (the mini training images spread over them), ``test_batch`` and ``batches.meta``,
-    protocol-2 pickles with bytes keys as the release."""
+    """The five training batches (the mini training images spread over them), ``test_batch`` and ``batches.meta``:
+    protocol-2 pickles whose keys are ``str`` as the release's Python-2 strings read back with ``encoding="latin1"``
+    (torchvision's ``entry["data"]``)."""
     base = root / FOLDER
     base.mkdir(parents=True)
     for split, count in MINI_COUNTS.items():
@@ -70,13 +71,13 @@ def write_mini(root: Path, rng: np.random.Generator) -> Path:
         names = TRAIN_FILES if split == "train" else ["test_batch"]
         for j, name in enumerate(names):
             part = list(range(j, len(labels), len(names)))
-            entry = {b"batch_label": f"mini {name}".encode(), b"labels": [labels[i] for i in part],
-                     b"data": np.stack([images[i] for i in part]),
-                     b"filenames": [f"mini_{name}_{i}.png".encode() for i in part]}
+            entry = {"batch_label": f"mini {name}", "labels": [labels[i] for i in part],
+                     "data": np.stack([images[i] for i in part]),
+                     "filenames": [f"mini_{name}_{i}.png" for i in part]}
             with open(base / name, "wb") as f:
                 pickle.dump(entry, f, protocol=2)
     with open(base / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [f"class{c}".encode() for c in range(10)], b"num_vis": 3072}, f, protocol=2)
+        pickle.dump({"label_names": [f"class{c}" for c in range(10)], "num_vis": 3072}, f, protocol=2)
     mark_mini(root, "cifar10")
     return root
 
