@@ -30,7 +30,7 @@ from rs_transfer.tasks._datasets import ADE20KSegDataset, CountedIoUMetric
 num_classes = 150
 crop_size = (512, 512)
 scale = (2048, 512)
-# Protocol batch and length (rs_transfer/batching.py): mmseg ``upernet_r50_4xb4-160k_ade20k-512x512``, 160,000
+# Protocol batch and length (rs_transfer/runner/batch.py): mmseg ``upernet_r50_4xb4-160k_ade20k-512x512``, 160,000
 # steps at a global batch of 16 (4 GPUs x 4) = 2,560,000 crops = 126.7 epochs of the 20,210 training images.
 global_batch_size = 16
 max_per_process_batch = 4    # mmseg's 4 crops per GPU; fewer GPUs accumulate gradients

@@ -5,7 +5,7 @@ with those peers). Followed:
 
 - Optimiser and length: SGD with Nesterov momentum 0.9, 20,000 steps at a global batch of 256 (= 102.4 epochs of
   the 50,000 training images), cosine decay to 0; the global batch stays 256 on any number of GPUs (gradient
-  accumulation where fewer than 8 devices hold 32 each; rs_transfer/batching.py).
+  accumulation where fewer than 8 devices hold 32 each; rs_transfer/runner/batch.py).
 - Training augmentation, "random crops with resize and flips" only (no colour distortion or blur): an inception
   crop of the 32 px image (SimCLR's ``crop_and_resize``: TF's sampler, area 8-100% with min_object_covered 0.1,
   so 10-100% in effect, aspect 3/4-4/3, 100 attempts; tasks/_tf_crop.py) resized to 224 x 224 with
@@ -15,7 +15,7 @@ with those peers). Followed:
   (28 x 28 px of a CIFAR image), bicubic to 224.
 - BatchNorm momentum max(1 - 10/s, 0.9) (TF convention, s = steps per epoch = 50,000 / 256): PyTorch momentum
   0.0512 instead of PyTorch's default 0.1 (tasks/cifar100.py ``simclr_bn_momentum``, recomputed for the run's
-  global batch). Statistics are per process (the one batch exception, rs_transfer/batching.py).
+  global batch). Statistics are per process (the one batch exception, rs_transfer/runner/batch.py).
 - Plain cross-entropy (no label smoothing), no EMA, no stochastic depth, no RandAugment (Table 4 compares
   pre-training, not fine-tuning tricks).
 
@@ -24,7 +24,7 @@ Deviations, and why:
 - By default LR and weight decay are one chosen point (LR 0.05 at batch 256, weight decay 1e-4), not the paper's
   7 x 7 grid (LR 1e-4..0.1, WD 1e-6..1e-3) selected per model on a validation split: a sweep is 49 fine-tunes per
   model, and models whose best point differs are at a disadvantage. ``rs-transfer run --sweep`` runs the grid on a
-  held-out 20% of the training set and refits the best point (rs_transfer/sweep.py).
+  held-out 20% of the training set and refits the best point (rs_transfer/studies/sweep.py).
 - A 500-step linear warm-up (2.5% of the steps; the recipe has none): the freshly initialised classifier otherwise
   sends large gradients into the pre-trained backbone in the first steps at the full LR.
 - No weight decay on BN parameters and biases (SimCLR exempts BN only): the usual PyTorch practice; biases are a
@@ -42,10 +42,10 @@ from mmengine.runner import IterBasedTrainLoop, ValLoop
 from torch.optim import SGD
 
 from rs_transfer.backbones import ResNetRS
-from rs_transfer.classification import Accuracy, ImageClassifier
+from rs_transfer.tasks.classification import Accuracy, ImageClassifier
 from rs_transfer.tasks.cifar100 import Cifar100Dataset
 
-# Protocol batch and length (rs_transfer/batching.py): 20,000 optimizer steps at a global batch of 256 (Kornblith
+# Protocol batch and length (rs_transfer/runner/batch.py): 20,000 optimizer steps at a global batch of 256 (Kornblith
 # et al. 2019; SimCLR B.8) = 5,120,000 samples = 102.4 epochs of the 50,000 training images, on any number of GPUs.
 global_batch_size = 256
 max_per_process_batch = 32   # the reference layout, 8 GPUs x 32; on fewer GPUs the runner accumulates gradients
@@ -97,7 +97,7 @@ param_scheduler = [
          end=max_iters),
 ]
 
-# Runner switches (rs_transfer/runner.py): mixed precision on CUDA, checkpoint every 2,000 steps. No EMA for Table 4
+# Runner switches (rs_transfer/runner/experiment.py): mixed precision on CUDA, checkpoint every 2,000 steps. No EMA for Table 4
 # (``ema`` unset; ``--cfg-options ema.decay=0.9999 ema.reference_batch=4096`` would turn it on).
 amp = "bf16"
 checkpoint_interval = 2000

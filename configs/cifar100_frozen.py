@@ -6,7 +6,7 @@
 - Linear probe (Kornblith, Shlens & Le 2019): multinomial logistic regression with L-BFGS (scikit-learn), L2
   penalty lam chosen on a held-out 20% of the training set from 45 log-spaced values between 1e5 and 1e-6 (their
   grid; listed strongest first, so ties go to the stronger penalty), then refit on all 50,000 training images and
-  scored on the test set. scikit-learn's C = 1 / (lam * n_train) (rs_transfer/classification.py ``l2_to_C``).
+  scored on the test set. scikit-learn's C = 1 / (lam * n_train) (tasks/classification.py ``l2_to_C``).
 - kNN: k = 20 nearest training images by cosine similarity, votes weighted by exp(sim / 0.07) (Wu et al. 2018;
   DINO's k=20 setting).
 

@@ -9,13 +9,13 @@ values below apply (the full RS training recipe) to the backbone exactly as regi
 Values (TF ``resnet_rs/configs/resnetrs*.yaml``, PROTOCOLS.md "Training recipes"):
 - Global batch 4096 (``train_batch_size``), SGD momentum 0.9 with Nesterov, LR 1.6 (TF: base 0.1 per 256 images
   x 4096 / 256), 5 warm-up epochs, 350 epochs (TF: 109,475 steps x 4096 / 1,281,167 images = 350.0), cosine
-  decay to 0. The global batch is fixed whatever the number of GPUs (rs_transfer/batching.py: per-process batch
+  decay to 0. The global batch is fixed whatever the number of GPUs (rs_transfer/runner/batch.py: per-process batch
   and gradient accumulation are derived; at most 64 images per GPU, chosen: fits ResNet-200 at 256 px in bf16 on
   an 80 GB GPU); ``--cfg-options global_batch_size=1024`` rescales the LR linearly and keeps the epochs.
 - Weight decay 4e-5 (vanilla 1e-4), never on BN (TF adds L2 to every variable except batch norm's: biases keep it).
 - Label smoothing 0.1; EMA of weights and BN statistics, decay 0.9999 per step at batch 4096 (the runner's ``ema``
   switch converts it for the global batch and the accumulation, and warms it up as TF's ``num_updates`` does:
-  rs_transfer/ema.py); RandAugment 2 layers, magnitude 10 (RS-50; RS-101 at <= 160 px) or 15
+  rs_transfer/runner/ema.py); RandAugment 2 layers, magnitude 10 (RS-50; RS-101 at <= 160 px) or 15
   (rs_transfer/recipes.py: the released configs), on TF's scale (level / 10; tasks/_randaugment.py follows TF
   Model Garden's ops).
 - Resolution: the backbone's published one (registry: RS-50 160, RS-101 192, RS-152/200/270/350 256,
@@ -34,7 +34,7 @@ from mmengine.runner import EpochBasedTrainLoop, ValLoop
 from torch.optim import SGD
 
 from rs_transfer.backbones import ResNetRS
-from rs_transfer.classification import ImageClassifier
+from rs_transfer.tasks.classification import ImageClassifier
 from rs_transfer.tasks._imagenet_data import ImageNetAccuracy, ImageNetDataPreprocessor, ImageNetDataset
 
 recipe = dict(
@@ -93,7 +93,7 @@ global_batch_size = 4096
 max_per_process_batch = 64
 param_scheduler = []        # linear warm-up + cosine or step decay, written from ``recipe`` by the task
 
-# Runner switches (rs_transfer/runner.py): bf16 on CUDA (the paper trained in bfloat16 on TPUs), EMA written from
+# Runner switches (rs_transfer/runner/experiment.py): bf16 on CUDA (the paper trained in bfloat16 on TPUs), EMA written from
 # the recipe by the task (ema = dict(decay=0.9999, reference_batch=4096) or None), a checkpoint every 2,000 iterations.
 amp = "bf16"
 # "worker": data-loader workers decode (libjpeg-turbo) and crop on the CPU; "device": they read bytes only and the

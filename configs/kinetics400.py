@@ -25,7 +25,7 @@ recipe = dict(
     weight_decay=4e-5,     # RS; vanilla 1e-4. Never on BN/bias (paramwise_cfg below)
     label_smoothing=0.1,
     ema=True,              # EMA of weights and BN statistics, decay 0.9999 per step at global batch 1024:
-    ema_decay=0.9999,      # a run at global batch B uses 0.9999 ** (B / 1024), warmed up (rs_transfer/ema.py)
+    ema_decay=0.9999,      # a run at global batch B uses 0.9999 ** (B / 1024), warmed up (rs_transfer/runner/ema.py)
     ema_reference_batch=1024,
     scale_jitter=True,     # random-resized crop area 0.08-1, aspect 0.5-2; off = random 224 crop of short side 256
 )
@@ -69,14 +69,14 @@ optim_wrapper = dict(
     optimizer=dict(type=SGD, lr=0.8, momentum=0.9, nesterov=True, weight_decay=4e-5),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
 param_scheduler = []      # linear warm-up + cosine, written from ``recipe`` by the task
-# Protocol batch and length (rs_transfer/batching.py): the RS video config's global batch of 1024 clips per step,
+# Protocol batch and length (rs_transfer/runner/batch.py): the RS video config's global batch of 1024 clips per step,
 # for ``recipe.epochs`` epochs of the training videos, on any number of GPUs; a device holds 8 clips of 32x224x224,
 # so 8 GPUs accumulate 16 micro-batches per step and 128 GPUs none (1024 = 128 x 8).
 global_batch_size = 1024
 max_per_process_batch = 8
 custom_hooks = []
 
-# Runner switches (rs_transfer/runner.py): bf16 on GPUs (the paper trained in bfloat16 on TPUs; CPU runs stay fp32);
+# Runner switches (rs_transfer/runner/experiment.py): bf16 on GPUs (the paper trained in bfloat16 on TPUs; CPU runs stay fp32);
 # a checkpoint every 2000 iterations (~half an epoch at 8 GPUs x 8 clips: 240k videos / 64 = 3750 iterations).
 amp = "bf16"
 checkpoint_interval = 2000

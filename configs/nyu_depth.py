@@ -36,7 +36,7 @@ from rs_transfer.tasks._depth import EigenCropDepthMetric, FPNDepthHead
 
 crop_size = (416, 544)
 max_depth = 10.0
-# Protocol batch and length (rs_transfer/batching.py), chosen: a global batch of 16 (the 4 GPUs x 4 layout of the
+# Protocol batch and length (rs_transfer/runner/batch.py), chosen: a global batch of 16 (the 4 GPUs x 4 layout of the
 # other dense columns, mmseg's 4xb4; BTS trains at batch 4 for 50 epochs of its ~24k-frame list, mmseg's VPD NYU
 # config at 4 x 8 = 32 for 25k steps) for 4,000 steps = 64,000 crops = 80.5 epochs of the 795 Eigen training frames.
 global_batch_size = 16

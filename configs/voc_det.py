@@ -14,7 +14,7 @@ Schedule: images resized to fit 1000x600 (aspect kept), horizontal flip (mmdet's
 and boxes, clipped to the image); SGD lr 0.01 at a global batch of 16 (mmdet: 8 GPUs x 2), momentum 0.9, weight
 decay 1e-4. Length: mmdet trains ``max_epochs = 4`` over ``RepeatDataset(times=3)`` = 12 epochs of the 16,551 images
 with a x0.1 step (``milestones=[3]``) after 9; here the same in optimizer steps at the global batch 16 (see the
-numbers below), on any number of GPUs (rs_transfer/batching.py). Deviation: mmdet's VOC config has no warm-up (its
+numbers below), on any number of GPUs (rs_transfer/runner/batch.py). Deviation: mmdet's VOC config has no warm-up (its
 ``param_scheduler`` is the MultiStepLR alone); we keep mmdet's COCO-schedule 500-step linear warm-up (start factor
 0.001, 4% of the steps) as a safety margin for backbones and weights other than torchvision's R50. ``Task.configure``
 (tasks/voc_det.py) sets the data root and shrinks this for ``--preset mini``.
@@ -37,7 +37,7 @@ from rs_transfer.tasks._det_metric import VOCAP50Metric
 
 num_classes = 20
 scale = (1000, 600)
-# Protocol batch and length (rs_transfer/batching.py). 12 epochs x 16,551 images (VOC07 trainval 5,011 + VOC12
+# Protocol batch and length (rs_transfer/runner/batch.py). 12 epochs x 16,551 images (VOC07 trainval 5,011 + VOC12
 # trainval 11,540) = 198,612 samples / 16 = 12,413.25 -> 12,414 steps; the step after 9 epochs: 9 x 16,551 / 16 =
 # 9,309.9 -> 9,310. (mmdet itself runs 4 x ceil(ceil(3 x 16,551 / 8 GPUs) / 2) = 4 x 3,104 = 12,416 iterations, the
 # extra 2 being its sampler's padding.)

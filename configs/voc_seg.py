@@ -37,7 +37,7 @@ from rs_transfer.tasks._datasets import CountedIoUMetric, VOCSegDataset
 num_classes = 21
 crop_size = (512, 512)
 scale = (2048, 512)
-# Protocol batch and length (rs_transfer/batching.py): mmseg ``upernet_r50_4xb4-40k_voc12aug-512x512``, 40,000
+# Protocol batch and length (rs_transfer/runner/batch.py): mmseg ``upernet_r50_4xb4-40k_voc12aug-512x512``, 40,000
 # steps at a global batch of 16 (4 GPUs x 4) = 640,000 crops = 60.5 epochs of the 10,582 trainaug images.
 global_batch_size = 16
 max_per_process_batch = 4    # mmseg's 4 crops per GPU; fewer GPUs accumulate gradients

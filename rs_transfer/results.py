@@ -11,14 +11,14 @@ mini runs), ``weights`` (``source``, ``path``, ``sha256``, ``named``, ``normaliz
 evaluator keys), ``config_file``, ``config`` (resolved, JSON-friendly), ``config_hash`` (sha256 with local folders
 replaced by placeholders), ``git`` (``commit``, ``dirty``), ``wall_time_s``, ``device``, ``world_size``,
 ``launcher``, ``throughput_samples_per_s`` (training, global; this segment), the training time of
-:class:`rs_transfer.hooks.TrainTimeHook` (rank 0's clock; null for protocols that do not train): ``train_time_s``
+:class:`rs_transfer.runner.hooks.TrainTimeHook` (rank 0's clock; null for protocols that do not train): ``train_time_s``
 (train-loop iterations including data-loading waits, without validation and checkpoint writes, summed over every
 segment of a resumed run), ``eval_time_s`` (validation passes, summed likewise), ``train_images`` and
 ``train_images_per_s`` (training images over all processes / ``train_time_s``), ``train_segments`` (1 + resumes)
 and ``startup_s`` (the rest of this segment's ``wall_time_s``: set-up, data check, model build, weight loading,
 resume replay, checkpoint writes; ``wall_time_s`` itself covers only the last segment), the protocol's batch and
 length
-(rs_transfer/batching.py: ``global_batch_size``, ``per_process_batch_size``, ``accumulation``,
+(rs_transfer/runner/batch.py: ``global_batch_size``, ``per_process_batch_size``, ``accumulation``,
 ``reference_batch_size``, ``optimizer_steps``, ``train_samples`` = samples consumed, ``lr`` = the optimizer's base LR
 as built, ``lr_scale`` = its factor from the reference batch, ``bn_momentum`` where a config sets one), ``amp``,
 ``ema`` (decay, reference batch, momentum per step and per iteration) and ``ema_momentum``, ``resumed_from`` (the
@@ -32,15 +32,14 @@ import hashlib
 import inspect
 import json
 import os
-import stat
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from rs_transfer.paths import RESULTS_NAME
+
 SCHEMA_VERSION = 1
-RESULTS_NAME = "results.json"
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -79,46 +78,6 @@ def git_revision(path: Path | None = None) -> dict[str, Any]:
         return {"commit": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    return write_bytes_atomic(path, (json.dumps(to_jsonable(obj), indent=2) + "\n").encode())
-
-
-def _new_file_mode(path: Path) -> int:
-    """The mode ``open(path, "w")`` would give: the existing file's mode when replacing one, else 0o666 minus the
-    umask. ``mkstemp`` creates 0600 files, which other users (and a web server showing reports) cannot read."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        pass
-    try:  # Linux >= 4.7 reports the umask without changing it (no window in which another thread sees umask 0)
-        with open("/proc/self/status") as f:
-            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError):
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a partial one: temporary
-    file in the same folder, fsync, rename. The file gets normal permissions (see :func:`_new_file_mode`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 class UnreadableResults(Exception):

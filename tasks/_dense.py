@@ -60,7 +60,7 @@ def set_skip_log(cfg: Any, path: Path) -> None:
 def small_loaders(cfg: Any, train_batch: int, val_batch: int = 1) -> None:
     """In-process loading (2 shared CPU cores: worker processes only cost start-up time). ``train_batch`` is the
     mini preset's GLOBAL batch (the runner splits it over the processes, without accumulation; the mini LR the
-    task sets goes with it: rs_transfer/batching.py)."""
+    task sets goes with it: rs_transfer/runner/batch.py)."""
     cfg.global_batch_size = train_batch
     cfg.max_per_process_batch = None
     for key, batch in (("train_dataloader", train_batch), ("val_dataloader", val_batch),
@@ -128,7 +128,7 @@ def mini_segmentation(cfg: Any, *, crop: tuple[int, int], scale: tuple[int, int]
     from mmcv.transforms import RandomResize
     from mmseg.datasets.transforms import PhotoMetricDistortion, RandomCrop, Resize
 
-    from rs_transfer.runner import set_iterations
+    from rs_transfer.runner.schedule import set_iterations
 
     cfg.model.data_preprocessor["size"] = tuple(crop)
     replace_in_pipelines(cfg, RandomResize, scale=tuple(scale), ratio_range=tuple(ratio))

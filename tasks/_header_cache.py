@@ -59,10 +59,9 @@ def _read(file: Path) -> dict[str, Entry]:
 
 def _write(file: Path, entries: dict[str, Entry]) -> None:
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": VERSION, "files": {p: list(e) for p, e in entries.items()}}))
-        os.replace(tmp, file)
+        from rs_transfer.atomic import write_text_atomic
+
+        write_text_atomic(file, json.dumps({"version": VERSION, "files": {p: list(e) for p, e in entries.items()}}))
     except OSError:
         pass   # a read-only cache folder: the next run does a cold pass, nothing worse
 

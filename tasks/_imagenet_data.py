@@ -29,7 +29,7 @@ import torch
 from mmengine.model import ImgDataPreprocessor
 from torch.utils.data import Dataset
 
-from rs_transfer.classification import Accuracy
+from rs_transfer.tasks.classification import Accuracy
 
 from ._corrupt import SKIP_LOG, SkipLog  # noqa: F401  (SKIP_LOG: the run's log name, set by configure)
 from ._tf_crop import sample_crop
@@ -111,6 +111,16 @@ def train_transform(resolution: int, randaugment: dict | None, crop_padding: int
             raise ValueError(f"randaugment: unknown keys {sorted(unknown)}")
         ops.append(TFRandAugment(num_ops=int(ra.pop("num_ops", 2)), magnitude=float(ra.pop("magnitude", 10)), **ra))
     return T.Compose(ops)
+
+
+def make_device_transform(resolution: int, crop_padding: int = 32, randaugment: dict | None = None,
+                          skip_log: str | None = None) -> Any:
+    """A :class:`~._imagenet_device.DeviceTransform` with this module's train and eval transforms (the same ones the
+    workers run with ``decode="worker"``)."""
+    from ._imagenet_device import DeviceTransform
+
+    return DeviceTransform(resolution, train_transform(resolution, randaugment, crop_padding),
+                           lambda img: eval_transform(img, resolution, crop_padding), skip_log)
 
 
 class ImageNetDataset(Dataset):
@@ -200,9 +210,7 @@ class ImageNetDataPreprocessor(ImgDataPreprocessor):
         self.channels_last = channels_last
         self.device_transform = None
         if device_transform is not None:
-            from ._imagenet_device import DeviceTransform
-
-            self.device_transform = DeviceTransform(**device_transform)
+            self.device_transform = make_device_transform(**device_transform)
 
     def forward(self, data: dict, training: bool = False) -> dict:
         from ._imagenet_device import PackedImages

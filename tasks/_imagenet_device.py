@@ -17,6 +17,7 @@ Not measured on a GPU yet (no device was lent while this was written); on the CP
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -128,17 +129,15 @@ class DeviceTransform:
     sample; evaluation placeholders are 1). The input batch is left as it was: the caller decides where the flags go
     (:class:`~._imagenet_data.ImageNetDataPreprocessor` hands them to the metric)."""
 
-    def __init__(self, resolution: int, crop_padding: int = 32, randaugment: dict | None = None,
-                 skip_log: str | None = None) -> None:
-        from ._imagenet_data import train_transform
-
-        self.resolution, self.crop_padding = int(resolution), int(crop_padding)
-        self.train = train_transform(self.resolution, randaugment, self.crop_padding)
+    def __init__(self, resolution: int, train: Callable[[torch.Tensor], torch.Tensor],
+                 evaluate: Callable[[torch.Tensor], torch.Tensor], skip_log: str | None = None) -> None:
+        # The per-image transforms are handed in (``_imagenet_data.device_transform`` builds them), so this module
+        # depends on nothing above it: the worker and device paths share one set of transforms.
+        self.resolution = int(resolution)
+        self.train, self.evaluate = train, evaluate
         self.skip_log = SkipLog(skip_log)
 
     def __call__(self, data: dict[str, Any], device: torch.device, training: bool) -> dict[str, Any]:
-        from ._imagenet_data import eval_transform
-
         images = decode_batch(data["inputs"].unpack(), device)
         labels = torch.as_tensor(data["data_samples"]).clone()
         unreadable = torch.as_tensor(data.get("unreadable", [0] * len(images))).clone()
@@ -160,5 +159,5 @@ class DeviceTransform:
                 out[i].zero_()
                 unreadable[i] = 1
             else:
-                out[i] = self.train(img) if training else eval_transform(img, res, self.crop_padding)
+                out[i] = self.train(img) if training else self.evaluate(img)
         return dict(data, inputs=out, data_samples=labels, unreadable=unreadable)

@@ -5,7 +5,7 @@ the resolved ``cfg.recipe`` values into mmengine settings.
 Schedules (TF ``resnet_main.py`` / ``resnet_rs``): a linear warm-up over ``warmup_epochs`` (5), then either cosine
 decay to 0 (``cosine=True``) or TF's step decay, x0.1 at 30/90, 60/90 and 80/90 of training (30, 60, 80 of 90
 epochs; proportional for other lengths). Batch, LR and EMA follow the runner's global-batch rules
-(rs_transfer/batching.py): the config's LR is for its ``global_batch_size``, and ``recipe.ema`` becomes the
+(rs_transfer/runner/batch.py): the config's LR is for its ``global_batch_size``, and ``recipe.ema`` becomes the
 runner switch ``ema = dict(decay=0.9999, reference_batch=4096)`` (decay per step at 4096, converted there for the
 run's global batch and accumulation), so the result does not depend on the number of GPUs.
 """
@@ -28,7 +28,7 @@ MINI_EMA_MOMENTUM = 0.1
 
 
 def _lazy(obj: Any) -> Any:
-    from rs_transfer.runconfig import lazy
+    from rs_transfer.runner.config import lazy
 
     return lazy(obj)
 

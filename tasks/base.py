@@ -20,11 +20,11 @@ better:
    with the LR that goes with it, no workers, and ``rs_transfer.runner.set_iterations(cfg, n)`` which rescales
    ``param_scheduler`` incl. milestones and ``checkpoint_interval``); it may set the runner switches ``amp``,
    ``ema``, ``ema_momentum``, ``log_interval``, ``checkpoint_interval``, ``global_batch_size`` (top-level
-   config keys, see ``rs_transfer/runner.py``) but should NOT build ``default_hooks``/``visualizer``/``env_cfg``;
+   config keys, see ``rs_transfer/runner/experiment.py``) but should NOT build ``default_hooks``/``visualizer``/``env_cfg``;
    then the runner, generically (only when the config has ``train_cfg``): ``work_dir``, ``randomness.seed``,
    ``launcher``, ``env_cfg`` (gloo on CPU), default hooks (checkpoint, logger with ETA, param scheduler, sampler
    seed) unless the config defines them, TensorBoard visualizer, AMP/EMA from the switches, the per-process batch,
-   gradient accumulation, LR and micro-iteration counts from ``global_batch_size`` (rs_transfer/batching.py), and
+   gradient accumulation, LR and micro-iteration counts from ``global_batch_size`` (rs_transfer/runner/batch.py), and
    its own hooks (input-normalisation check before the first step, metrics/throughput capture, RNG state);
 6. protocol ``"finetune"`` (and any protocol without a ``run_protocol`` hook) -> mmengine ``Runner``: train, then
    the metrics of the last validation (the ``val_evaluator`` must produce ``Task.metric``);
@@ -34,7 +34,6 @@ Metric values are reported as the evaluator returns them (percentages for accura
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,9 @@ PRESETS = ("paper", "mini")
 
 def home() -> Path:
     """``$RS_TRANSFER_HOME`` (default ``~/.cache/rs-transfer``): weights, data and mini datasets live under it."""
-    return Path(os.environ.get("RS_TRANSFER_HOME", Path.home() / ".cache" / "rs-transfer")).expanduser()
+    from rs_transfer.paths import rs_home
+
+    return rs_home()
 
 
 @dataclass

@@ -5,7 +5,7 @@ pickled ``train`` (50,000 images), ``test`` (10,000) and ``meta`` files that tor
 Each split pickle holds ``data`` (N x 3072 uint8, R then G then B planes of 32x32), ``fine_labels`` (0..99),
 ``coarse_labels``, ``filenames``; ``meta`` holds ``fine_label_names`` and ``coarse_label_names``. Keys are bytes in the
 original (Python 2) pickles and str in re-pickled copies: both are accepted. The pickles are read with
-:func:`rs_transfer.safe_pickle.load_data`, which admits only plain data (a crafted file cannot run code).
+:func:`rs_transfer.tasks.safe_pickle.load_data`, which admits only plain data (a crafted file cannot run code).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rs_transfer.errors import UserError
-from rs_transfer.safe_pickle import UnsafePickleError, load_data
+from rs_transfer.tasks.safe_pickle import UnsafePickleError, load_data
 
 from ._tf_crop import sample_crop
 from .base import DataReport, RunContext, Task
@@ -93,7 +93,7 @@ class Cifar100Dataset(Dataset):
     Without ``augment`` (evaluation): the central ``eval_crop`` of each side resized to ``size`` (SimCLR: 0.875;
     1.0 = the whole image). ``size=None`` keeps 32 px (the frozen-feature protocols resize on the device).
     ``subset`` ("fit" / "holdout", of the ``train`` split): the training images minus / only a held-out
-    ``holdout`` fraction (:func:`rs_transfer.classification.holdout_split`, the linear probe's split rule), for the
+    ``holdout`` fraction (:func:`rs_transfer.tasks.classification.holdout_split`, the linear probe's split rule), for the
     fine-tuning hyper-parameter sweep. Random numbers come from numpy's global RNG (mmengine seeds it per
     worker), which the model never draws from, so mmengine's data-loader replay on resume reproduces them.
     """
@@ -103,8 +103,8 @@ class Cifar100Dataset(Dataset):
                  crop_aspect: tuple[float, float] = (3 / 4, 4 / 3), subset: str | None = None,
                  holdout: float = 0.2, holdout_seed: int = 0) -> None:
         self.images, self.labels = read_split(resolve_root(data_root), split)
-        if subset is not None:  # the hyper-parameter sweep's split of the training set (rs_transfer/sweep.py)
-            from rs_transfer.classification import holdout_split
+        if subset is not None:  # the hyper-parameter sweep's split of the training set (rs_transfer/studies/sweep.py)
+            from rs_transfer.tasks.classification import holdout_split
 
             if subset not in ("fit", "holdout"):
                 raise UserError(f"Cifar100Dataset subset must be 'fit', 'holdout' or None, got {subset!r}")
@@ -203,7 +203,7 @@ def simclr_bn_momentum(train_size: int, global_batch: int) -> float:
 def configure(cfg: Any, ctx: RunContext) -> None:
     """Point every dataset at ``ctx.data_root`` (or torchvision's root above it); the BN momentum for the run's
     global batch; for the mini preset, 16 px, a global batch of 16, no worker processes, a few dozen steps."""
-    from rs_transfer.runner import set_iterations
+    from rs_transfer.runner.schedule import set_iterations
 
     for loader in _dataloaders(cfg):
         if "dataset" in loader:
@@ -243,7 +243,7 @@ def run_protocol(cfg: Any, ctx: RunContext) -> dict[str, float]:
     from mmengine.registry import MODELS
     from torch.utils.data import DataLoader
 
-    from rs_transfer.classification import extract_features, knn_classify, linear_probe
+    from rs_transfer.tasks.classification import extract_features, knn_classify, linear_probe
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     from rs_transfer.runner import check_normalization

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._imagenet_mini import make_mini
+from ._imagenet_recipe import configure
 from .base import UNREADABLE, DataReport, Task
 
 LAYOUT = ("ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG, or a flat ROOT/val/ILSVRC2012_val_*.JPEG with "
@@ -214,8 +216,6 @@ def data_files(root: Path) -> list[Path]:
     return [Path(p) for p, _ in listing.train + listing.val]
 
 
-from ._imagenet_mini import make_mini  # noqa: E402  (the mini writer uses LAYOUT's file names above)
-from ._imagenet_recipe import configure  # noqa: E402
 
 TASK = Task(
     name="imagenet", title="ImageNet top-1", metric="top1", higher_is_better=True, config="imagenet.py",

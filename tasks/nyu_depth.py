@@ -272,7 +272,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
     """Data root and preparation (folders, layout), skip log, head widths for the chosen backbone, the mini shrink."""
     from mmseg.datasets.transforms import PhotoMetricDistortion, RandomCrop
 
-    from rs_transfer.runner import set_iterations
+    from rs_transfer.runner.schedule import set_iterations
 
     _dense.set_data_root(cfg, ctx.data_root)
     prep = find_preparation(ctx.data_root)

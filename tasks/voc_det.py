@@ -89,7 +89,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
     """Data root, FPN input widths for the chosen backbone, and the CPU mini shrink."""
     from mmdet.datasets.transforms import Resize
 
-    from rs_transfer.runner import set_iterations
+    from rs_transfer.runner.schedule import set_iterations
 
     _dense.set_data_root(cfg, _voc.devkit(ctx.data_root))
     _dense.set_skip_log(cfg, Path(ctx.work_dir) / _corrupt.SKIP_LOG)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rs_transfer.bench_backbone import (BenchResult, benchmark, build_pair, format_results, peak_bf16_tflops,
+from rs_transfer.bench.backbone import (BenchResult, benchmark, build_pair, format_results, peak_bf16_tflops,
                                         reference_model, reference_name, step_flops)
 from rs_transfer.cli import main
 

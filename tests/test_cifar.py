@@ -53,7 +53,7 @@ def test_mini_finetune_through_cli_learns(tmp_path: Path, capsys: pytest.Capture
     assert res["global_batch_size"] == 16 and res["train_samples"] == 16 * 30
     assert len(res["config_hash"]) == 64 and res["world_size"] == 1 and res["throughput_samples_per_s"] > 0
     assert res["config"]["train_cfg"]["max_iters"] == 30
-    # Training time is the train loop's only (rs_transfer/hooks.py TrainTimeHook); the rest of the wall time is
+    # Training time is the train loop's only (rs_transfer/runner/hooks.py TrainTimeHook); the rest of the wall time is
     # validation and start-up.
     assert 0 < res["train_time_s"] < res["wall_time_s"] and res["eval_time_s"] > 0 and res["startup_s"] > 0
     assert res["train_time_s"] + res["eval_time_s"] + res["startup_s"] == pytest.approx(res["wall_time_s"], abs=0.01)
@@ -67,7 +67,7 @@ def test_mini_finetune_through_cli_learns(tmp_path: Path, capsys: pytest.Capture
 
 def _direct_linear_probe(f: dict, l2_grid: list[float], seed: int, holdout: float = 0.2) -> tuple[float, float]:
     """Kornblith et al. protocol written out directly with scikit-learn (split as documented in
-    rs_transfer.classification.holdout_split: last 20% of a default_rng(seed) permutation)."""
+    rs_transfer.tasks.classification.holdout_split: last 20% of a default_rng(seed) permutation)."""
     from sklearn.linear_model import LogisticRegression
 
     x, y = f["train_x"], f["train_y"]

@@ -87,7 +87,7 @@ def test_cfg_options_errors_are_one_line(option: str, message: str, tmp_path, ca
 
 
 def test_cfg_options_that_something_reads_pass_the_check() -> None:
-    from rs_transfer.runconfig import check_cfg_options, load_config
+    from rs_transfer.runner.config import check_cfg_options, load_config
     from rs_transfer.tasks import get_task
 
     cfg, _ = load_config(get_task("cifar100"), "finetune", None)
@@ -154,7 +154,7 @@ def _damage(root: Path) -> tuple[Path, Path]:
 def test_data_check_deep_names_damaged_files(tmp_path, capsys) -> None:
     import shutil
 
-    from rs_transfer.runner import ensure_mini
+    from rs_transfer.tasks.mini import ensure_mini
     from rs_transfer.tasks import get_task
 
     root = tmp_path / "voc"
@@ -193,8 +193,8 @@ def test_deep_check_covers_each_dense_task(name: str, suffixes: set, tmp_path) -
     """Every dense task lists its images and annotations for --deep; a cut annotation file is named."""
     import shutil
 
-    from rs_transfer.datacheck import deep_check
-    from rs_transfer.runner import ensure_mini
+    from rs_transfer.tasks.datacheck import deep_check
+    from rs_transfer.tasks.mini import ensure_mini
     from rs_transfer.tasks import get_task
 
     task = get_task(name)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rs_transfer.cli import main, plain
-from rs_transfer.console import NOISE, ProgressHook, header_lines, route_logger
+from rs_transfer.runner.console import NOISE, ProgressHook, header_lines, route_logger
 
 from conftest import TINY_CLI
 

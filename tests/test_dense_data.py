@@ -222,7 +222,7 @@ def test_nyu_bts_layout_reaches_the_dataset(tmp_path: Path) -> None:
 def _mini_copy(name: str, tmp_path: Path) -> Path:
     import shutil
 
-    from rs_transfer.runner import ensure_mini
+    from rs_transfer.tasks.mini import ensure_mini
 
     src = ensure_mini(get_task(name))
     dst = tmp_path / name
@@ -308,8 +308,8 @@ def test_malformed_voc_xml_is_skipped_and_counted(tmp_path: Path) -> None:
 
 def test_report_shows_skipped_files(tmp_path: Path) -> None:
     """results.json ``skipped_files`` (the runner's, from the run's skip log) reaches the report cell."""
-    from rs_transfer.report import build_report, to_markdown
-    from rs_transfer.results import write_json_atomic
+    from rs_transfer.studies.report import build_report, to_markdown
+    from rs_transfer.atomic import write_json_atomic
 
     for seed, skipped in ((0, {"train": 2, "eval": 1}), (1, {"train": 0, "eval": 0})):
         write_json_atomic(tmp_path / f"s{seed}" / "results.json", {

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rs_transfer.ema import WarmupEMA, momentum_per_iteration
+from rs_transfer.runner.ema import WarmupEMA, momentum_per_iteration
 
 
 def _weights(n: int) -> list[torch.Tensor]:

@@ -243,7 +243,7 @@ def test_mini_vanilla_run_learns_and_weights_flow_on(mini_root: Path, tmp_path: 
                  "--work-dir", str(down), *TINY_CLI, "--cfg-options", "train_cfg.max_iters=4"]) == 0
     d = json.loads((down / "results.json").read_text())
     assert d["weights"]["path"] == str(exported) and d["weights"]["normalization"]["name"] == "unit-range"
-    from rs_transfer.report import weights_label   # study table4 rows: exported files are named by their run
+    from rs_transfer.studies.report import weights_label   # study table4 rows: exported files are named by their run
 
     assert weights_label(str(exported)) == weights_label(str(pre)) == "pre"
     assert d["config"]["model"]["data_preprocessor"]["mean"] == [0.0, 0.0, 0.0]
@@ -294,7 +294,7 @@ def _evaluate(weights: Path, res: dict) -> float:
 
 
 def test_train_input_benchmark_prints_a_ratio(mini_root: Path) -> None:
-    from rs_transfer.bench_input import format_result, run_benchmark
+    from rs_transfer.bench.input import format_result, run_benchmark
 
     r = run_benchmark(mini_root, resolution=32, images=16, batch=8, workers=0, rounds=1)
     ours, ref = r["images_per_s"]["torchvision.io"], r["images_per_s"]["ImageFolder+PIL"]

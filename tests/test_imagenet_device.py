@@ -15,7 +15,7 @@ import torch
 from rs_transfer.tasks import _imagenet_device as dev
 from rs_transfer.tasks._corrupt import SkipLog
 from rs_transfer.tasks._imagenet_data import (ImageNetAccuracy, ImageNetDataPreprocessor, ImageNetDataset, decode,
-                                             eval_transform)
+                                              eval_transform, make_device_transform)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_unreadable_files_are_logged_and_handled_like_worker_mode(mini_root: Pat
     raw = good[0].read_bytes()
     bad.write_bytes(raw[:raw.index(b"\xff\xda") + 16])   # complete headers, scan data cut off (a truncated file)
     log = tmp_path / "skipped.tsv"
-    t = dev.DeviceTransform(resolution=32, crop_padding=8, skip_log=str(log))
+    t = make_device_transform(resolution=32, crop_padding=8, skip_log=str(log))
     items = [dict(inputs=dev.read_item(str(p)), data_samples=k, split=0, unreadable=0, path=str(p))
              for k, p in enumerate([good[0], bad, good[1], good[2]])]
     assert items[1]["inputs"].ndim == 1                              # it reaches the batched decoder
@@ -135,7 +135,7 @@ def test_workers_hand_over_whole_batches(mini_root: Path) -> None:
 
     ds = ImageNetDataset(str(mini_root), "train", augment=True, resolution=32, decode="device")
     loader = DataLoader(ds, batch_size=64, num_workers=2, collate_fn=dev.collate, timeout=120)
-    t, n = dev.DeviceTransform(resolution=32), 0
+    t, n = make_device_transform(resolution=32), 0
     for data in loader:
         assert isinstance(data["inputs"], dev.PackedImages) and len(data["inputs"]) == len(data["path"])
         n += int(t(data, torch.device("cpu"), training=True)["inputs"].shape[0])

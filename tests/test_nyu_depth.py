@@ -35,7 +35,7 @@ def test_mini_run_learns(tmp_path: Path) -> None:
     ``skipped_files``, ``eval_images``/``eval_skipped``), the run goes on; the placeholder runs through the model."""
     import shutil
 
-    from rs_transfer.runner import ensure_mini
+    from rs_transfer.tasks.mini import ensure_mini
 
     data = tmp_path / "nyu"
     shutil.copytree(ensure_mini(get_task("nyu-depth")), data)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from rs_transfer.cli import main
-from rs_transfer.report import MISSING, build_report, chart, load_paper, to_markdown, write_report
-from rs_transfer.results import write_json_atomic
+from rs_transfer.studies.report import MISSING, build_report, chart, load_paper, to_markdown, write_report
+from rs_transfer.atomic import write_json_atomic
 
 VALUES = {  # (weights, task) -> values over seeds 0..n-1
     ("resnet152.tv_in1k", "cifar100"): [85.0, 86.0, 85.6],
@@ -214,7 +214,7 @@ def test_paper_tables_ship_in_the_wheel(tmp_path: Path) -> None:
         z.extractall(site)
     _write(tmp_path / "runs", "resnet152.tv_in1k", "cifar100", 0, 85.0)
     env = {**os.environ, "PYTHONPATH": str(site)}
-    code = ("import sys, rs_transfer.report as r; assert r.__file__.startswith(sys.argv[1]), r.__file__; "
+    code = ("import sys, rs_transfer.studies.report as r; assert r.__file__.startswith(sys.argv[1]), r.__file__; "
             "from rs_transfer.cli import main; sys.exit(main(['report', sys.argv[2], '--paper', '--tasks', "
             "'cifar100']))")
     proc = subprocess.run([sys.executable, "-c", code, str(site), str(tmp_path / "runs")], cwd=tmp_path, env=env,

@@ -28,7 +28,7 @@ from mmengine.registry import HOOKS
 from safetensors.torch import load_file
 
 from conftest import TINY, TINY_CLI
-from rs_transfer.checkpoints import find_resume_point, incomplete_reason
+from rs_transfer.runner.checkpoints import find_resume_point, incomplete_reason
 from rs_transfer.runner import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_truncated_last_checkpoint_falls_back_to_newest_complete(tmp_path: Path,
 
 
 def test_resumed_ema_continues_its_warm_up(tmp_path: Path) -> None:
-    """The EMA's warm-up (rs_transfer/ema.py) depends on the update count: a run killed after iteration 20 and
+    """The EMA's warm-up (rs_transfer/runner/ema.py) depends on the update count: a run killed after iteration 20 and
     resumed from iteration 15 ends on the same averaged weights as an uninterrupted one (the count is saved)."""
     ema = {"ema": dict(decay=0.99, reference_batch=8)}     # mini batch 16: two reference steps per step
     whole = run_experiment("cifar100", "resnetrs50", work_dir=tmp_path / "whole", cfg_options=ema, **KW)
@@ -155,7 +155,7 @@ def test_killed_during_final_validation_resumes_to_evaluate(tmp_path: Path, refe
     with pytest.raises(Killed):
         run_experiment("cifar100", "resnetrs50", work_dir=tmp_path, cfg_options=_kill("final-val"), **KW)
     assert (tmp_path / "iter_30.pth").is_file() and not (tmp_path / "results.json").exists()
-    from rs_transfer.hooks import TIMING_KEY
+    from rs_transfer.runner.hooks import TIMING_KEY
 
     saved = torch.load(tmp_path / "iter_30.pth", weights_only=False)["message_hub"]["runtime_info"][TIMING_KEY]
     res = run_experiment("cifar100", "resnetrs50", work_dir=tmp_path, resume=True, **KW)
@@ -256,7 +256,7 @@ def test_a_preempted_study_stops_instead_of_failing_the_cell(tmp_path: Path, mon
     CLI prints the command that resumes it)."""
     import rs_transfer.runner as runner_mod
     from rs_transfer.errors import RunInterrupted
-    from rs_transfer.study import run_table4
+    from rs_transfer.studies.table4 import run_table4
 
     calls = []
 

@@ -10,8 +10,8 @@ import pytest
 import rs_transfer.runner as runner_mod
 from conftest import TINY
 from rs_transfer import tasks as tasks_mod
-from rs_transfer.results import write_json_atomic
-from rs_transfer.study import run_table4
+from rs_transfer.atomic import write_json_atomic
+from rs_transfer.studies.table4 import run_table4
 
 
 class FakeRunner:
@@ -28,14 +28,15 @@ class FakeRunner:
             raise KeyboardInterrupt  # the study process is killed mid-grid
         value = 50.0 + 10 * (weights is not None) + seed
         # the resolved config the real runner would record (a study reuses a cell only when its hash matches)
-        from rs_transfer.study import expected_config
+        from rs_transfer.runner import prepare_run
 
-        config, wd, root = expected_config(task, backbone, weights=weights, preset=preset, protocol=protocol,
-                                           work_dir=work_dir, seed=seed, cfg_options=kw.get("cfg_options"),
-                                           model_overrides=kw.get("model_overrides"), data_root=kw.get("data_root"))
+        prep = prepare_run(task, backbone, weights=weights, preset=preset, protocol=protocol, work_dir=work_dir,
+                           seed=seed, cfg_options=kw.get("cfg_options"), model_overrides=kw.get("model_overrides"),
+                           data_root=kw.get("data_root"), check_data=False)
         res = {"task": task, "metric": "top1", "value": value, "backbone": backbone, "preset": preset,
-               "protocol": protocol, "seed": seed, "weights": {"source": weights}, "metrics": {"top1": value},
-               "higher_is_better": True, "config": config, "work_dir": str(wd), "data_root": str(root)}
+               "protocol": protocol, "seed": seed, "weights": prep.weights, "metrics": {"top1": value},
+               "higher_is_better": True, "config": prep.resolved, "work_dir": str(prep.work_dir),
+               "data_root": str(prep.data_root)}
         write_json_atomic(Path(work_dir) / "results.json", res)
         return res
 
@@ -102,17 +103,22 @@ def test_real_mini_study_through_cli(tmp_path: Path) -> None:
     assert all(r["cifar100"]["n"] == 1 for r in rep["rows"].values())
 
 
-def test_table5_dispatch(monkeypatch, capsys) -> None:
-    import importlib.util
+def test_every_study_in_the_table_has_its_cli(capsys) -> None:
+    """One STUDIES table: each CLI name is a module of that name with add_arguments/run, and its --help works."""
+    import importlib
 
     from rs_transfer.cli import main
+    from rs_transfer.studies import STUDIES
 
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "rs_transfer.video.table5" else real(name, *a))
-    assert main(["study", "table5"]) == 2
-    err = capsys.readouterr().err
-    assert "rs_transfer.video.table5" in err and "\n" not in err.strip()
+    assert set(STUDIES) == {"table4", "table5", "table1", "scaling", "sweep"}
+    for name, study in STUDIES.items():
+        assert study.module == f"rs_transfer.studies.{name}"
+        mod = importlib.import_module(study.module)
+        assert callable(mod.add_arguments) and callable(mod.run)
+        with pytest.raises(SystemExit) as err:
+            main(["study", name, "--help"])
+        assert err.value.code == 0
+        assert "usage: rs-transfer study " + name in capsys.readouterr().out
 
 
 def test_a_row_reused_from_another_commit_warns(monkeypatch) -> None:
@@ -120,19 +126,17 @@ def test_a_row_reused_from_another_commit_warns(monkeypatch) -> None:
     the same commit (or an unknown one) reuses silently."""
     import warnings
 
-    from rs_transfer import study
-    from rs_transfer.pretrain_study import reuse
+    from rs_transfer.studies import reuse
 
-    monkeypatch.setattr(study, "_current_commit", lambda: "b" * 40)
+    monkeypatch.setattr(reuse, "_current_commit", lambda: "b" * 40)
     row = {"config_hash": "h", "git": {"commit": "a" * 40}}
-    monkeypatch.setattr(study, "recorded_hash", lambda res: res["config_hash"])
+    monkeypatch.setattr(reuse, "recorded_hash", lambda res: res["config_hash"])
     with pytest.warns(UserWarning, match=r"cell-1: reusing results.json computed by commit aaaaaaaaaa; the code is "
                                          r"now bbbbbbbbbb"):
-        assert study.reusable(row, "h", "cell-1")
-    with pytest.warns(UserWarning, match="row-2: reusing"):
-        assert reuse({"h": row}, "h", Path("row-2")) is row
+        assert reuse.reusable(row, "h", "cell-1")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert study.reusable({**row, "git": {"commit": "b" * 40}}, "h")
-        assert study.reusable({**row, "git": {"commit": None}}, "h")
-        assert not study.reusable(row, "other")
+        assert reuse.reusable({**row, "git": {"commit": "b" * 40}}, "h")
+        assert reuse.reusable({**row, "git": {"commit": None}}, "h")
+        assert not reuse.reusable(row, "other")
+        assert not reuse.reusable(row, None)       # a cell that cannot be prepared is never reused

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rs_transfer.pretrain_study import PAPER_TOP1, run_study
+from rs_transfer.studies.table1 import PAPER_TOP1, run_study
 from rs_transfer.recipes import TABLE1
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,7 +63,7 @@ def test_mini_study_all_rows_then_reuse(tmp_path: Path) -> None:
 def test_mini_scaling_study_report(tmp_path: Path) -> None:
     """Two depths x one width/resolution/length (1 mini epoch each): every cell has top-1, FLOPs growing with
     depth, training and inference times; the report has its plot; a rerun reuses both cells."""
-    from rs_transfer.scaling_study import run_study as scaling
+    from rs_transfer.studies.scaling import run_study as scaling
 
     calls: list[str] = []
 
@@ -95,8 +95,8 @@ def test_mini_scaling_study_report(tmp_path: Path) -> None:
 def test_scaling_report_marks_cells_without_train_time() -> None:
     """A reused results.json from before training time was measured: its cell says so (table, footnote, CSV, plot),
     and wall time never stands in for training time."""
-    from rs_transfer.scaling_study import COLS, to_markdown, to_png, training_time
-    from rs_transfer.tables import to_csv
+    from rs_transfer.studies.scaling import COLS, to_markdown, to_png, training_time
+    from rs_transfer.studies.tables import to_csv
 
     old = {"wall_time_s": 500.0, "throughput_samples_per_s": 9.0}
     new = {"wall_time_s": 500.0, "train_time_s": 321.5, "eval_time_s": 40.0, "train_images_per_s": 12.25}
@@ -120,16 +120,13 @@ def test_scaling_report_marks_cells_without_train_time() -> None:
 
 
 def test_row_studies_share_their_common_options() -> None:
-    """table1, table5 and scaling take the same common options (one definition, rs_transfer/studyargs.py), each
+    """table1, table5 and scaling take the same common options (one definition, rs_transfer/studies/args.py), each
     with its own folders in the help; the additive studies also share --config/--rows/--backbone-options."""
     import argparse
 
-    from rs_transfer import pretrain_study, scaling_study
-    from rs_transfer.runner import LAUNCHERS
-    from rs_transfer.studyargs import LAUNCHER_CHOICES
-    from rs_transfer.video import table5
-
-    assert LAUNCHER_CHOICES == LAUNCHERS
+    from rs_transfer.studies import scaling as scaling_study
+    from rs_transfer.studies import table1 as pretrain_study
+    from rs_transfer.studies import table5
     common = dict(preset="paper", data_root=None, work_dir=None, out=None, seed=0, cfg_options=None, launcher="none")
     for mod, name, extra in ((pretrain_study, "table1", {"rows": None, "config": None, "backbone_options": None}),
                              (table5, "table5", {"rows": None, "config": None, "backbone_options": None}),

@@ -9,7 +9,7 @@ import pytest
 
 from rs_transfer.video import mini
 from rs_transfer.video.recipes import TABLE5_ORDER, TOGGLES, additive_rows, recipe_edits
-from rs_transfer.video.table5 import PAPER_TOP1, add_arguments, paper_table, run, run_study
+from rs_transfer.studies.table5 import PAPER_TOP1, add_arguments, paper_table, run, run_study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_ema_decay_follows_the_global_batch() -> None:
     too many samples at large ones)."""
     from mmengine.config import Config
 
-    from rs_transfer.batching import ema_momentum
+    from rs_transfer.runner.ema import ema_momentum
     from rs_transfer.video.recipes import apply_recipe
 
     cfg = Config.fromfile(str(REPO / "configs" / "kinetics400.py"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mmengine.logging import MessageHub
 
-from rs_transfer.hooks import TIMING_KEY, TrainTimeHook
+from rs_transfer.runner.hooks import TIMING_KEY, TrainTimeHook
 
 
 class Clock:

@@ -312,10 +312,10 @@ def test_run_with_explicit_normalisation_round_trips_through_the_export(tmp_path
 
 
 def test_undeclared_normalisation_warns_once_per_run(tmp_path) -> None:
-    """A run decides the normalisation twice (runner.weights_info before the model exists, load_weights when the
-    backbone loads): the warning is issued once per run, fine-tuning and frozen-feature protocols alike, and again
-    for the next run in the same process. pytest.warns records with the "always" filter, so a repeat from the
-    same or another call site would be counted (Python's default filter printed the two call sites' copies)."""
+    """A run reads its weights once (before the model exists; the backbone's initialiser gets the same read), so
+    the warning is issued once per run, fine-tuning and frozen-feature protocols alike, and again for the next run
+    in the same process. pytest.warns records with the "always" filter, so a repeat from the same or another call
+    site would be counted."""
     from rs_transfer.runner import run_experiment
 
     tiny = {"layers": [1, 1, 1, 1], "width": 0.25}
@@ -340,7 +340,7 @@ def test_checkpoints_written_by_a_run_record_the_normalisation() -> None:
 
     from mmengine.model import ImgDataPreprocessor
 
-    from rs_transfer.weights.runhook import NormalizationMetaHook
+    from rs_transfer.runner.normcheck import NormalizationMetaHook
 
     pre = ImgDataPreprocessor(mean=[0.0, 0.0, 0.0], std=[255.0, 255.0, 255.0])
     runner = SimpleNamespace(model=SimpleNamespace(module=SimpleNamespace(data_preprocessor=pre)))

@@ -78,7 +78,7 @@ def apply_recipe(cfg: Any, mini: bool = False) -> None:
         cfg.pop(key, None)
     if r.ema:
         # The runner's switch converts the decay to the run's global batch and accumulation and warms it up as
-        # TF's (rs_transfer/batching.py, rs_transfer/ema.py); mini: a per-step momentum of its own.
+        # TF's (rs_transfer/runner/batch.py, rs_transfer/runner/ema.py); mini: a per-step momentum of its own.
         if mini:
             cfg.ema_momentum = MINI_EMA_MOMENTUM
         else:

@@ -34,7 +34,8 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from rs_transfer.backbones.layers import DropPath, FrozenStagesMixin, SqueezeExcite, stochastic_depth_rates
+from rs_transfer.backbones.layers import (DropPath, FrozenStagesMixin, SqueezeExcite, pretrained_init_cfg,
+                                          stochastic_depth_rates)
 from rs_transfer.backbones.resnet import BLOCKS_PER_DEPTH
 
 from .kernels import RS_STAGE_KERNELS, cvrl_kernels, expand_temporal_kernels  # noqa: F401  (re-exported)
@@ -242,6 +243,9 @@ class ResNet3D(FrozenStagesMixin, BaseModule):
         self.fc: nn.Module = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
         self._init_parameters(zero_init_last_bn)
         self._freeze_stages()
+        if weights:   # loaded by BaseModule.init_weights through rs_transfer.Pretrained (rs_transfer/registry.py)
+            self.init_cfg = pretrained_init_cfg(weights, weights_strict, weights_trust, weights_normalization,
+                                                inflate=inflate)
 
     def _init_parameters(self, zero_init_last_bn: bool) -> None:
         for m in self.modules():
@@ -261,19 +265,6 @@ class ResNet3D(FrozenStagesMixin, BaseModule):
     def describe(self) -> str:
         """One line naming the architecture that runs (reports print it)."""
         return describe(self.arch)
-
-    def init_weights(self) -> None:
-        """Called by mmengine's Runner: load ``weights`` (2D checkpoints are inflated with ``inflate``)."""
-        super().init_weights()
-        if self.weights:
-            from mmengine.logging import print_log
-
-            from rs_transfer.weights import load_weights
-
-            extra = {"normalization": self.weights_normalization} if self.weights_normalization else {}
-            report = load_weights(self, self.weights, strict=self.weights_strict, trust=self.weights_trust,
-                                  inflate={"center": "center", "mean": "uniform"}[self.inflate], **extra)
-            print_log(report.summary() + f"\n  2D kernels inflated with mode {self.inflate!r}", logger="current")
 
     # ---- forward -------------------------------------------------------------------------------------------
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:

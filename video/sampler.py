@@ -12,7 +12,7 @@ processes' global RNG, which no checkpoint holds. Here
 - :class:`ResumeSamplerHook` reads (epoch, iteration) after a resume and tells the sampler to leave out the
   ``iteration - epoch * iterations_per_epoch`` batches already trained on, without decoding them.
 
-Model-side randomness (dropout, stochastic depth) is restored by ``rs_transfer.hooks.RngStateHook``; the hook keeps
+Model-side randomness (dropout, stochastic depth) is restored by ``rs_transfer.runner.hooks.RngStateHook``; the hook keeps
 the DataLoader from drawing on that RNG (see :class:`ResumeSamplerHook`).
 """
 from __future__ import annotations

@@ -121,11 +121,9 @@ def probe_files(paths: list[Path], cache_key: str, workers: int | None = None,
                 cache[str(p)] = [_stamp(p), err]
         fresh = {str(p): cache[str(p)] for p in paths}
         try:
-            cache_file = _cache_file(cache_key)
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(fresh))
-            os.replace(tmp, cache_file)
+            from rs_transfer.atomic import write_text_atomic
+
+            write_text_atomic(_cache_file(cache_key), json.dumps(fresh))
         except OSError:
             pass
     return {str(p): cache[str(p)][1] for p in paths if cache[str(p)][1]}
@@ -184,7 +182,7 @@ MINI = dict(num_frames=8, frame_stride=2, crop_size=32, train_short_side=36, tes
 def configure(cfg: Any, ctx: RunContext) -> None:
     """Data root, skip log, known-corrupt files, class count, mini shrinking, resumable sampling, then the
     ``recipe`` block (video/recipes.py). Refuses to start when ``data check`` found too much of val unreadable."""
-    from rs_transfer.runconfig import lazy
+    from rs_transfer.runner.config import lazy
 
     from .metrics import DEFAULT_MAX_UNREADABLE, check_unreadable
     from .recipes import apply_recipe
@@ -220,7 +218,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
                 ds.update(test_size=MINI["test_size"], num_clips=MINI["num_clips"], num_crops=MINI["num_crops"])
                 loader.batch_size = 4
         cfg.model.view_batch = 64
-        cfg.global_batch_size = MINI["batch_size"]   # the mini run's GLOBAL batch (rs_transfer/batching.py)
+        cfg.global_batch_size = MINI["batch_size"]   # the mini run's GLOBAL batch (rs_transfer/runner/batch.py)
     apply_recipe(cfg, mini=ctx.mini)
     hooks = [h for h in cfg.get("custom_hooks", []) if "ResumeSamplerHook" not in str(h.get("type"))]
     cfg.custom_hooks = hooks + [dict(type=lazy(ResumeSamplerHook))]

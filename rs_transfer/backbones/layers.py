@@ -5,7 +5,7 @@ Every block takes a ``conv`` factory so that the same code builds 2D convolution
 """
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -211,3 +211,15 @@ def use_tf_same_padding(model: nn.Module) -> None:
                 child.__class__ = Conv2dSame
             elif type(child) is nn.MaxPool2d:
                 setattr(parent, name, MaxPool2dSame(child.kernel_size, child.stride, 0, ceil_mode=child.ceil_mode))
+
+
+def pretrained_init_cfg(weights: str, strict: bool = True, trust: bool = False, normalization: str | None = None,
+                        inflate: str | None = None) -> dict[str, Any]:
+    """The ``init_cfg`` that loads ``weights`` when mmengine initialises the model: the registry name
+    ``rs_transfer.Pretrained`` (rs_transfer/registry.py -> rs_transfer/weights/initializer.py), so the backbone
+    never imports the loader (which imports the backbones to suggest a fitting model)."""
+    cfg: dict[str, Any] = dict(type="rs_transfer.Pretrained", source=str(weights), strict=bool(strict),
+                               trust=bool(trust), normalization=normalization)
+    if inflate is not None:
+        cfg["inflate"] = inflate
+    return cfg

@@ -30,8 +30,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .blocks import BLOCKS_PER_DEPTH
-from .layers import (DropPath, FrozenStagesMixin, SelectiveKernel, SimCLRProjectionPool, SqueezeExcite,
-                     make_divisible, stochastic_depth_rates, use_tf_same_padding)
+from .layers import (DropPath, FrozenStagesMixin, SelectiveKernel, SimCLRProjectionPool, SqueezeExcite, make_divisible,
+                     pretrained_init_cfg, stochastic_depth_rates, use_tf_same_padding)
 
 def _nd(dims: int, t: int, s: int) -> int | tuple[int, int, int]:
     """A kernel/stride for ``dims`` dimensions: ``s`` in 2D, ``(t, s, s)`` in 3D."""
@@ -116,8 +116,9 @@ class ResNetRS(FrozenStagesMixin, BaseModule):
     As a backbone (``out_indices`` given) it returns a tuple of stage feature maps, mmdet/mmseg style; then
     ``frozen_stages`` (-1: none, 0: stem, k: stem + stages 1..k) and ``norm_eval`` (BN statistics frozen) apply
     (:class:`~.layers.FrozenStagesMixin`, shared with the 3D ResNet).
-    ``weights`` (a path or named source) is loaded by ``init_weights`` through :func:`rs_transfer.load_weights`,
-    so detector/segmentor configs get the same automatic key mapping as everything else; ``weights_strict`` and
+    ``weights`` (a path or named source) is loaded by mmengine's ``init_weights`` through the ``init_cfg``
+    ``rs_transfer.Pretrained`` (:func:`rs_transfer.load_weights`; the model does not import the loader), so
+    detector/segmentor configs get the same automatic key mapping as everything else; ``weights_strict`` and
     ``weights_trust`` are its ``strict`` / ``trust`` (``rs-transfer run --no-strict / --trust``), and
     ``weights_normalization`` its explicit ``normalization`` (``--normalization``).
     """
@@ -212,6 +213,8 @@ class ResNetRS(FrozenStagesMixin, BaseModule):
         elif padding != "torch":
             raise ValueError(f"padding must be 'torch' or 'tf-same', got {padding!r}")
         self._freeze_stages()
+        if weights:   # loaded by BaseModule.init_weights through rs_transfer.Pretrained (rs_transfer/registry.py)
+            self.init_cfg = pretrained_init_cfg(weights, weights_strict, weights_trust, weights_normalization)
 
     def _init_parameters(self) -> None:
         for m in self.modules():
@@ -226,18 +229,6 @@ class ResNetRS(FrozenStagesMixin, BaseModule):
         if isinstance(self.fc, nn.Linear):
             nn.init.normal_(self.fc.weight, std=0.01)
             nn.init.zeros_(self.fc.bias)
-
-    def init_weights(self) -> None:
-        """Called by mmengine's Runner: load ``weights`` (if given) with automatic key mapping."""
-        super().init_weights()
-        if self.weights:
-            from rs_transfer.weights import load_weights  # local: weights imports the registry, which imports us
-
-            report = load_weights(self, self.weights, strict=self.weights_strict, trust=self.weights_trust,
-                                  normalization=self.weights_normalization)
-            from mmengine.logging import print_log
-
-            print_log(report.summary(), logger="current")
 
     # ---- forward -------------------------------------------------------------------------------------------
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,8 @@ examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["check", "mini"])
+    p.add_argument("action", choices=["check", "mini"],
+                   help="check: is the dataset where and as expected (see above); mini: write the mini dataset")
     p.add_argument("--task", required=True, help="task name (`rs-transfer list tasks`)")
     p.add_argument("--data-root", help="folder to check (default: $RS_TRANSFER_HOME/data/FOLDER, see above)")
     p.add_argument("--deep", action="store_true",
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     task = get_task(args.task)
     if args.action == "mini":
-        from rs_transfer.runner import ensure_mini
+        from rs_transfer.tasks.mini import ensure_mini
 
         print(ensure_mini(task))
         return 0
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     damaged: list = []
     decoded = 0
     if args.deep:
-        from rs_transfer.datacheck import deep_check
+        from rs_transfer.tasks.datacheck import deep_check
 
         decoded, damaged = deep_check(task, root, workers=args.workers, progress=None if not args.json else False)
     if args.json:

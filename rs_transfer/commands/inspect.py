@@ -44,7 +44,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def model_options(args: argparse.Namespace) -> dict:
-    from rs_transfer.runconfig import parse_cfg_options
+    from rs_transfer.runner.config import parse_cfg_options
 
     opts = parse_cfg_options(args.backbone_options)
     if args.width is not None:
@@ -52,19 +52,9 @@ def model_options(args: argparse.Namespace) -> dict:
     return opts
 
 
-def count_flops(model, shape: tuple[int, ...]) -> int:
-    """FLOPs of one forward pass (multiply-add = 2), measured by torch's FlopCounterMode."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model.eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(shape))
-    return int(counter.get_total_flops())
-
-
 def run(args: argparse.Namespace) -> int:
     from rs_transfer.backbones import create_model, get_spec
+    from rs_transfer.bench.flops import count_flops
     from rs_transfer.weights import load_weights
 
     spec = get_spec(args.model)

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rs_transfer.errors import UserError
-    from rs_transfer.report import build_report, to_markdown, write_report
+    from rs_transfer.studies.report import build_report, to_markdown, write_report
 
     for d in args.dirs:
         if not Path(d).exists():

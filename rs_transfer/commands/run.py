@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from rs_transfer.runner.distributed import LAUNCHERS   # light: no torch for --help
+
 HELP = "fine-tune / probe one backbone + weights on one task; writes results.json"
 DESCRIPTION = """Run one experiment on the shared mmengine runner and write WORK_DIR/results.json atomically.
 
@@ -44,12 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="dataset folder (default: the task's folder under $RS_TRANSFER_HOME/data, "
                                        "see `rs-transfer data --help`)")
     p.add_argument("--work-dir", help="output folder (default: work_dirs/<task>-<backbone>-<weights>-...)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed (0..2^32-1) of the initialisation, data order and augmentation (default 0)")
     p.add_argument("--recipe", help="pre-training tasks (imagenet, kinetics400): a named training recipe that sets "
                                     "every toggle of the paper's table, architecture included (imagenet: vanilla, "
                                     "rs, rs-transfer; kinetics400: vanilla, rs); --cfg-options and "
                                     "--backbone-options still win")
-    p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"],
+    p.add_argument("--launcher", default="none", choices=LAUNCHERS,
                    help="distributed launcher (pytorch = torchrun); CPU runs use the gloo backend")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest complete checkpoint in the work dir (says which; trains from "
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         r_cfg, r_model = recipe_for_task(args.task, args.recipe, args.backbone, model_overrides)
         cfg_options, model_overrides = {**r_cfg, **cfg_options}, {**r_model, **model_overrides}
     if args.sweep:
-        from rs_transfer.sweep import run_sweep as run_experiment  # noqa: F811  (same arguments)
+        from rs_transfer.studies.sweep import run_sweep as run_experiment  # noqa: F811  (same arguments)
     res = run_experiment(args.task, args.backbone, weights=args.weights, preset=args.preset,
                          protocol=args.protocol, work_dir=args.work_dir, seed=args.seed, config=args.config,
                          cfg_options=cfg_options, model_overrides=model_overrides, launcher=args.launcher,

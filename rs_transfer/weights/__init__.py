@@ -14,8 +14,7 @@ _LAZY = {
     "save_weights": "loader", "IMAGENET": "normalization", "NORMALIZATIONS": "normalization",
     "SWAV": "normalization", "UNIT": "normalization", "Normalization": "normalization",
     "NormalizationDecision": "normalization", "NormalizationWarning": "normalization",
-    "decide_normalization": "normalization", "parse_normalization": "normalization",
-    "warn_once_per_run": "normalization", "SOURCES": "sources",
+    "decide_normalization": "normalization", "parse_normalization": "normalization", "SOURCES": "sources",
     "WeightSource": "sources", "download": "sources", "resolve": "sources",
 }
 __all__ = sorted(_LAZY)
@@ -25,8 +24,7 @@ if TYPE_CHECKING:
     from .formats import mmengine_safe_globals, read_checkpoint
     from .loader import LoadReport, WeightsMismatchError, load_weights, read_source, save_weights
     from .normalization import (IMAGENET, NORMALIZATIONS, SWAV, UNIT, Normalization, NormalizationDecision,
-                                NormalizationWarning, decide_normalization, parse_normalization,
-                                warn_once_per_run)
+                                NormalizationWarning, decide_normalization, parse_normalization)
     from .sources import SOURCES, WeightSource, download, resolve
 
 

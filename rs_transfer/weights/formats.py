@@ -16,6 +16,9 @@ No wrapper implies an input normalisation (issue 9): that is decided in :mod:`rs
 from __future__ import annotations
 
 import codecs
+import hashlib
+import io
+import json
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -38,19 +41,25 @@ class RawCheckpoint:
     wrapper: str              # see the module docstring
     meta: dict[str, Any] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)   # tensors outside the backbone state_dict (listed, not loaded)
+    sha256: str | None = None  # of the bytes that were read (the file is read once: hashed and parsed from memory)
 
 
 def sniff(path: Path) -> str | None:
     """``safetensors``, ``torch-zip``, ``torch-legacy``, or None (not a checkpoint this project can read)."""
     with open(path, "rb") as f:
-        head = f.read(16)
+        return sniff_bytes(f.read())
+
+
+def sniff_bytes(data: bytes) -> str | None:
+    """:func:`sniff` of a file's content already in memory."""
+    head = data[:16]
     if len(head) >= 9:
         n = int.from_bytes(head[:8], "little")
         if 0 < n < SAFETENSORS_MAGIC_MAX and head[8:9] == b"{":
             return "safetensors"
     if head.startswith(b"PK\x03\x04"):
         try:
-            with zipfile.ZipFile(path) as z:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
                 if any(name.endswith("data.pkl") for name in z.namelist()):
                     return "torch-zip"
         except zipfile.BadZipFile:
@@ -61,9 +70,8 @@ def sniff(path: Path) -> str | None:
     return None
 
 
-def _not_a_checkpoint(path: Path) -> CheckpointError:
-    with open(path, "rb") as f:
-        head = f.read(8)
+def _not_a_checkpoint(path: Path, head: bytes) -> CheckpointError:
+    head = head[:8]
     hint = ""
     if path.suffix in (".index", ".meta") or path.name.startswith("model.ckpt") or ".data-0" in path.name:
         hint = (" It looks like a TensorFlow checkpoint: convert it first (SimCLR: github.com/Separius/"
@@ -117,17 +125,21 @@ def torch_load(path: Path, *, trust: bool = False) -> Any:
     The container is checked first, so a file that is no checkpoint at all says so (with or without ``trust``)
     instead of suggesting full unpickling."""
     path = Path(path)
-    if sniff(path) not in ("torch-zip", "torch-legacy"):
-        raise _not_a_checkpoint(path)
+    return _torch_load_bytes(path.read_bytes(), path, trust=trust)
+
+
+def _torch_load_bytes(data: bytes, path: Path, *, trust: bool = False) -> Any:
+    if sniff_bytes(data) not in ("torch-zip", "torch-legacy"):
+        raise _not_a_checkpoint(path, data)
     if trust:
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
         except Exception as err:  # noqa: BLE001  (a damaged file: any of pickle's or zip's errors)
             raise CheckpointError(f"{path}: damaged checkpoint ({type(err).__name__}: "
                                   f"{str(err).splitlines()[0] if str(err) else ''})") from err
     try:
         with torch.serialization.safe_globals(mmengine_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler's messages vary across torch versions
         text = str(err)
         if "Unsupported global" not in text and "GLOBAL" not in text:
@@ -141,21 +153,29 @@ def torch_load(path: Path, *, trust: bool = False) -> Any:
 
 
 def read_checkpoint(path: str | Path, *, trust: bool = False) -> RawCheckpoint:
+    """Read ``path`` ONCE (its bytes are hashed and parsed from memory: the recorded sha256 is of exactly what was
+    loaded, and a run opens its checkpoint one time) and unwrap it to a flat state_dict."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if sniff(path) == "safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if sniff_bytes(data) == "safetensors":
+        from safetensors.torch import load as load_safetensors
 
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = dict(f.metadata() or {})
-            return RawCheckpoint(load_file(str(path)), "safetensors", "plain", meta)
+            n = int.from_bytes(data[:8], "little")
+            meta = dict(json.loads(data[8:8 + n]).get("__metadata__") or {})
+            raw = RawCheckpoint(load_safetensors(data), "safetensors", "plain", meta)
         except Exception as err:  # noqa: BLE001  (safetensors raises its own error types)
             raise CheckpointError(f"{path}: damaged safetensors file ({type(err).__name__}: {err})") from err
-    obj = torch_load(path, trust=trust)
-    return unwrap(obj, container="torch", origin=str(path))
+    else:
+        raw = unwrap(_torch_load_bytes(data, path, trust=trust), container="torch", origin=str(path))
+    raw.sha256 = digest
+    return raw
 
 
 def _tensors(d: dict[str, Any], prefix: str = "") -> list[str]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)   # "key: checkpoint shape -> model shape"
+    wrong_dtype: list[str] = field(default_factory=list)  # "key: int8" where the model holds floats (refused)
     head_skipped: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)      # training-only parts of the release (projection heads...)
     stripped_prefixes: list[str] = field(default_factory=list)
@@ -107,10 +109,40 @@ def _metadata_normalization(meta: dict[str, Any]) -> Any:
     return value
 
 
+# Inside :func:`reads_once` (one run), the last source read, by what identifies the file's content and how it was
+# read: the runner reads a run's weights before the model exists (it needs their normalisation), and the model's
+# initialiser (:mod:`rs_transfer.weights.initializer`) then finds them here instead of opening the file again. One
+# entry; None outside a run, where every call reads (and decides, and warns) anew.
+_LAST_READ: dict[tuple[Any, ...], SourceInfo] | None = None
+
+
+@contextmanager
+def reads_once() -> Iterator[None]:
+    """Within this block (one run) a source read twice with the same options from an unchanged file is read once;
+    the remembered state dict is dropped when the block ends."""
+    global _LAST_READ
+    outer = _LAST_READ
+    _LAST_READ = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        if outer is None:
+            _LAST_READ = None
+
+
+def _identity(path: Path) -> tuple[Any, ...]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def read_source(source: str | os.PathLike, *, normalization: str | Normalization | None = None,
                 trust: bool = False, warn: bool = True) -> SourceInfo:
-    """Resolve, read and map ``source`` and decide its input normalisation (the one decision function)."""
+    """Resolve, read and map ``source`` and decide its input normalisation (the one decision function). A source
+    read just before with the same options and an unchanged file (size, mtime, inode) is not read again."""
     path, spec = resolve(source)
+    key = (*_identity(path), str(normalization), bool(trust)) if _LAST_READ is not None and path.is_file() else None
+    if key is not None and key in _LAST_READ:  # type: ignore[operator]
+        return _LAST_READ[key]  # type: ignore[index]
     raw = read_checkpoint(path, trust=trust)
     mapped = map_keys(raw.state_dict)
     mapped.ignored = raw.ignored + mapped.ignored
@@ -119,7 +151,11 @@ def read_source(source: str | os.PathLike, *, normalization: str | Normalization
         named=(spec.name, spec.normalization) if spec is not None else None,
         metadata=_metadata_normalization(raw.meta),
         layout=(mapped.layout.name, mapped.layout.normalization), warn=warn)
-    return SourceInfo(path, spec, raw, mapped, decision)
+    info = SourceInfo(path, spec, raw, mapped, decision)
+    if key is not None and _LAST_READ is not None:
+        _LAST_READ.clear()
+        _LAST_READ[key] = info
+    return info
 
 
 def _is_head(key: str) -> bool:
@@ -141,6 +177,20 @@ def _inflate(src: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor
     return out
 
 
+def _refuse_untrustworthy(path: Path, wrong_dtype: list[str], tensors: dict[str, torch.Tensor]) -> None:
+    """Weights that cannot give an honest number are an error, never a silent cast: integer/bool tensors where the
+    model has floats (a quantised or damaged file), and NaN/Inf values (a diverged run's checkpoint)."""
+    if wrong_dtype:
+        raise CheckpointError(f"{path}: {len(wrong_dtype)} tensor(s) are not floating point where the model's are "
+                              f"({', '.join(wrong_dtype[:4])}{' ...' if len(wrong_dtype) > 4 else ''}): a quantised "
+                              "or damaged checkpoint; refused rather than cast to float")
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} tensor(s) hold NaN or Inf ({', '.join(bad[:4])}"
+                              f"{' ...' if len(bad) > 4 else ''}): the weights of a diverged run give no honest "
+                              "number; refused")
+
+
 def load_weights(model: nn.Module, source: str | os.PathLike, *, strict: bool = True, trust: bool = False,
                  inflate: str = "center", normalization: str | Normalization | None = None) -> LoadReport:
     """Load ``source`` (a path, a run's work dir, or a named source) into ``model``, mapping keys automatically.
@@ -153,7 +203,7 @@ def load_weights(model: nn.Module, source: str | os.PathLike, *, strict: bool = 
     """
     info = read_source(source, normalization=normalization, trust=trust)
     raw, mapped, norm = info.raw, info.mapped, info.decision
-    report = LoadReport(str(source), str(info.path), sha256(info.path), raw.container, raw.wrapper,
+    report = LoadReport(str(source), str(info.path), raw.sha256 or sha256(info.path), raw.container, raw.wrapper,
                         mapped.layout.name, norm.normalization, norm.how, norm.detail, norm.warning,
                         ignored=list(mapped.ignored), stripped_prefixes=mapped.stripped)
     sd = mapped.state_dict
@@ -174,7 +224,11 @@ def load_weights(model: nn.Module, source: str | os.PathLike, *, strict: bool = 
             else:
                 report.mismatched.append(f"{key}: {tuple(value.shape)} -> {tuple(target.shape)}")
                 continue
+        if target.is_floating_point() and not value.is_floating_point():
+            report.wrong_dtype.append(f"{key}: {str(value.dtype).replace('torch.', '')}")
+            continue
         to_load[key] = value.to(dtype=target.dtype) if target.is_floating_point() else value
+    _refuse_untrustworthy(info.path, report.wrong_dtype, to_load)
     for key in own:
         if key not in sd and not _is_head(key) and not key.endswith("num_batches_tracked"):
             report.missing.append(key)
@@ -217,19 +271,13 @@ def save_weights(model: nn.Module | dict[str, torch.Tensor], path: str | os.Path
         norm = parse_normalization(normalization)
     meta = {"normalization": norm.name, "normalization_mean": json.dumps(list(norm.mean)),
             "normalization_std": json.dumps(list(norm.std)), **meta}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
+    from rs_transfer.atomic import atomic_path
+
+    with atomic_path(path) as tmp:   # normal file mode; nothing left behind when the write fails
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(sd, tmp, metadata={k: str(v) for k, v in meta.items()})
+            save_file(sd, str(tmp), metadata={k: str(v) for k, v in meta.items()})
         else:
             torch.save({"rs_transfer": meta, "state_dict": sd}, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -16,17 +16,14 @@ that decides, used by the loader and by the runner -- only accepts, in this orde
 and otherwise falls back to ImageNet mean/std with a loud warning. The decision records HOW it was made; the load
 report and ``results.json`` show it.
 
-One run decides twice (``runner.weights_info`` before the model exists, then ``load_weights`` in
-``ResNetRS.init_weights``), from two call sites, so Python's once-per-location filter printed the same warning
-twice. :func:`warn_once_per_run` (the runner wraps each run in it) prints each distinct warning once per run;
-outside it (the API, ``rs-transfer weights``) every decision warns.
+One run decides once: the runner reads the weights before the model exists, and the model's initialiser is handed
+that same read (:func:`rs_transfer.weights.loader.reads_once`), so its warning prints once per run; outside a run
+(the API, ``rs-transfer weights``) every load decides, and warns, anew.
 """
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,33 +136,13 @@ class NormalizationDecision:
                 f"{self.detail}")
 
 
-# The warnings already issued in the current run; None outside :func:`warn_once_per_run`.
-_warned_this_run: set[str] | None = None
-
-
-@contextmanager
-def warn_once_per_run() -> Iterator[None]:
-    """Within this block each distinct normalisation warning is issued once: a run decides the same source's
-    normalisation twice (before the model exists, and when the backbone loads the weights), and a person should
-    read the warning once. Nested blocks share the outer run's record; usable as a decorator (a fresh record per
-    call)."""
-    global _warned_this_run
-    outer = _warned_this_run
-    _warned_this_run = set() if outer is None else outer
-    try:
-        yield
-    finally:
-        _warned_this_run = outer
-
-
 def decide_normalization(*, source: str | None, explicit: str | Normalization | None = None,
                          named: tuple[str, Normalization] | None = None, metadata: Any = None,
                          layout: tuple[str, Normalization | None] | None = None,
                          warn: bool = True) -> NormalizationDecision:
     """THE decision (see the module docstring). ``named`` = (source name, its normalisation); ``metadata`` = what the
     checkpoint's metadata says under ``normalization``; ``layout`` = (layout name, what it implies or None).
-    Issues a :class:`NormalizationWarning` when the result is a default or overrides a declaration (once per run
-    inside :func:`warn_once_per_run`); the decision carries the warning either way."""
+    Issues a :class:`NormalizationWarning` when the result is a default or overrides a declaration; the decision carries the warning either way."""
     declared: tuple[Normalization, str, str] | None = None
     if named is not None:
         declared = (named[1], "named-source", f"named source {named[0]!r} (the publisher's preprocessing)")
@@ -195,8 +172,6 @@ def decide_normalization(*, source: str | None, explicit: str | Normalization | 
         decision = NormalizationDecision(IMAGENET, "default", "nothing declared it; ImageNet mean/std assumed")
     if warning:
         decision = NormalizationDecision(decision.normalization, decision.how, decision.detail, warning)
-        if warn and (_warned_this_run is None or warning not in _warned_this_run):
-            if _warned_this_run is not None:
-                _warned_this_run.add(warning)
+        if warn:
             warnings.warn(f"WARNING: {warning}", NormalizationWarning, stacklevel=3)
     return decision

@@ -17,16 +17,17 @@ import urllib.request
 from pathlib import Path
 
 from .errors import CheckpointError
+from rs_transfer.paths import EXPORT_NAME, weights_dir  # noqa: F401  (EXPORT_NAME re-exported)
+
 from .catalog import SOURCES, WeightSource  # noqa: F401  (re-exported)
 from .normalization import IMAGENET, NORMALIZATIONS, UNIT, Normalization  # noqa: F401  (re-exported)
 
 
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pkl", ".tar"}
-EXPORT_NAME = "weights.safetensors"   # what a finished `rs-transfer run` (and, later, pre-training) leaves
 
 
 def weights_home() -> Path:
-    return Path(os.environ.get("RS_TRANSFER_HOME", Path.home() / ".cache" / "rs-transfer")) / "weights"
+    return weights_dir()
 
 
 def get_source(name: str) -> WeightSource:
@@ -121,5 +122,7 @@ def download(name: str, *, url: str | None = None, progress: bool = True) -> Pat
                                   f"{prefix}...); the partial file was removed, download again.")
     if progress and not (spec.sha256_prefix or spec.md5_prefix):
         print(f"{spec.filename}: the publisher gives no checksum; verified the size only ({size} bytes)")
-    os.replace(part, dest)
+    from rs_transfer.atomic import commit_file
+
+    commit_file(part, dest)   # fsync + rename + fsync of the folder: the verified file survives a power cut
     return dest

@@ -81,7 +81,7 @@ def is_tty(stream: IO[str] | None = None) -> bool:
 
 # ---- header -------------------------------------------------------------------------------------------------------
 def _global_batch(facts: Mapping[str, Any], world_size: int) -> str:
-    """``global_batch_size`` from the batch facts (rs_transfer/batching.py); older facts named it
+    """``global_batch_size`` from the batch facts (rs_transfer/runner/batch.py); older facts named it
     ``effective_batch_size``. Shown with how it is made up: per-process batch x processes x accumulation."""
     g = facts.get("global_batch_size", facts.get("effective_batch_size"))
     per = facts.get("per_process_batch_size", facts.get("batch_size_per_process"))
@@ -103,7 +103,7 @@ def header_lines(ctx: Any, facts: Mapping[str, Any]) -> list[str]:
     weights = ctx.weights or "none (random initialisation)"
     extras = [f"amp {facts['amp']}"] if facts.get("amp") else []
     ema = facts.get("ema") or {}
-    if "decay" in ema:      # rs_transfer/ema.py: TF's warm-up, then this momentum per step
+    if "decay" in ema:      # rs_transfer/runner/ema.py: TF's warm-up, then this momentum per step
         extras.append(f"EMA decay {ema['decay']:g}/step at batch {ema['reference_batch']} = "
                       f"{1 - ema['momentum_per_step']:.8g}/step here, after TF's warm-up")
     elif facts.get("ema_momentum"):

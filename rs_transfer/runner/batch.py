@@ -36,16 +36,16 @@ A config without ``global_batch_size`` keeps the old per-process meaning (batch 
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
 from rs_transfer.errors import UserError
+from rs_transfer.runner.schedule import rescale_schedule, scale_iterations
 
 BATCH_KEYS = ("global_batch_size", "max_per_process_batch", "accumulation")
 
 
-def _positive_int(value: Any, name: str) -> int:
+def positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
         raise UserError(f"{name} must be a positive integer, got {value!r} (config file or --cfg-options {name}=N)")
     return int(value)
@@ -55,7 +55,7 @@ def derive_accumulation(global_batch: int, world_size: int, max_per_process: int
                         accumulation: int | None) -> int:
     """The accumulation ``A`` for ``G`` samples per step over ``W`` processes (see the module docstring)."""
     if accumulation is not None:
-        a = _positive_int(accumulation, "accumulation")
+        a = positive_int(accumulation, "accumulation")
         if global_batch % (world_size * a):
             raise UserError(f"global_batch_size {global_batch} is not divisible by {world_size} process(es) x "
                             f"accumulation {a}; choose an accumulation (or number of processes) whose product "
@@ -66,7 +66,7 @@ def derive_accumulation(global_batch: int, world_size: int, max_per_process: int
                         f"number of processes that divides it (the protocol's global batch stays fixed)")
     if max_per_process is None:
         return 1
-    cap = _positive_int(max_per_process, "max_per_process_batch")
+    cap = positive_int(max_per_process, "max_per_process_batch")
     per_rank = global_batch // world_size
     for a in range(1, per_rank + 1):
         if per_rank % a == 0 and per_rank // a <= cap:
@@ -87,22 +87,6 @@ def _user_set(options: dict[str, Any] | None, *keys: str) -> bool:
                 if not rest:
                     return True
     return False
-
-
-def scale_iterations(cfg: Any, factor: int) -> None:
-    """Every iteration count of an iteration-based loop x ``factor`` (optimizer steps -> micro-iterations)."""
-    from rs_transfer.runconfig import _rescale_schedule
-
-    tc = cfg.train_cfg
-    if factor == 1 or "max_iters" not in tc:
-        return
-    old = int(tc.max_iters)
-    tc.max_iters = old * factor
-    if tc.get("val_interval"):
-        tc.val_interval = int(tc.val_interval) * factor
-    _rescale_schedule(cfg, old, old * factor, checkpoints=False)
-    if cfg.get("checkpoint_interval"):
-        cfg.checkpoint_interval = int(cfg.checkpoint_interval) * factor
 
 
 def _legacy(cfg: Any, world_size: int) -> dict[str, Any]:
@@ -131,8 +115,8 @@ def apply_batch(cfg: Any, world_size: int, reference_batch: int | None,
     results.json records. ``reference_batch``: the global batch the config's LR and length were written for."""
     if cfg.get("global_batch_size") is None:
         return _legacy(cfg, world_size)
-    g = _positive_int(cfg.global_batch_size, "global_batch_size")
-    ref = _positive_int(reference_batch, "global_batch_size") if reference_batch is not None else g
+    g = positive_int(cfg.global_batch_size, "global_batch_size")
+    ref = positive_int(reference_batch, "global_batch_size") if reference_batch is not None else g
     a = derive_accumulation(g, world_size, cfg.get("max_per_process_batch"), cfg.get("accumulation"))
     per = g // (world_size * a)
     cfg.pop("auto_scale_lr", None)   # the global batch is fixed: no scaling by world size (module docstring)
@@ -145,14 +129,12 @@ def apply_batch(cfg: Any, world_size: int, reference_batch: int | None,
         opt.lr = float(opt.lr) * lr_scale
     iteration_based = "max_iters" in cfg.train_cfg
     if iteration_based and g != ref and not _user_set(options, "train_cfg.max_iters"):
-        from rs_transfer.runconfig import _rescale_schedule
-
         old = int(cfg.train_cfg.max_iters)
         new = max(1, round(old * ref / g))   # same number of samples: steps x G constant
         cfg.train_cfg.max_iters = new
         if cfg.train_cfg.get("val_interval"):
             cfg.train_cfg.val_interval = max(1, min(new, round(int(cfg.train_cfg.val_interval) * ref / g)))
-        _rescale_schedule(cfg, old, new, checkpoints=False)
+        rescale_schedule(cfg, old, new, checkpoints=False)
         if cfg.get("checkpoint_interval"):
             cfg.checkpoint_interval = max(1, round(int(cfg.checkpoint_interval) * ref / g))
     steps = int(cfg.train_cfg.max_iters) if iteration_based else None
@@ -167,45 +149,3 @@ def apply_batch(cfg: Any, world_size: int, reference_batch: int | None,
         cfg.model.bn_momentum = 1.0 - (1.0 - m) ** (1.0 / a)
         facts["bn_momentum"] = cfg.model.bn_momentum
     return facts
-
-
-def per_iteration(step_momentum: float, accumulation: int) -> float:
-    """EMA momentum per micro-iteration for ``step_momentum`` per optimizer step: the weights stand still over the
-    ``accumulation`` micro-iterations of a step, so that many updates of 1 - (1 - m)^(1/A) are one update of m."""
-    if accumulation == 1 or step_momentum == 1.0:
-        return step_momentum
-    return -math.expm1(math.log1p(-step_momentum) / accumulation)
-
-
-def ema_momentum(ema: Any, ema_momentum_switch: Any, global_batch: int, accumulation: int) -> dict[str, Any] | None:
-    """EMAHook momentum per micro-iteration from the runner switches (None: no EMA).
-
-    ``ema = dict(decay=0.9999, reference_batch=4096)``: decay per optimizer step at the reference global batch
-    (the RS recipe: 0.9999 at 4096 on ImageNet; at 1024 for Kinetics), warmed up as TF's (rs_transfer/ema.py:
-    the momenta here are the ones after the warm-up). At global batch G a step sees G/ref
-    reference steps' worth of samples: decay_G = decay ** (G / ref), mmengine momentum = 1 - decay_G (mmengine:
-    ema = (1 - momentum) * ema + momentum * weights). The legacy ``ema_momentum = m`` is that momentum per step
-    directly. EMAHook updates after every micro-iteration, and the weights do not change between the A micro-
-    iterations of one step, so A updates of 1 - (1 - m)^(1/A) equal one update of m.
-    """
-    if ema is not None and ema_momentum_switch is not None:
-        raise UserError("set either ema=dict(decay=..., reference_batch=...) or the legacy ema_momentum, not both")
-    if ema is not None:
-        if not hasattr(ema, "get") or ema.get("decay") is None:
-            raise UserError(f"ema must be dict(decay=0.9999, reference_batch=4096) or None, got {ema!r}")
-        decay = float(ema["decay"])
-        ref = _positive_int(ema.get("reference_batch", global_batch), "ema.reference_batch")
-        if not 0.0 < decay < 1.0:
-            raise UserError(f"ema.decay must be in (0, 1), got {decay}")
-        per_step = 1.0 - decay ** (global_batch / ref)      # after the warm-up (rs_transfer/ema.py)
-        out: dict[str, Any] = dict(decay=decay, reference_batch=ref, batch_ratio=global_batch / ref,
-                                   accumulation=accumulation, warmup="min(decay, (1 + t) / (10 + t))")
-    elif ema_momentum_switch:
-        per_step = float(ema_momentum_switch)
-        out = dict(ema_momentum=per_step)
-    else:
-        return None
-    if not 0.0 < per_step <= 1.0:
-        raise UserError(f"EMA momentum per step must be in (0, 1], got {per_step}")
-    out.update(momentum_per_step=per_step, momentum_per_iteration=per_iteration(per_step, accumulation))
-    return out

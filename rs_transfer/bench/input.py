@@ -97,14 +97,13 @@ def run_benchmark(root: Path, *, resolution: int, images: int, batch: int, worke
                   randaugment: bool = False) -> dict[str, Any]:
     import torch
 
-    from rs_transfer.tasks._imagenet_data import ImageNetDataset
-    from rs_transfer.tasks._imagenet_device import DeviceTransform
+    from rs_transfer.tasks._imagenet_data import ImageNetDataset, make_device_transform
 
     ra = dict(num_ops=2, magnitude=10) if randaugment else None
     ours = ImageNetDataset(str(root), "train", augment=True, resolution=resolution, randaugment=ra)
     raw = ImageNetDataset(str(root), "train", augment=True, resolution=resolution, randaugment=ra, decode="device")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    on_device = DeviceTransform(resolution, randaugment=ra)
+    on_device = make_device_transform(resolution, randaugment=ra)
     device_row = f"decode=device ({device.type})"
     ref = _reference_dataset(root, resolution, randaugment)
     if [Path(p).name for p, _, _ in ours.samples[:images]] != [Path(p).name for p, _ in ref.samples[:images]]:

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.errors import UserError
-from rs_transfer.results import (UnreadableResults, find_results, load_results, reference_file, write_bytes_atomic,
-                                 write_json_atomic)
+from rs_transfer.results import UnreadableResults, find_results, load_results, reference_file
 
 PAPER_TABLE4 = "paper_table4.json"
 MISSING = "—"
@@ -297,8 +296,7 @@ def to_png(rep: Report) -> bytes:
 
 def write_report(rep: Report, out_dir: str | Path, name: str = "report") -> dict[str, Path]:
     """report.md / .csv / .json / .png in ``out_dir``, each replaced atomically."""
-    out = Path(out_dir)
-    return {"md": write_bytes_atomic(out / f"{name}.md", to_markdown(rep).encode()),
-            "csv": write_bytes_atomic(out / f"{name}.csv", to_csv(rep).encode()),
-            "json": write_json_atomic(out / f"{name}.json", rep.to_dict()),
-            "png": write_bytes_atomic(out / f"{name}.png", to_png(rep))}
+    from rs_transfer.studies.tables import write_report_files
+
+    return write_report_files(Path(out_dir) / name, markdown=to_markdown(rep), csv_text=to_csv(rep),
+                              data=rep.to_dict(), png=to_png(rep))

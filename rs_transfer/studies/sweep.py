@@ -4,15 +4,16 @@
 Grid: 7 learning rates log-spaced over 1e-4..0.1 x 7 weight decays log-spaced over 1e-6..1e-3 (``LR_GRID``,
 ``WD_GRID``; ``--preset mini``: the 2 x 2 corners ``MINI_GRID`` of a smaller range, a smoke test). Each point
 fine-tunes on the training set minus a held-out 20% (``holdout``; the split rule of the linear probe,
-:func:`rs_transfer.classification.holdout_split`, seeded by ``--seed``) and is scored on that held-out 20% with the
+:func:`rs_transfer.tasks.classification.holdout_split`, seeded by ``--seed``) and is scored on that held-out 20% with the
 test transform; the best point (ties: the first in grid order, smaller LR and weight decay first) is then fine-tuned
 on all training images and scored on the test set, which nothing else ever saw. The final run's ``results.json``
 records the whole grid under ``sweep``. Each grid point is a run of its own under ``WORK_DIR/sweep/``; a point
-whose ``results.json`` exists is reused, so an interrupted sweep continues where it stopped.
+whose ``results.json`` recorded the configuration it would run now (the one reuse rule,
+:mod:`rs_transfer.studies.reuse`) is reused, so an interrupted sweep continues where it stopped.
 """
 from __future__ import annotations
 
-import json
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,11 @@ def run_sweep(task: str, backbone: str, *, work_dir: str | Path | None = None, p
               grid: tuple[tuple[float, ...], tuple[float, ...]] | None = None, **kwargs: Any) -> dict[str, Any]:
     """Grid on the held-out split, then the best point on train -> test. ``kwargs`` go to every
     :func:`rs_transfer.runner.run_experiment` call (weights, model_overrides, launcher, data_root, ...)."""
-    from rs_transfer.results import write_json_atomic
+    from rs_transfer.atomic import write_json_atomic
+    from rs_transfer.results import read_results
     from rs_transfer.runner import run_experiment
+    from rs_transfer.studies.plan import expected_hash_or_none
+    from rs_transfer.studies.reuse import reusable
 
     if task not in SWEEP_TASKS:
         raise UserError(f"--sweep is implemented for {', '.join(SWEEP_TASKS)} (Kornblith et al.'s fine-tuning "
@@ -56,12 +60,11 @@ def run_sweep(task: str, backbone: str, *, work_dir: str | Path | None = None, p
     for lr in lrs:
         for wd in wds:
             cell_dir = root / "sweep" / f"lr{lr:g}_wd{wd:g}"
-            done = cell_dir / "results.json"
-            if done.is_file():
-                res = json.loads(done.read_text())
-            else:
-                res = run_experiment(task, backbone, preset=preset, seed=seed, work_dir=cell_dir,
-                                     cfg_options={**user, **_cell_options(lr, wd, holdout, seed)}, **kwargs)
+            point = dict(preset=preset, seed=seed, work_dir=cell_dir,
+                         cfg_options={**user, **_cell_options(lr, wd, holdout, seed)}, **kwargs)
+            res = read_results(cell_dir)
+            if not reusable(res, expected_hash_or_none(task, backbone, **point), str(cell_dir)):
+                res = run_experiment(task, backbone, **point)
             cells.append({"lr": lr, "weight_decay": wd, "holdout_" + res["metric"]: res["value"],
                           "work_dir": str(cell_dir)})
     key = next(k for k in cells[0] if k.startswith("holdout_"))
@@ -77,3 +80,26 @@ def run_sweep(task: str, backbone: str, *, work_dir: str | Path | None = None, p
     if not dist.is_initialized() or dist.get_rank() == 0:
         write_json_atomic(root / "results.json", final)
     return final
+
+
+# ---- CLI (`rs-transfer study sweep`; `rs-transfer run --sweep` is the same) ----------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="cifar100", choices=SWEEP_TASKS, help="task to sweep (default cifar100)")
+    p.add_argument("--backbone", required=True, help="registered model, e.g. resnetrs50")
+    p.add_argument("--weights", default=None, help="weight source (named or a file; default: random init)")
+    p.add_argument("--preset", default="paper", choices=["paper", "mini"],
+                   help="paper: the 7 x 7 grid; mini: the 2 x 2 corners on the mini dataset (a smoke test)")
+    p.add_argument("--work-dir", default=None, help="the final run's folder; grid points go to WORK_DIR/sweep/")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run and of the held-out split (default 0)")
+    p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", help="config edits, every run")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rs_transfer.runner import parse_cfg_options
+
+    res = run_sweep(args.task, args.backbone, weights=args.weights, preset=args.preset, work_dir=args.work_dir,
+                    seed=args.seed, cfg_options=parse_cfg_options(args.cfg_options))
+    best = res["sweep"]["best"]
+    print(f"best lr {best['lr']:g}, weight decay {best['weight_decay']:g}; test {res['metric']} = "
+          f"{res['value']:.2f}\nresults: {res['work_dir']}/results.json")
+    return 0

@@ -4,7 +4,7 @@ Row k turns on the first k ingredients of :data:`rs_transfer.recipes.TABLE1` (ev
 or off) on a vanilla ResNet-200 at 256 px trained for the standard 90 epochs with step decay; the last two rows add
 SE and ResNet-D, ending on ResNet-RS-200 with the full RS recipe. Each row runs in ``WORK_DIR/<row id>``. A row is
 reused when a finished run in the study recorded exactly the configuration the row would run now (config hash,
-:func:`rs_transfer.study.expected_hash`: another ``--cfg-options`` or code default runs it again); a row with a
+:func:`rs_transfer.studies.plan.expected_hash`, the one reuse rule of :mod:`rs_transfer.studies.reuse`: another ``--cfg-options`` or code default runs it again); a row with a
 checkpoint resumes from it. The report (Markdown, CSV, JSON, each written atomically) puts the paper's top-1 and
 deltas beside ours, with top-5 and, when ``recipe.minival=True``, minival top-1.
 """
@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.recipes import TABLE1, arch_of
-from rs_transfer.studyargs import StudyArgs, add_additive_arguments, add_study_arguments, default_out, default_work_dir
-from rs_transfer.tables import add_deltas, fmt, write_files
+from rs_transfer.studies.args import (StudyArgs, add_additive_arguments, add_study_arguments, default_out,
+                                      default_work_dir)
+from rs_transfer.studies.tables import add_deltas, fmt, write_files
 
 # Paper Table 1 (left), ImageNet validation top-1 (%), averaged over 2 runs, in TABLE1.order.
 PAPER_TOP1: dict[str, float] = {
@@ -40,43 +41,21 @@ def row_edits(enabled: tuple[str, ...], backbone: str, preset: str) -> tuple[dic
     return {**opts, "recipe.resolution": RESOLUTION}, {**base, **model}
 
 
-def _finished(work_dir: Path) -> dict[str, dict[str, Any]]:
-    """Recorded config hash -> results of every finished row in the study folder."""
-    from rs_transfer.results import read_results
-    from rs_transfer.study import recorded_hash
-
-    out = {}
-    for p in sorted(work_dir.glob("*/results.json")) if work_dir.is_dir() else []:
-        res = read_results(p.parent)
-        h = recorded_hash(res) if res else None
-        if h:
-            out[h] = res
-    return out
-
-
-def reuse(finished: dict[str, dict[str, Any]], expected: str, where: Path) -> dict[str, Any] | None:
-    """The finished row that ran ``expected``, if any (warning when another commit ran it)."""
-    from rs_transfer.study import warn_if_other_code
-
-    res = finished.get(expected)
-    if res is not None:
-        warn_if_other_code(res, str(where))
-    return res
-
-
 def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weights: str | None = None,
               work_dir: str | Path | None = None, out: str | Path | None = None, data_root: str | None = None,
               seed: int = 0, config: str | None = None, cfg_options: dict[str, Any] | None = None,
               model_overrides: dict[str, Any] | None = None, max_rows: int | None = None,
               launcher: str = "none", runner: Callable[..., dict] | None = None) -> dict[str, Any]:
     """Run (or reuse, or resume) every row and write the report; returns the report dict."""
-    from rs_transfer.study import expected_hash, launched_world_size
+    from rs_transfer.runner.distributed import launched_world_size
+    from rs_transfer.studies.plan import expected_hash
+    from rs_transfer.studies.reuse import finished_runs, reusable
 
     if runner is None:
         from rs_transfer.runner import run_experiment as runner
     work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
     out = Path(out or default_out(STUDY_ARGS.name, preset))
-    finished = _finished(work_dir)
+    finished = finished_runs(work_dir)
     rows = []
     for row_id, label, enabled in TABLE1.additive_rows()[:max_rows]:
         opts, model = row_edits(enabled, backbone, preset)
@@ -88,9 +67,9 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
                   model_overrides=model, data_root=data_root)
         expected = expected_hash("imagenet", backbone, work_dir=row_dir, world_size=launched_world_size(launcher),
                                  **kw)
-        results = reuse(finished, expected, row_dir)
-        reused = results is not None
-        if results is None:
+        results = finished.get(expected)
+        reused = reusable(results, expected, str(row_dir))
+        if not reused:
             results = runner("imagenet", backbone, work_dir=row_dir, launcher=launcher,
                              resume=(row_dir / "last_checkpoint").is_file(), **kw)
         m = results["metrics"]

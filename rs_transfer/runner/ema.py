@@ -11,14 +11,63 @@ whether its short runs mean anything.
 
 The decay is given per optimizer step at a reference global batch (4096 images, 1024 clips). At global batch ``G``
 one step is ``r = G / ref`` reference steps: step ``t`` uses the reference decay at reference step ``t * r``, raised
-to the power ``r`` (after the warm-up: ``decay ** r``, rs_transfer/batching.py's rule). With gradient accumulation
+to the power ``r`` (after the warm-up: ``decay ** r``, rs_transfer/runner/batch.py's rule). With gradient accumulation
 ``A`` the hook updates after each of the ``A`` micro-iterations of a step, while the weights stand still, so each
 update uses ``1 - (1 - m) ** (1 / A)`` of the step's momentum ``m``.
 """
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from mmengine.model import ExponentialMovingAverage
+
+from rs_transfer.errors import UserError
+from rs_transfer.registry import MODELS
+from rs_transfer.runner.batch import positive_int
+
+
+def per_iteration(step_momentum: float, accumulation: int) -> float:
+    """EMA momentum per micro-iteration for ``step_momentum`` per optimizer step: the weights stand still over the
+    ``accumulation`` micro-iterations of a step, so that many updates of 1 - (1 - m)^(1/A) are one update of m."""
+    if accumulation == 1 or step_momentum == 1.0:
+        return step_momentum
+    return -math.expm1(math.log1p(-step_momentum) / accumulation)
+
+
+def ema_momentum(ema: Any, ema_momentum_switch: Any, global_batch: int, accumulation: int) -> dict[str, Any] | None:
+    """EMAHook momentum per micro-iteration from the runner switches (None: no EMA).
+
+    ``ema = dict(decay=0.9999, reference_batch=4096)``: decay per optimizer step at the reference global batch
+    (the RS recipe: 0.9999 at 4096 on ImageNet; at 1024 for Kinetics), warmed up as TF's (rs_transfer/runner/ema.py:
+    the momenta here are the ones after the warm-up). At global batch G a step sees G/ref
+    reference steps' worth of samples: decay_G = decay ** (G / ref), mmengine momentum = 1 - decay_G (mmengine:
+    ema = (1 - momentum) * ema + momentum * weights). The legacy ``ema_momentum = m`` is that momentum per step
+    directly. EMAHook updates after every micro-iteration, and the weights do not change between the A micro-
+    iterations of one step, so A updates of 1 - (1 - m)^(1/A) equal one update of m.
+    """
+    if ema is not None and ema_momentum_switch is not None:
+        raise UserError("set either ema=dict(decay=..., reference_batch=...) or the legacy ema_momentum, not both")
+    if ema is not None:
+        if not hasattr(ema, "get") or ema.get("decay") is None:
+            raise UserError(f"ema must be dict(decay=0.9999, reference_batch=4096) or None, got {ema!r}")
+        decay = float(ema["decay"])
+        ref = positive_int(ema.get("reference_batch", global_batch), "ema.reference_batch")
+        if not 0.0 < decay < 1.0:
+            raise UserError(f"ema.decay must be in (0, 1), got {decay}")
+        per_step = 1.0 - decay ** (global_batch / ref)      # after the warm-up (rs_transfer/runner/ema.py)
+        out: dict[str, Any] = dict(decay=decay, reference_batch=ref, batch_ratio=global_batch / ref,
+                                   accumulation=accumulation, warmup="min(decay, (1 + t) / (10 + t))")
+    elif ema_momentum_switch:
+        per_step = float(ema_momentum_switch)
+        out = dict(ema_momentum=per_step)
+    else:
+        return None
+    if not 0.0 < per_step <= 1.0:
+        raise UserError(f"EMA momentum per step must be in (0, 1], got {per_step}")
+    out.update(momentum_per_step=per_step, momentum_per_iteration=per_iteration(per_step, accumulation))
+    return out
 
 
 def tf_decay(decay: float, step: float) -> float:
@@ -30,13 +79,12 @@ def momentum_per_iteration(decay: float, update: int, batch_ratio: float = 1.0, 
                            warmup: bool = True) -> float:
     """mmengine momentum (``ema += momentum * (weights - ema)``) of the ``update``-th EMA update (1-based: the
     hook copies the weights at update 0), at global batch ``batch_ratio`` x the reference."""
-    from rs_transfer.batching import per_iteration
-
     step = max(1.0, (update + 1) / accumulation)            # optimizer steps done when the update runs
     ref_decay = tf_decay(decay, step * batch_ratio) if warmup else decay
     return per_iteration(1.0 - ref_decay ** batch_ratio, accumulation)
 
 
+@MODELS.register_module()
 class WarmupEMA(ExponentialMovingAverage):
     """``ExponentialMovingAverage`` with TF's decay warm-up, converted for the run's global batch and accumulation.
 

@@ -21,10 +21,12 @@ from typing import Any
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import MMDistributedDataParallel
-from mmengine.registry import HOOKS, MODEL_WRAPPERS
+from mmengine.registry import MODEL_WRAPPERS
+
+from rs_transfer.registry import HOOKS
 
 
-@HOOKS.register_module(force=True)
+@HOOKS.register_module()
 class RunStatsHook(Hook):
     """Records the metrics of the last validation. (Training speed: :class:`TrainTimeHook`, the one clock.)"""
 
@@ -56,7 +58,30 @@ def _batch_len(data_batch: Any) -> int | None:
         return None
 
 
-@HOOKS.register_module(force=True)
+@HOOKS.register_module()
+class FiniteLossHook(Hook):
+    """A training loss that is NaN or infinite stops the run with one line (iteration, loss): a diverged run must
+    not go on to publish a number. Registered by the runner in code, like :class:`TrainTimeHook`: it changes
+    nothing a finite run computes, so it is not part of the config (nor of its hash)."""
+
+    priority = "HIGHEST"
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        import math
+
+        from rs_transfer.errors import UserError
+
+        for key, value in (outputs or {}).items():
+            if "loss" not in key:
+                continue
+            v = float(value.detach().float().mean()) if hasattr(value, "detach") else float(value)
+            if not math.isfinite(v):
+                raise UserError(f"training stopped: {key} = {v} at iteration {runner.iter + 1} (the run diverged; "
+                                "no result is written). Lower the learning rate, check the weights and the "
+                                "input normalisation")
+
+
+@HOOKS.register_module()
 class TrainTimeHook(Hook):
     """Training time, validation time and training images of a run, continued across resumes.
 
@@ -130,7 +155,7 @@ class TrainTimeHook(Hook):
         path = self._eval_log(runner)
         if path is None or not is_main_process():
             return
-        from rs_transfer.results import write_json_atomic
+        from rs_transfer.atomic import write_json_atomic
 
         write_json_atomic(path, [*self._read_eval_log(runner), {"iter": int(runner.iter), "s": spent}])
 
@@ -240,7 +265,7 @@ class TrainTimeHook(Hook):
                 "train_segments": int(self.sums["segments"])}
 
 
-@HOOKS.register_module(force=True)
+@HOOKS.register_module()
 class CompileHook(Hook):
     """``compile = True`` or ``dict(**torch.compile options)``: compiles the model's ``backbone`` (the whole model
     when it has none) in place with ``nn.Module.compile``, so state-dict keys, checkpoints, the EMA copy and the
@@ -269,7 +294,7 @@ class CompileHook(Hook):
                            "the first iterations include compilation")
 
 
-@HOOKS.register_module(force=True)
+@HOOKS.register_module()
 class RngStateHook(Hook):
     """Saves the torch (and CUDA) RNG state with every checkpoint; restores it at the first iteration after resume."""
 

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rs_transfer.studyargs import StudyArgs, add_additive_arguments, add_study_arguments, default_out, default_work_dir
-from rs_transfer.tables import add_deltas, count, fmt, write_files
+from rs_transfer.studies.args import (StudyArgs, add_additive_arguments, add_study_arguments, default_out,
+                                      default_work_dir)
+from rs_transfer.studies.tables import add_deltas, count, fmt, write_files
 
-from .recipes import additive_rows, recipe_edits
+from rs_transfer.video.recipes import additive_rows, recipe_edits
 
 # Paper Table 5 top-1 (%), additive, in TABLE5_ORDER (PROTOCOLS.md; also results/paper_table5.json).
 PAPER_TOP1: dict[str, float] = {
@@ -65,10 +66,12 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     """Run (or resume) every row and write the report; returns the report dict.
 
     A row's existing results.json is reused only when its recorded config hash equals the hash of the config the
-    row would run now (``rs_transfer.study.expected_hash``): another ``--cfg-options``, seed, backbone or code
+    row would run now (``rs_transfer.studies.plan.expected_hash``): another ``--cfg-options``, seed, backbone or code
     default runs the row again."""
     from rs_transfer.results import read_results
-    from rs_transfer.study import expected_hash, launched_world_size, reusable
+    from rs_transfer.runner.distributed import launched_world_size
+    from rs_transfer.studies.plan import expected_hash
+    from rs_transfer.studies.reuse import reusable
 
     if runner is None:
         from rs_transfer.runner import run_experiment as runner

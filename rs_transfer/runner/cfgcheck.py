@@ -6,7 +6,7 @@ accepted and change nothing, and ``train_cfg.max_iters=abc`` ended in a tracebac
 - an existing key keeps its kind of value: a count stays an integer (>= 1 for lengths, intervals and batch
   sizes), a number a number, a flag true/false, a list a list, a dict a dict (or ``None`` to switch it off);
 - a new top-level key must be one something reads: mmengine's ``Runner`` (``load_from``, ``log_level``, ...), or
-  a runner switch of :mod:`rs_transfer.runconfig` (``amp``, ``checkpoint_interval``, ``global_batch_size``, ...);
+  a runner switch of :mod:`rs_transfer.runner.config` (``amp``, ``checkpoint_interval``, ``global_batch_size``, ...);
 - a new key inside a dict that names its class (``type=...``; ``train_cfg`` / ``val_cfg`` / ``test_cfg`` /
   ``optim_wrapper`` without one: mmengine's default classes) must be an argument of that class;
 - a top-level variable of the config file that nothing reads but whose name is a key further down

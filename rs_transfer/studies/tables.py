@@ -43,15 +43,23 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def write_files(out: str | Path, report: dict[str, Any], *, markdown: str, columns: Sequence[str],
-                png: bytes | None = None) -> list[Path]:
-    """The report's Markdown, CSV (``columns`` of ``report["rows"]``), JSON and optional PNG, each atomically."""
-    from rs_transfer.results import write_bytes_atomic, write_json_atomic
+def write_report_files(out: str | Path, *, markdown: str, csv_text: str, data: Any,
+                       png: bytes | None = None) -> dict[str, Path]:
+    """THE way a study writes its report: ``OUT.md``, ``OUT.csv``, ``OUT.json`` and optionally ``OUT.png``
+    (``out`` without suffix), each replaced atomically."""
+    from rs_transfer.atomic import write_bytes_atomic, write_json_atomic
 
     out = Path(out)
-    paths = [write_bytes_atomic(out.with_suffix(".md"), markdown.encode()),
-             write_bytes_atomic(out.with_suffix(".csv"), to_csv(report["rows"], columns).encode()),
-             write_json_atomic(out.with_suffix(".json"), report)]
+    paths = {"md": write_bytes_atomic(out.with_suffix(".md"), markdown.encode()),
+             "csv": write_bytes_atomic(out.with_suffix(".csv"), csv_text.encode()),
+             "json": write_json_atomic(out.with_suffix(".json"), data)}
     if png is not None:
-        paths.append(write_bytes_atomic(out.with_suffix(".png"), png))
+        paths["png"] = write_bytes_atomic(out.with_suffix(".png"), png)
     return paths
+
+
+def write_files(out: str | Path, report: dict[str, Any], *, markdown: str, columns: Sequence[str],
+                png: bytes | None = None) -> list[Path]:
+    """A row-table report (Tables 1 and 5, scaling): CSV of ``columns`` of ``report["rows"]``."""
+    return list(write_report_files(out, markdown=markdown, csv_text=to_csv(report["rows"], columns), data=report,
+                                   png=png).values())

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
 
 from rs_transfer.errors import UserError
+from rs_transfer.registry import HOOKS
+from rs_transfer.weights.normalization import NORMALIZATIONS, Normalization
 
 TOLERANCE = 1e-3   # 0-255 units; printed values are rounded to 4 digits, so exact equality is not the test
 
@@ -71,7 +72,7 @@ def preprocessor_normalization(model: Any) -> dict[str, Any] | None:
     return {"name": "data_preprocessor", "mean": _floats(mean), "std": _floats(std)}
 
 
-@HOOKS.register_module(force=True)
+@HOOKS.register_module()
 class NormalizationCheckHook(Hook):
     """Runs :func:`check_normalization` on the training model in ``before_train`` (weights loaded, no step yet)."""
 
@@ -84,3 +85,25 @@ class NormalizationCheckHook(Hook):
         expected = preprocessor_normalization(model)
         if expected is not None:
             check_normalization(model, expected)
+
+
+@HOOKS.register_module()
+class NormalizationMetaHook(Hook):
+    """The input normalisation goes into every mmengine checkpoint ``rs-transfer run`` writes
+    (``meta.normalization``), so that ``--weights work_dir/iter_N.pth`` (an interrupted run) reloads as exactly as
+    the final ``weights.safetensors`` export: :func:`rs_transfer.weights.decide_normalization` reads it as
+    checkpoint metadata. What is recorded is what the run really fed the network: the data preprocessor's
+    mean/std."""
+
+    priority = "LOW"
+
+    def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        model = getattr(runner.model, "module", runner.model)  # DDP wraps the model
+        pre = getattr(model, "data_preprocessor", None)
+        mean, std = getattr(pre, "mean", None), getattr(pre, "std", None)
+        if mean is None or std is None:  # a preprocessor without normalisation: nothing to declare
+            return
+        norm = Normalization("custom", tuple(float(v) for v in mean.flatten()),  # type: ignore[arg-type]
+                             tuple(float(v) for v in std.flatten()))
+        norm = next((n for n in NORMALIZATIONS.values() if n.same_as(norm)), norm)
+        checkpoint.setdefault("meta", {})["normalization"] = norm.to_dict()

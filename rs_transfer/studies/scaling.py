@@ -12,7 +12,7 @@ training time and inference time (ms per image of a forward pass at batch ``--la
 this machine), and plots top-1 against FLOPs, training time and inference time (``OUT.png``), one line per
 (epochs, width) through the depths, as the paper's Figures 2-4 do.
 
-Training time is results.json's ``train_time_s`` (:class:`rs_transfer.hooks.TrainTimeHook`): the train loop's
+Training time is results.json's ``train_time_s`` (:class:`rs_transfer.runner.hooks.TrainTimeHook`): the train loop's
 iterations and data-loading waits, without start-up, validation and checkpoint writes, summed over every segment
 of a resumed cell; training images/s is ``train_images_per_s`` (all processes). ``wall_time_s`` is never used: it
 includes start-up and validation and covers only the last segment of a resumed run. A reused results.json written
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.recipes import TABLE1, Arch
-from rs_transfer.studyargs import StudyArgs, add_study_arguments, default_out, default_work_dir
+from rs_transfer.studies.args import StudyArgs, add_study_arguments, default_out, default_work_dir
 
 BACKBONE = "resnetrs50"   # the RS architecture; depth and width are overridden per cell
 STUDY_ARGS = StudyArgs(name="scaling", unit="cell", dataset="ILSVRC2012",
@@ -79,7 +79,7 @@ def training_time(res: dict[str, Any]) -> dict[str, Any]:
 
 def flops(model_kwargs: dict[str, Any], resolution: int) -> int:
     from rs_transfer.backbones import create_model
-    from rs_transfer.commands.inspect import count_flops
+    from rs_transfer.bench.flops import count_flops
 
     kw = {k: v for k, v in model_kwargs.items() if k not in ("weights", "num_classes")}
     return count_flops(create_model(BACKBONE, num_classes=1000, **kw), (1, 3, resolution, resolution))
@@ -114,14 +114,15 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
               out: str | Path | None = None, data_root: str | None = None, seed: int = 0,
               cfg_options: dict[str, Any] | None = None, launcher: str = "none", latency_batch: int = 8,
               runner: Callable[..., dict] | None = None) -> dict[str, Any]:
-    from rs_transfer.pretrain_study import _finished, reuse
-    from rs_transfer.study import expected_hash, launched_world_size
+    from rs_transfer.runner.distributed import launched_world_size
+    from rs_transfer.studies.plan import expected_hash
+    from rs_transfer.studies.reuse import finished_runs, reusable
 
     if runner is None:
         from rs_transfer.runner import run_experiment as runner
     work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
     out = Path(out or default_out(STUDY_ARGS.name, preset))
-    finished = _finished(work_dir)
+    finished = finished_runs(work_dir)
     rows = []
     for d, w, r, e in itertools.product(depths, widths, resolutions, epochs):
         opts, model = cell_edits(d, w, r, e, preset)
@@ -130,9 +131,9 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
         kw = dict(preset=preset, seed=seed, cfg_options=opts, model_overrides=model, data_root=data_root)
         expected = expected_hash("imagenet", BACKBONE, work_dir=row_dir, world_size=launched_world_size(launcher),
                                  **kw)
-        res = reuse(finished, expected, row_dir)
-        reused = res is not None
-        if res is None:
+        res = finished.get(expected)
+        reused = reusable(res, expected, str(row_dir))
+        if not reused:
             res = runner("imagenet", BACKBONE, work_dir=row_dir, launcher=launcher,
                          resume=(row_dir / "last_checkpoint").is_file(), **kw)
         m = res["metrics"]
@@ -216,7 +217,7 @@ def to_png(report: dict[str, Any]) -> bytes:
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
     """``OUT.md``, ``OUT.csv``, ``OUT.json``, ``OUT.png``, each replaced atomically."""
-    from rs_transfer.tables import write_files
+    from rs_transfer.studies.tables import write_files
 
     return write_files(out, report, markdown=to_markdown(report), columns=COLS, png=to_png(report))
 

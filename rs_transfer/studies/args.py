@@ -13,7 +13,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-LAUNCHER_CHOICES = ("none", "pytorch", "slurm")   # rs_transfer.runner.LAUNCHERS (not imported: keeps --help light)
+from rs_transfer.runner.distributed import LAUNCHERS   # light: no torch for --help
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,17 @@ def default_out(name: str, preset: str) -> Path:
     return Path(f"results/{name}{_suffix(preset)}")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (``--rows 0`` would write an empty table, ``--seeds 0`` no run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value}): nothing would run")
+    return value
+
+
 def add_study_arguments(parser: argparse.ArgumentParser, study: StudyArgs) -> None:
     """``--preset --data-root --work-dir --out --seed --cfg-options --launcher``."""
     parser.add_argument("--preset", choices=("paper", "mini"), default="paper",
@@ -62,7 +73,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, study: StudyArgs) -> No
     parser.add_argument("--seed", type=int, default=0, help=f"random seed of every {study.unit} (default 0)")
     parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                         help=f"config edits for every {study.unit}, {study.cfg_options}")
-    parser.add_argument("--launcher", default="none", choices=LAUNCHER_CHOICES,
+    parser.add_argument("--launcher", default="none", choices=LAUNCHERS,
                         help="how the processes were started: none (one process), pytorch (torchrun), slurm (srun) "
                              "(default: none)")
 
@@ -72,7 +83,8 @@ def add_additive_arguments(parser: argparse.ArgumentParser, study: StudyArgs, *,
     """The additive studies' (Tables 1 and 5) ``--config --rows --backbone-options``; ``config`` names the default
     config file, ``backbone_example`` adds examples to ``--backbone-options``."""
     parser.add_argument("--config", default=None, help=f"config file (default configs/{config})")
-    parser.add_argument("--rows", type=int, default=None, help="run only the first N rows (baseline = row 1)")
+    parser.add_argument("--rows", type=positive_int, default=None,
+                        help="run only the first N rows, N >= 1 (baseline = row 1)")
     parser.add_argument("--backbone-options", nargs="+", default=None, metavar="KEY=VALUE",
                         help=f"backbone arguments for every {study.unit}, after the {study.unit}'s own toggles"
                              + (f", e.g. {backbone_example}" if backbone_example else ""))

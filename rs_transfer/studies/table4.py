@@ -1,0 +1,216 @@
+"""Studies: a grid of runs (weights x tasks x protocols x seeds) on the one runner, resumable, ending in a report.
+
+A study directory holds one folder per run (``<task>/<backbone>-<weights>-<protocol>-seed<k>``), ``study.json``
+(the grid and the state of every cell) and the report. Re-running the same command skips runs whose results.json
+exists AND recorded the configuration the cell would run now (:func:`expected_hash`; another ``--cfg-options``,
+seed or code default runs again), and resumes a run that left a checkpoint, so an interrupted study continues
+where it stopped. Tasks whose
+module does not exist yet are recorded as missing (shown as "—" in the report), never filled in.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rs_transfer.atomic import write_json_atomic
+from rs_transfer.errors import UserError
+from rs_transfer.results import read_results
+from rs_transfer.runner.distributed import LAUNCHERS, launched_world_size
+from rs_transfer.studies.args import positive_int
+from rs_transfer.studies.plan import expected_hash_or_none
+from rs_transfer.studies.report import build_report, weights_label, write_report
+from rs_transfer.studies.reuse import reusable
+
+
+def run_dir(out: Path, task: str, backbone: str, weights: str | None, protocol: str, seed: int) -> Path:
+    return out / task / f"{backbone}-{weights_label(weights)}-{protocol}-seed{seed}"
+
+
+def _denominators(res: dict[str, Any]) -> dict[str, Any]:
+    """The counts behind a cell's number, where its task reports them (Kinetics: eval_videos, missing, corrupt)."""
+    m = res.get("metrics") or {}
+    keys = {"eval_videos": "eval_videos", "missing": "eval_missing", "corrupt": "eval_corrupt"}
+    return {k: m[v] for k, v in keys.items() if v in m}
+
+
+def _matches(res: dict[str, Any], task: str, backbone: str, weights: str | None, preset: str) -> bool:
+    return (res.get("task") == task and res.get("backbone") == backbone and res.get("preset") == preset
+            and weights_label(res.get("weights")) == weights_label(weights))
+
+
+def _check_grid(backbone: str, weights: Sequence[str | None], tasks: Sequence[str], protocols: Sequence[str],
+                seeds: int, preset: str, model_overrides: dict | None, cfg_options: dict | None) -> None:
+    """Every name, task, protocol and option of the grid is checked before the first cell runs: a typo in the
+    last weight source must not surface hours later. Unavailable tasks are allowed (shown as missing)."""
+    from rs_transfer.runner import prepare_run
+    from rs_transfer.tasks import PROTOCOLS, TaskNotAvailable, get_task
+    from rs_transfer.weights import resolve
+
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: at least one seed, or nothing runs")
+    labels = [weights_label(w) for w in weights]
+    twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if twice:
+        raise UserError(f"--weights lists {', '.join(twice)} more than once; each row is one weight source (the "
+                        "report would merge them into one row), so name each source once")
+    for w in weights:
+        if w is not None:
+            resolve(w)   # an unknown name or a missing file, now
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise UserError(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(PROTOCOLS)}")
+    for task in tasks:
+        try:
+            the_task = get_task(task)
+        except TaskNotAvailable:
+            continue
+        for protocol in protocols:
+            if protocol in the_task.protocols:  # the options of every (task, protocol), without reading weights
+                prepare_run(task, backbone, preset=preset, protocol=protocol, cfg_options=cfg_options,
+                            model_overrides=model_overrides, work_dir=Path("_check_"), check_data=False)
+
+
+def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | Path,
+               tasks: Sequence[str] | None = None, protocols: Sequence[str] = ("finetune",), seeds: int = 1,
+               preset: str = "paper", baseline: str | None = None, paper: bool = True,
+               model_overrides: dict | None = None, cfg_options: dict | None = None, launcher: str = "none",
+               data_roots: dict[str, str] | None = None, log=print,
+               normalization: str | dict[str | None, str] | None = None, trust: bool = False,
+               strict: bool = True) -> dict[str, Any]:
+    """Run every (weights, task, protocol, seed) cell not done yet, then write the report. Returns study.json.
+    ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``."""
+    from rs_transfer.runner import run_experiment
+    from rs_transfer.tasks import TABLE4_TASKS, TaskNotAvailable, get_task
+
+    out = Path(out_dir)
+    tasks = list(tasks or TABLE4_TASKS)
+    _check_grid(backbone, weights, tasks, protocols, seeds, preset, model_overrides, cfg_options)
+    cells: list[dict[str, Any]] = []
+    failures = 0
+    for w in weights:
+        norm = normalization.get(w) if isinstance(normalization, dict) else normalization
+        for task in tasks:
+            for protocol in protocols:
+                for seed in range(seeds):
+                    wd = run_dir(out, task, backbone, w, protocol, seed)
+                    cell = {"task": task, "weights": w, "protocol": protocol, "seed": seed, "work_dir": str(wd)}
+                    cells.append(cell)
+                    done = read_results(wd)
+                    if done is not None and _matches(done, task, backbone, w, preset):
+                        expected = expected_hash_or_none(
+                            task, backbone, weights=w, preset=preset, protocol=protocol, work_dir=wd, seed=seed,
+                            cfg_options=cfg_options, model_overrides=model_overrides,
+                            data_root=(data_roots or {}).get(task), world_size=launched_world_size(launcher),
+                            normalization=norm, trust=trust, strict=strict)
+                        if reusable(done, expected, str(wd)):
+                            cell.update(state="done", value=done["value"], skipped=True,
+                                        **_denominators(done))
+                            log(f"[skip] {wd} (results.json exists with the same config hash)")
+                            continue
+                        log(f"[stale] {wd}: results.json ran another configuration (config hash differs); "
+                            "running it again")
+                    try:
+                        the_task = get_task(task)
+                        if protocol not in the_task.protocols:
+                            cell.update(state="n/a", reason=f"{task} has no {protocol} protocol")
+                            continue
+                    except TaskNotAvailable as err:
+                        cell.update(state="missing", reason=str(err))
+                        log(f"[missing] {task}: task not available yet")
+                        continue
+                    resume = (wd / "last_checkpoint").is_file()
+                    log(f"[{'resume' if resume else 'run'}] {task} {backbone} {weights_label(w)} {protocol} "
+                        f"seed {seed} -> {wd}")
+                    t0 = time.time()
+                    try:
+                        res = run_experiment(task, backbone, weights=w, preset=preset, protocol=protocol,
+                                             work_dir=wd, seed=seed, cfg_options=cfg_options,
+                                             model_overrides=model_overrides, launcher=launcher, resume=resume,
+                                             data_root=(data_roots or {}).get(task), normalization=norm,
+                                             trust=trust, strict=strict)
+                        cell.update(state="done", value=res["value"], seconds=round(time.time() - t0, 1),
+                                    **_denominators(res))
+                    except UserError as err:  # missing data, weights not cached...: the rest of the grid goes on
+                        failures += 1
+                        cell.update(state="failed", reason=str(err))
+                        log(f"[failed] {task} {weights_label(w)} seed {seed}: {err}")
+                    write_json_atomic(out / "study.json", {"study": "table4", "backbone": backbone,
+                                                           "preset": preset, "cells": cells})
+    base = baseline or (f"{backbone} / {weights_label(weights[0])}" + (" [mini]" if preset == "mini" else "")
+                        if weights else None)
+    try:
+        rep = build_report([out], tasks=tasks, baseline=base, paper=paper)
+    except UserError:  # the baseline row has no results (yet): report without differences
+        rep = build_report([out], tasks=tasks, baseline=None, paper=paper)
+    files = write_report(rep, out)
+    study = {"study": "table4", "backbone": backbone, "preset": preset, "weights": list(weights), "tasks": tasks,
+             "protocols": list(protocols), "seeds": seeds, "cells": cells, "failures": failures,
+             "report": {k: str(v) for k, v in files.items()}}
+    write_json_atomic(out / "study.json", study)
+    return study
+
+
+# ---- CLI (`rs-transfer study table4`) ----------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", required=True, help="registered model, e.g. resnet152")
+    p.add_argument("--weights", nargs="+", required=True,
+                   help="weight sources (named or files); 'none' = random initialisation. The first is the baseline")
+    p.add_argument("--normalization", nargs="+", metavar="NORM",
+                   help="input normalisation: one value for every --weights (imagenet, unit, swav, MEAN,STD), or "
+                        "SRC=NORM pairs (default: what each source declares; else ImageNet, with a warning)")
+    p.add_argument("--tasks", nargs="+", help="default: the five Table 4 tasks")
+    p.add_argument("--protocols", nargs="+", default=["finetune"], help="e.g. finetune linear knn")
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..N-1 per cell (mean ± std in the report)")
+    p.add_argument("--preset", default="paper", choices=["paper", "mini"],
+                   help="paper: the paper's protocols; mini: tiny generated data in each task's real format, a few "
+                        "iterations (minutes on a CPU; checks the machinery, not a benchmark)")
+    p.add_argument("--out", default="studies/table4", help="study folder (default: studies/table4)")
+    p.add_argument("--baseline", help="row for differences (default: the first --weights)")
+    p.add_argument("--paper", dest="paper", action="store_true", default=None,
+                   help="add the paper's Table 4 rows to the report (default: only for --preset paper)")
+    p.add_argument("--no-paper", dest="paper", action="store_false", help="leave the paper's rows out")
+    p.add_argument("--backbone-options", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="extra ResNetRS arguments for every run")
+    p.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE", default=[], help="config overrides, every run")
+    p.add_argument("--launcher", default="none", choices=LAUNCHERS,
+                   help="how this process was started: none (one process), pytorch (torchrun), slurm (srun); "
+                        "every cell then runs on those processes (default: none)")
+    p.add_argument("--no-strict", dest="strict", action="store_false",
+                   help="load --weights even if backbone keys differ (as `run --no-strict`)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow full unpickling of --weights files (only for files you trust)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rs_transfer.runner import parse_cfg_options
+
+    weights = [None if w.lower() in ("none", "scratch") else w for w in args.weights]
+    norm = _normalization_arg(args.normalization)
+    paper = args.paper if args.paper is not None else args.preset == "paper"
+    study = run_table4(backbone=args.backbone, weights=weights, out_dir=args.out, tasks=args.tasks,
+                       protocols=args.protocols, seeds=args.seeds, preset=args.preset, baseline=args.baseline,
+                       paper=paper, model_overrides=parse_cfg_options(args.backbone_options),
+                       cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
+                       normalization=norm, trust=args.trust, strict=args.strict)
+    from pathlib import Path
+
+    print(Path(study["report"]["md"]).read_text())
+    print("report: " + ", ".join(study["report"].values()))
+    return 1 if study["failures"] else 0
+
+
+def _normalization_arg(values: list[str] | None) -> str | dict[str, str] | None:
+    """``--normalization unit`` (every source) or ``--normalization ./a.pth=unit b=imagenet`` (per source)."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    from rs_transfer.errors import UserError
+
+    pairs = [v.rpartition("=") for v in values]
+    if any(not sep for _, sep, _ in pairs):
+        raise UserError("--normalization takes one value for every --weights, or SRC=NORM pairs, not a mix")
+    return {src: norm for src, _, norm in pairs}
