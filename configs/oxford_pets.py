@@ -6,7 +6,7 @@ protocols (tasks/oxford_pets.py reads the data through torchvision; shared code:
   registry), the weight source's normalisation, no augmentation. Logistic regression with L-BFGS
   (scikit-learn), L2 penalty chosen on a held-out 20 % of the training set from 45 log-spaced values 1e5 ... 1e-6
   (strongest first; ties go to the stronger), then refit on all training images (the CIFAR-100 probe's code,
-  rs_transfer/classification.py ``linear_probe``). Features are cached (tasks/_frozen.py).
+  tasks/classification.py ``linear_probe``). Features are cached (tasks/_frozen.py).
 - ``fewshot``: ``probe.shots`` class-balanced seeded draws, ``probe.episodes`` draws, mean and 95 %
   t-interval; the penalty is chosen on max(1, round(0.2 k)) held-out images per class of the draw and refit on all
   k; k = 1 uses ``probe.one_shot_l2``. ``"vtab1k"``: 1000 random training images, 800 fit / 200 select, refit on
@@ -26,7 +26,7 @@ from mmengine.runner import IterBasedTrainLoop, ValLoop
 from torch.optim import SGD
 
 from rs_transfer.backbones import ResNetRS
-from rs_transfer.classification import Accuracy, ImageClassifier
+from rs_transfer.tasks.classification import Accuracy, ImageClassifier
 from rs_transfer.tasks._tvclass import TvClassDataset
 
 resolution = None            # frozen features: None = the backbone's published resolution (model registry)

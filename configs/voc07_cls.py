@@ -6,7 +6,7 @@ protocols (tasks/voc07_cls.py reads the data through torchvision; shared code: t
   registry), the weight source's normalisation, no augmentation. Logistic regression (one binary regression per class: multi-label) with L-BFGS
   (scikit-learn), L2 penalty chosen on a held-out 20 % of the training set from 45 log-spaced values 1e5 ... 1e-6
   (strongest first; ties go to the stronger), then refit on all training images (the CIFAR-100 probe's code,
-  rs_transfer/classification.py ``linear_probe``). Features are cached (tasks/_frozen.py).
+  tasks/classification.py ``linear_probe``). Features are cached (tasks/_frozen.py).
 - ``fewshot``: ``probe.shots`` images positive for each class, class-balanced seeded draws, ``probe.episodes`` draws, mean and 95 %
   t-interval; the penalty is chosen on max(1, round(0.2 k)) held-out images per class of the draw and refit on all
   k; k = 1 uses ``probe.one_shot_l2``. ``"vtab1k"``: 1000 random training images, 800 fit / 200 select, refit on

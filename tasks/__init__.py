@@ -97,5 +97,5 @@ def title(name: str) -> str:
         return TITLES.get(name, name)
 
 
-__all__ = ["PRESETS", "PROTOCOLS", "TABLE4_TASKS", "TRANSFER12_TASKS", "TASK_MODULES", "DataReport", "RunContext", "Task",
-           "TaskNotAvailable", "get_task", "home", "is_available", "list_tasks", "title"]
+__all__ = ["PRESETS", "PROTOCOLS", "TABLE4_TASKS", "TRANSFER12_TASKS", "TASK_MODULES", "DataReport", "RunContext",
+           "Task", "TaskNotAvailable", "get_task", "home", "is_available", "list_tasks", "title"]

@@ -7,7 +7,7 @@
   the input pipeline or the weights is a new key. The key is the sha256 of the backbone's state (parameters and
   buffers, not the weights file's name) and of the split's items and labels, so renaming a file reuses and
   changing a weight invalidates.
-- ``linear``: :func:`rs_transfer.classification.linear_probe` (the CIFAR-100 probe, same code), selecting and
+- ``linear``: :func:`rs_transfer.tasks.classification.linear_probe` (the CIFAR-100 probe, same code), selecting and
   scoring with the task's metric; VOC07 (multi-label): one binary L-BFGS logistic regression per class, penalty
   chosen on the held-out 20 % by 11-point mAP.
 - ``fewshot``: k per class (``probe.shots``), drawn class-balanced with ``numpy.random.default_rng([seed, k,
@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from rs_transfer.errors import UserError
 from .base import RunContext, home
 
 DRAW_RULE = "class-balanced-v1"   # the config's probe.draw must name this rule (a changed rule is a new hash)
+# (split, size, crop_fraction) -> a dataset of eval crops with ``identity()`` (tasks/_tvclass.py TvClassDataset)
+DatasetFactory = Callable[[str, int, float], Any]
 PIPELINE = "tvclass-eval-v1: PIL RGB, shorter side to size/crop (bilinear, antialias), centre crop, uint8"
 
 
@@ -71,7 +74,7 @@ def voc11_map(scores: np.ndarray, gt: np.ndarray) -> float:
 
 
 def scorer(metric: str) -> Any:
-    from rs_transfer.classification import top1_score
+    from rs_transfer.tasks.classification import top1_score
 
     return {"top1": top1_score, "mean_per_class": mean_per_class_accuracy}[metric]
 
@@ -84,7 +87,7 @@ def multilabel_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
     penalty for all classes chosen on the held-out part by 11-point mAP, refit on all training data."""
     from sklearn.linear_model import LogisticRegression
 
-    from rs_transfer.classification import l2_to_C
+    from rs_transfer.tasks.classification import l2_to_C
 
     def scores(idx: np.ndarray, lam: float, x: np.ndarray) -> np.ndarray:
         out = np.zeros((len(x), train_y.shape[1]))
@@ -109,7 +112,7 @@ def multilabel_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
 def probe(metric: str, tr: tuple[np.ndarray, np.ndarray], te: tuple[np.ndarray, np.ndarray], p: Any,
           fit_idx: np.ndarray, hold_idx: np.ndarray) -> dict[str, Any]:
     """The task's linear probe on (features, labels) with the given selection split."""
-    from rs_transfer.classification import linear_probe
+    from rs_transfer.tasks.classification import linear_probe
 
     if metric == "mAP11":
         return multilabel_probe(*tr, *te, l2_grid=list(p.l2_grid), fit_idx=fit_idx, hold_idx=hold_idx,
@@ -189,23 +192,21 @@ def state_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def features(backbone: torch.nn.Module, ctx: RunContext, cfg: Any, split: str, device: str,
-             digest: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def features(backbone: torch.nn.Module, ctx: RunContext, cfg: Any, split: str, device: str, digest: str,
+             dataset: DatasetFactory) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(features, labels, cache info) of one split, from the cache when its key matches (module docstring)."""
     import torchvision
     from mmengine.dataset import default_collate
     from torch.utils.data import DataLoader
 
-    from rs_transfer.classification import extract_features
-
-    from ._tvclass import TvClassDataset, identity
+    from rs_transfer.tasks.classification import extract_features
 
     ds_cfg = cfg.feature_loader.dataset
     size, crop = int(cfg.resolution), float(ds_cfg.get("crop_fraction", 0.875))
-    ds = TvClassDataset(ctx.task, str(ctx.data_root), split, augment=False, size=size, crop_fraction=crop)
+    ds = dataset(split, size, crop)
     key = {"weights_state": digest, "backbone": ctx.backbone,
            "backbone_kwargs": {k: v for k, v in sorted(ctx.backbone_kwargs.items()) if not k.startswith("weights")},
-           "task": ctx.task, "split": split, "data": identity(ds.sources), "resolution": size, "crop_fraction": crop,
+           "task": ctx.task, "split": split, "data": ds.identity(), "resolution": size, "crop_fraction": crop,
            "mean": [float(v) for v in ctx.normalization["mean"]], "std": [float(v) for v in ctx.normalization["std"]],
            "pipeline": PIPELINE, "torchvision": torchvision.__version__,
            "precision": "bf16+channels_last" if device == "cuda" else "fp32"}
@@ -228,15 +229,14 @@ def features(backbone: torch.nn.Module, ctx: RunContext, cfg: Any, split: str, d
     return x, y, {"hash": khash, "path": str(path), "reused": False}
 
 
-def run_protocol(cfg: Any, ctx: RunContext) -> dict[str, float]:
-    """``linear`` / ``fewshot`` on cached frozen features (module docstring)."""
+def run_protocol(cfg: Any, ctx: RunContext, metric: str, dataset: DatasetFactory) -> dict[str, float]:
+    """``linear`` / ``fewshot`` on cached frozen features (module docstring); ``metric`` is the task's headline,
+    ``dataset(split, size, crop_fraction)`` its eval-crop dataset (``tasks/_tvclass.py`` passes both)."""
     from mmengine.registry import MODELS
 
     from rs_transfer.runner import check_normalization
 
-    from ._tvclass import SUITES
-
-    suite, p = SUITES[ctx.task], cfg.probe
+    p = cfg.probe
     if str(p.get("draw", DRAW_RULE)) != DRAW_RULE:
         raise UserError(f"probe.draw must be {DRAW_RULE!r} (the only draw rule this version implements)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -244,12 +244,11 @@ def run_protocol(cfg: Any, ctx: RunContext) -> dict[str, float]:
     backbone.init_weights()
     check_normalization(backbone, ctx.normalization)
     digest = state_digest(backbone)
-    tr_x, tr_y, tr_info = features(backbone, ctx, cfg, "train", device, digest)
-    te_x, te_y, te_info = features(backbone, ctx, cfg, "test", device, digest)
+    tr_x, tr_y, tr_info = features(backbone, ctx, cfg, "train", device, digest, dataset)
+    te_x, te_y, te_info = features(backbone, ctx, cfg, "test", device, digest, dataset)
     ctx.extra["feature_cache"] = {"train": tr_info, "test": te_info}
-    metric = suite.metric
     if ctx.protocol == "linear":
-        from rs_transfer.classification import holdout_split
+        from rs_transfer.tasks.classification import holdout_split
 
         fit, hold = holdout_split(len(tr_x), float(p.holdout), int(p.seed))
         out = probe(metric, (tr_x, tr_y), (te_x, te_y), p, fit, hold)

@@ -152,6 +152,11 @@ class TvClassDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def identity(self) -> str:
+        """The split's items and labels (:func:`identity`), for the feature cache's key."""
+        return identity(self.sources) + ("" if len(self.items) == sum(len(s.indices) for s in self.sources)
+                                         else hashlib.sha256(str(self.items).encode()).hexdigest())
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         j, k = self.items[i]
         image, _ = self.sources[j].dataset[k]        # torchvision's reader: its paths, its decoder
@@ -250,7 +255,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
     """Point every dataset at ``ctx.data_root``. Frozen protocols drop the fine-tuning keys (so that the run's
     config hash covers only what the protocol uses). Mini preset: 16 px, no workers, a small penalty grid and a
     30-step fine-tune at a global batch of 16."""
-    from rs_transfer.runner import set_iterations
+    from rs_transfer.runner.schedule import set_iterations
 
     frozen = ctx.protocol != "finetune"
     if frozen:
@@ -293,9 +298,16 @@ def configure(cfg: Any, ctx: RunContext) -> None:
 
 def make_task(suite: Suite, description: str) -> Task:
     """The :class:`Task` of a suite dataset, registered so that ``TvClassDataset(task=...)`` finds its reader."""
-    from ._frozen import run_protocol
-
     SUITES[suite.name] = suite
+
+    def run_protocol(cfg: Any, ctx: RunContext) -> dict[str, float]:
+        from ._frozen import run_protocol as run_frozen
+
+        def dataset(split: str, size: int, crop: float) -> TvClassDataset:
+            return TvClassDataset(suite.name, str(ctx.data_root), split, augment=False, size=size,
+                                  crop_fraction=crop)
+
+        return run_frozen(cfg, ctx, suite.metric, dataset)
 
     def make_mini(root: Path) -> Path:
         return suite.write_mini(Path(root), np.random.default_rng(sum(map(ord, suite.name))))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rs_transfer.safe_pickle import load_data
+from rs_transfer.tasks.safe_pickle import load_data
 
 from ._tvclass import Source, Suite, class_image, make_task, mark_mini, whole
 
