@@ -1,21 +1,20 @@
-"""Stanford Cars (official train / test); metric top-1. Kornblith, Shlens & Le 2019's transfer
-protocols (tasks/stanford_cars.py reads the data through torchvision; shared code: tasks/_tvclass.py, tasks/_frozen.py).
+"""Stanford Cars (official train / test); metric top-1. Kornblith, Shlens & Le 2019's transfer protocols
+(tasks/stanford_cars.py reads the data through torchvision; shared code: tasks/_tvclass.py, tasks/_frozen.py).
 
 - ``linear``: pooled penultimate features of the eval crop: shorter side to ``resolution / 0.875``, the centre
   ``resolution`` x ``resolution`` (``resolution = None``: the backbone's published resolution, from the model
-  registry), the weight source's normalisation, no augmentation. Logistic regression with L-BFGS
-  (scikit-learn), L2 penalty chosen on a held-out 20 % of the training set from 45 log-spaced values 1e5 ... 1e-6
-  (strongest first; ties go to the stronger), then refit on all training images (the CIFAR-100 probe's code,
-  tasks/classification.py ``linear_probe``). Features are cached (tasks/_frozen.py).
-- ``fewshot``: ``probe.shots`` class-balanced seeded draws, ``probe.episodes`` draws, mean and 95 %
-  t-interval; the penalty is chosen on max(1, round(0.2 k)) held-out images per class of the draw and refit on all
-  k; k = 1 uses ``probe.one_shot_l2``. ``"vtab1k"``: 1000 random training images, 800 fit / 200 select, refit on
-  all 1000.
+  registry), the weight source's normalisation, no augmentation. Logistic regression with L-BFGS (scikit-learn), L2
+  penalty chosen on a held-out 20 % of the training set from 45 log-spaced values 1e5 ... 1e-6 (strongest first;
+  ties go to the stronger), then refit on all training images (the CIFAR-100 probe's code, tasks/classification.py
+  ``linear_probe``). Features are cached (tasks/_frozen.py).
+- ``fewshot``: ``probe.shots`` class-balanced seeded draws, ``probe.episodes`` draws, mean and 95 % t-interval; the
+  penalty is chosen on max(1, round(0.2 k)) held-out images per class of the draw and refit on all k; k = 1 uses
+  ``probe.one_shot_l2``. ``"vtab1k"``: 1000 random training images, 800 fit / 200 select, refit on all 1000.
 - ``finetune``: SGD with Nesterov momentum 0.9, global batch 256, 20,000 steps, cosine decay to 0 after a 500-step
   linear warm-up (as the CIFAR-100 fine-tune), LR 0.05 and weight decay 1e-4 (one point, CIFAR-100's default;
-  Kornblith et al. select both per dataset on a validation split: `run --sweep` does that for cifar100 only),
-  224 px inception crops (area 8-100 %, aspect 3/4-4/3) with horizontal flips for training, the 224 centre of a
-  256 resize for testing; plain cross-entropy, BN statistics updated (PyTorch momentum 0.1).
+  Kornblith et al. select both per dataset on a validation split: `run --sweep` does that for cifar100 only), 224 px
+  inception crops (area 8-100 %, aspect 3/4-4/3) with horizontal flips for training, the 224 centre of a 256 resize
+  for testing; plain cross-entropy, BN statistics updated (PyTorch momentum 0.1).
 
 ``--preset mini``: 16 px, 4 penalties, 300 L-BFGS iterations, a 30-step fine-tune at batch 16, no workers.
 """

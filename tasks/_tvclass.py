@@ -119,18 +119,27 @@ class TvClassDataset(Dataset):
     crop_fraction)`` (bilinear, anti-aliased) and take the centre ``size`` x ``size`` (0.875: the 224 centre of
     256, the ImageNet evaluation crop Kornblith et al. use). ``augment=True`` (fine-tuning): Inception-style
     random-resized crop (area 8-100 %, aspect 3/4-4/3) to ``size`` and a horizontal flip, "random crops with resize
-    and flips" (Kornblith et al. 2019; SimCLR B.8). ``indices`` keeps only those items (few-shot draws, the sweep's
-    held-out split), in that order.
+    and flips" (Kornblith et al. 2019; SimCLR B.8). ``indices`` keeps only those items, in that order; ``subset``
+    ("fit" / "holdout") the training images minus / only the held-out ``holdout`` fraction (the linear probe's
+    split rule), for ``run --sweep``.
     """
 
     def __init__(self, task: str, data_root: str, split: str = "train", augment: bool = False, size: int = 224,
-                 crop_fraction: float = 0.875, indices: Sequence[int] | None = None) -> None:
+                 crop_fraction: float = 0.875, indices: Sequence[int] | None = None, subset: str | None = None,
+                 holdout: float = 0.2, holdout_seed: int = 0) -> None:
         from rs_transfer.tasks import get_task
 
         suite = SUITES.get(task) or _suite_of(get_task(task))
         self.sources = open_split(suite, Path(data_root), split)
         self.items = [(j, int(i)) for j, s in enumerate(self.sources) for i in s.indices]
         self.labels = split_labels(self.sources)
+        if subset is not None:   # the fine-tuning sweep's split of the training set (rs_transfer/studies/sweep.py)
+            from .classification import holdout_split
+
+            if subset not in ("fit", "holdout"):
+                raise UserError(f"TvClassDataset subset must be 'fit', 'holdout' or None, got {subset!r}")
+            fit, held = holdout_split(len(self.labels), holdout, holdout_seed)
+            indices = np.sort(fit if subset == "fit" else held) if indices is None else indices
         if indices is not None:
             keep = np.asarray(indices, dtype=np.int64)
             self.items, self.labels = [self.items[i] for i in keep], self.labels[keep]

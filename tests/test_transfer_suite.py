@@ -155,7 +155,8 @@ def test_features_are_cached_and_reused(tmp_path: Path, monkeypatch: pytest.Monk
 
     def run(protocol: str, seed: int = 0, **opts: object) -> dict:
         return run_experiment("dtd", "resnetrs50", preset="mini", protocol=protocol, seed=seed, model_overrides=TINY,
-                              weights=str(ckpt), work_dir=tmp_path / f"{protocol}-{seed}-{len(calls)}", cfg_options=dict(opts))
+                              weights=str(ckpt), work_dir=tmp_path / f"{protocol}-{seed}-{len(calls)}",
+                              cfg_options=dict(opts))
 
     lin = run("linear")
     assert sum(calls) == 42 and lin["extra"]["feature_cache"]["train"]["reused"] is False
@@ -187,3 +188,20 @@ def test_protocols_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                  "train_cfg.max_iters=4", "train_cfg.val_interval=4"]) == 0
     ft = json.loads((tmp_path / "c/results.json").read_text())
     assert ft["metric"] == "mean_per_class" and set(ft["metrics"]) == {"top1", "top5", "mean_per_class"}
+
+
+def test_sweep_subsets_partition_the_training_split(tmp_path: Path) -> None:
+    """``run --sweep`` on a suite task: fit and held-out parts of train, disjoint, together the whole split."""
+    from rs_transfer.studies.sweep import SWEEP_TASKS
+    from rs_transfer.tasks import get_task
+    from rs_transfer.tasks._tvclass import TvClassDataset
+
+    assert "dtd" in SWEEP_TASKS and "voc07-cls" not in SWEEP_TASKS
+    root = str(get_task("dtd").make_mini(tmp_path / "d"))
+    fit, held = (TvClassDataset("dtd", root, "train", subset=s, holdout=0.2, holdout_seed=3)
+                 for s in ("fit", "holdout"))
+    whole = TvClassDataset("dtd", root, "train")
+    assert len(held) == 6 and len(fit) == 24
+    assert sorted(fit.items + held.items) == sorted(whole.items)
+    with pytest.raises(UserError, match="subset"):
+        TvClassDataset("dtd", root, "train", subset="val")

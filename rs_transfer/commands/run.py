@@ -65,9 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="protocol fewshot: images per class, e.g. 1 2 5 10 25, and/or vtab1k (= probe.shots)")
     p.add_argument("--episodes", type=int, metavar="N", help="protocol fewshot: seeded draws per K (= probe.episodes)")
     p.add_argument("--sweep", action="store_true",
-                   help="cifar100: choose LR and weight decay on a 7 x 7 grid (Kornblith et al. 2019) scored on a "
-                        "held-out 20%% of the training set, then fine-tune the best on all of it and score the "
-                        "test set once (49 + 1 runs; WORK_DIR/sweep/ keeps each point, reused when run again)")
+                   help="cifar100 and the transfer suite's single-label tasks: choose LR and weight decay on a "
+                        "7 x 7 grid (Kornblith et al. 2019) scored on a held-out 20%% of the training set, then "
+                        "fine-tune the best on all of it and score the test set once (49 + 1 runs; WORK_DIR/sweep/ "
+                        "keeps each point, reused when run again)")
 
 
 def run(args: argparse.Namespace) -> int:

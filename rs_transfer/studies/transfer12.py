@@ -184,7 +184,8 @@ def _fmt(v: float | None) -> str:
 
 
 def to_markdown(rep: dict[str, Any]) -> str:
-    lines = [f"# Transfer suite ({rep['protocol']}{', MINI preset: smoke test, not benchmark numbers' if rep['preset'] == 'mini' else ''})",
+    mini = ", MINI preset: smoke test, not benchmark numbers" if rep["preset"] == "mini" else ""
+    lines = [f"# Transfer suite ({rep['protocol']}{mini})",
              "", "Kornblith, Shlens & Le 2019's datasets (Birdsnap left out: no stable release). Metrics: top-1; mean "
              "per-class accuracy for Aircraft, Pets, Caltech-101, Flowers; 11-point mAP for VOC2007. Mean and mean "
              "log-odds over the datasets every source has. No reference rows (see README).", ""]
