@@ -4,9 +4,10 @@
   (``tasks/_tvclass.py`` ``TvClassDataset``), the weight source's normalisation, extracted once per (weights,
   dataset split, resolution, crop, normalisation, pipeline, precision) and cached under ``feature_cache_dir()``
   with their own hash: a probe, a few-shot draw, a second seed or another study cell reuses them; any change to
-  the input pipeline or the weights is a new key. The key is the sha256 of the backbone's state (parameters and
-  buffers, not the weights file's name) and of the split's items and labels, so renaming a file reuses and
-  changing a weight invalidates.
+  the input pipeline or the weights is a new key. The key holds the sha256 of the backbone's state (parameters and
+  buffers, not the weights file's name: a renamed or re-downloaded file reuses, a changed weight does not) and of
+  the split (torchvision class, data root, item order, labels). Image files edited in place under the same names
+  and labels are NOT noticed: delete the cache folder after such an edit.
 - ``linear``: :func:`rs_transfer.tasks.classification.linear_probe` (the CIFAR-100 probe, same code), selecting and
   scoring with the task's metric; VOC07 (multi-label): one binary L-BFGS logistic regression per class, penalty
   chosen on the held-out 20 % by 11-point mAP.
