@@ -233,6 +233,7 @@ def features(backbone: torch.nn.Module, ctx: RunContext, cfg: Any, split: str, d
 def run_protocol(cfg: Any, ctx: RunContext, metric: str, dataset: DatasetFactory) -> dict[str, float]:
     """``linear`` / ``fewshot`` on cached frozen features (module docstring); ``metric`` is the task's headline,
     ``dataset(split, size, crop_fraction)`` its eval-crop dataset (``tasks/_tvclass.py`` passes both)."""
+    from mmengine.config import ConfigDict
     from mmengine.registry import MODELS
 
     from rs_transfer.runner import check_normalization
@@ -267,10 +268,8 @@ def run_protocol(cfg: Any, ctx: RunContext, metric: str, dataset: DatasetFactory
             idx = np.concatenate([fit, hold])
             local_fit, local_hold = np.arange(len(fit)), np.arange(len(fit), len(idx))
             if not len(hold):      # 1-shot: nothing to hold out, the configured penalty
-                p_one = dict(l2_grid=[float(p.one_shot_l2)], max_iter=p.max_iter)
-                from mmengine.config import ConfigDict
-
-                res = probe(metric, (tr_x[idx], tr_y[idx]), (te_x, te_y), ConfigDict(p_one), local_fit, local_fit)
+                one = ConfigDict(l2_grid=[float(p.one_shot_l2)], max_iter=p.max_iter)
+                res = probe(metric, (tr_x[idx], tr_y[idx]), (te_x, te_y), one, local_fit, local_fit)
             else:
                 res = probe(metric, (tr_x[idx], tr_y[idx]), (te_x, te_y), p, local_fit, local_hold)
             values.append(float(res[metric]))

@@ -252,8 +252,9 @@ def write(rep: dict[str, Any], out: Path) -> dict[str, Path]:
 
 # ---- CLI -----------------------------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", nargs="+", required=True,
-                   help="weight sources (named, files, or BACKBONE@SOURCE); 'none' = random initialisation")
+    p.add_argument("--weights", nargs="+",
+                   help="weight sources (named, files, or BACKBONE@SOURCE); 'none' = random initialisation "
+                        "(default with --preset mini: none; required otherwise)")
     p.add_argument("--backbone", default="resnet50", help="backbone of sources given without BACKBONE@ "
                                                          "(default: resnet50)")
     p.add_argument("--protocol", default="linear", choices=PROTOCOL_CHOICES, help="default: linear")
@@ -283,8 +284,10 @@ def run(args: argparse.Namespace) -> int:
             sep = ""
         if not sep:
             raise UserError(f"--imagenet-top1 takes SOURCE=VALUE, got {item!r}")
+    if not args.weights and args.preset != "mini":
+        raise UserError("study transfer12: name the weight sources to compare with --weights")
     out = args.out or f"studies/transfer12{'-mini' if args.preset == 'mini' else ''}"
-    rep = run_transfer12(sources=[parse_source(w, args.backbone) for w in args.weights], protocol=args.protocol,
+    rep = run_transfer12(sources=[parse_source(w, args.backbone) for w in args.weights or ["none"]], protocol=args.protocol,
                          out_dir=out, tasks=args.tasks, shots=args.shots, episodes=args.episodes, seeds=args.seeds,
                          preset=args.preset, cfg_options=parse_cfg_options(args.cfg_options),
                          model_overrides=parse_cfg_options(args.backbone_options), given_top1=given)
