@@ -13,9 +13,9 @@ tasks/_frozen.py).
   ``probe.one_shot_l2``. ``"vtab1k"``: 1000 random training images, 800 fit / 200 select, refit on all 1000.
 - ``finetune``: SGD with Nesterov momentum 0.9, global batch 256, 20,000 steps, cosine decay to 0 after a 500-step
   linear warm-up (as the CIFAR-100 fine-tune), LR 0.05 and weight decay 1e-4 (one point, CIFAR-100's default;
-  Kornblith et al. select both per dataset on a validation split: `run --sweep` does that for cifar100 only), 224 px
-  inception crops (area 8-100 %, aspect 3/4-4/3) with horizontal flips for training, the 224 centre of a 256 resize
-  for testing; plain cross-entropy, BN statistics updated (PyTorch momentum 0.1).
+  Kornblith et al. select both per dataset on a validation split: `run --sweep` runs their 7 x 7 grid on a held-out
+  20 %), 224 px inception crops (area 8-100 %, aspect 3/4-4/3) with horizontal flips for training, the 224 centre of
+  a 256 resize for testing; plain cross-entropy, BN statistics updated (PyTorch momentum 0.1).
 
 ``--preset mini``: 16 px, 4 penalties, 300 L-BFGS iterations, a 30-step fine-tune at batch 16, no workers.
 """

@@ -34,6 +34,7 @@ import torch
 from rs_transfer.errors import UserError
 
 from .base import RunContext, home
+from .classification import mean_per_class_accuracy, voc11_ap, voc11_map  # noqa: F401  (the suite's metrics)
 
 DRAW_RULE = "class-balanced-v1"   # the config's probe.draw must name this rule (a changed rule is a new hash)
 # (split, size, crop_fraction) -> a dataset of eval crops with ``identity()`` (tasks/_tvclass.py TvClassDataset)
@@ -48,32 +49,6 @@ def feature_cache_dir() -> Path:
 
 
 # ---- metrics ------------------------------------------------------------------------------------------------
-def mean_per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean over the classes present in ``y_true`` of each class's accuracy, percent (Kornblith et al.'s metric
-    for Aircraft, Pets, Caltech-101 and Flowers)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    return float(100.0 * np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
-
-
-def voc11_ap(scores: np.ndarray, gt: np.ndarray) -> float:
-    """VOC2007 11-point interpolated AP of one class: ``gt`` 1 (positive), -1 (negative), 0 (difficult only:
-    ignored, as the devkit's ``VOCevalcls``). Mean over t = 0, 0.1, ..., 1 of the best precision at recall >= t."""
-    keep = gt != 0
-    order = np.argsort(-scores[keep], kind="stable")
-    pos = gt[keep][order] > 0
-    if not pos.any():
-        return float("nan")
-    tp, fp = np.cumsum(pos), np.cumsum(~pos)
-    rec, prec = tp / pos.sum(), tp / (tp + fp)
-    return float(np.mean([prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]))
-
-
-def voc11_map(scores: np.ndarray, gt: np.ndarray) -> float:
-    """Mean over classes with a positive of :func:`voc11_ap`, percent."""
-    aps = [voc11_ap(scores[:, c], gt[:, c]) for c in range(gt.shape[1])]
-    return float(100.0 * np.nanmean(aps))
-
-
 def scorer(metric: str) -> Any:
     from rs_transfer.tasks.classification import top1_score
 

@@ -28,11 +28,14 @@ class ImageClassifier(BaseModel):
     """``backbone`` config (``type=ResNetRS``, classifier mode) + label-smoothed cross-entropy.
 
     ``data_samples`` are the integer labels (a tensor after ``default_collate``). ``predict`` returns one dict per
-    sample, ``{"scores": top-k indices, "label": int}``, which is all :class:`Accuracy` needs.
+    sample, ``{"scores": top-k indices, "label": int}``, which is all :class:`Accuracy` needs. ``multilabel``
+    (VOC2007 classification): targets are N x C of 1 / 0 (ignored: difficult only) / -1, the loss is the mean
+    binary cross-entropy over the non-ignored entries, and ``predict`` returns every class's logit
+    (``{"scores": C logits, "label": C targets}``) for :class:`MultiLabelMAP`.
     """
 
     def __init__(self, backbone: dict, *, label_smoothing: float = 0.0, resolution: int | None = None,
-                 bn_momentum: float | None = None, topk: Sequence[int] = (1, 5),
+                 bn_momentum: float | None = None, topk: Sequence[int] = (1, 5), multilabel: bool = False,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
@@ -43,6 +46,7 @@ class ImageClassifier(BaseModel):
         self.label_smoothing = label_smoothing
         self.resolution = resolution
         self.maxk = max(topk)
+        self.multilabel = bool(multilabel)
 
     def forward(self, inputs: torch.Tensor, data_samples: Any = None, mode: str = "tensor") -> Any:
         if self.resolution and tuple(inputs.shape[-2:]) != (self.resolution, self.resolution):
@@ -51,6 +55,8 @@ class ImageClassifier(BaseModel):
         logits = self.backbone(inputs)
         if mode == "tensor":
             return logits
+        if self.multilabel:
+            return self._multilabel(logits, torch.as_tensor(data_samples, device=logits.device).float(), mode)
         labels = torch.as_tensor(data_samples, device=logits.device).long()
         if mode == "loss":
             return {"loss": F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)}
@@ -58,6 +64,57 @@ class ImageClassifier(BaseModel):
             top = logits.float().topk(min(self.maxk, logits.shape[1]), dim=1).indices.cpu()
             return [{"scores": t, "label": int(y)} for t, y in zip(top, labels.cpu())]
         raise ValueError(f"mode must be 'tensor', 'loss' or 'predict', got {mode!r}")
+
+
+    def _multilabel(self, logits: torch.Tensor, targets: torch.Tensor, mode: str) -> Any:
+        if mode == "loss":
+            keep = targets != 0
+            loss = F.binary_cross_entropy_with_logits(logits.float(), (targets > 0).float(), reduction="none")
+            return {"loss": (loss * keep).sum() / keep.sum().clamp(min=1)}
+        if mode == "predict":
+            return [{"scores": s, "label": t} for s, t in zip(logits.float().cpu(), targets.cpu())]
+        raise ValueError(f"mode must be 'tensor', 'loss' or 'predict', got {mode!r}")
+
+
+@METRICS.register_module(force=True)
+class MultiLabelMAP(BaseMetric):
+    """VOC2007 11-point mAP in percent (key ``mAP11``) from :class:`ImageClassifier`'s multi-label predictions."""
+
+    default_prefix = None
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        for s in data_samples:
+            self.results.append((np.asarray(s["scores"], np.float64), np.asarray(s["label"], np.int8)))
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        scores, labels = np.stack([r[0] for r in results]), np.stack([r[1] for r in results])
+        return {"mAP11": voc11_map(scores, labels)}
+
+
+def mean_per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean over the classes present in ``y_true`` of each class's accuracy, percent (Kornblith et al.'s metric
+    for Aircraft, Pets, Caltech-101 and Flowers)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float(100.0 * np.mean([np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]))
+
+
+def voc11_ap(scores: np.ndarray, gt: np.ndarray) -> float:
+    """VOC2007 11-point interpolated AP of one class: ``gt`` 1 (positive), -1 (negative), 0 (difficult only:
+    ignored, as the devkit's ``VOCevalcls``). Mean over t = 0, 0.1, ..., 1 of the best precision at recall >= t."""
+    keep = gt != 0
+    order = np.argsort(-scores[keep], kind="stable")
+    pos = gt[keep][order] > 0
+    if not pos.any():
+        return float("nan")
+    tp, fp = np.cumsum(pos), np.cumsum(~pos)
+    rec, prec = tp / pos.sum(), tp / (tp + fp)
+    return float(np.mean([prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]))
+
+
+def voc11_map(scores: np.ndarray, gt: np.ndarray) -> float:
+    """Mean over classes with a positive of :func:`voc11_ap`, percent."""
+    aps = [voc11_ap(scores[:, c], gt[:, c]) for c in range(gt.shape[1])]
+    return float(100.0 * np.nanmean(aps))
 
 
 @METRICS.register_module(force=True)

@@ -1,8 +1,8 @@
 """PASCAL VOC 2007 classification, from the VOCdevkit the detection task reads, through torchvision's
 ``VOCDetection`` (year 2007; trainval 5,011 for training, test 4,952); multi-label: an image is positive for a
 class with a non-difficult object of it, ignored for a class with only difficult ones (the devkit's
-classification ground truth); metric 11-point mAP (VOC2007's, as Kornblith et al. 2019). Frozen-feature protocols
-only: the fine-tuning classifier here is single-label."""
+classification ground truth); metric 11-point mAP (VOC2007's, as Kornblith et al. 2019). Fine-tuning trains one
+binary cross-entropy per class (``ImageClassifier(multilabel=True)``)."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -63,6 +63,6 @@ SUITE = Suite(
     source="host.robots.ox.ac.uk/pascal/VOC: VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar, unpacked "
            "side by side (the same folder as voc-det)",
     sizes={"train": 5011, "test": 4952}, write_mini=write_mini, torchvision_class="VOCDetection",
-    split_note="VOC2007 trainval / test, multi-label from the annotations", data_dirname="voc",
-    protocols=("linear", "fewshot"))
-TASK = make_task(SUITE, "PASCAL VOC 2007 classification (multi-label, 11-point mAP): linear probe and few-shot")
+    split_note="VOC2007 trainval / test, multi-label from the annotations", data_dirname="voc")
+TASK = make_task(SUITE, "PASCAL VOC 2007 classification (multi-label, 11-point mAP): linear probe, few-shot and "
+                        "fine-tuning")

@@ -205,3 +205,23 @@ def test_sweep_subsets_partition_the_training_split(tmp_path: Path) -> None:
     assert sorted(fit.items + held.items) == sorted(whole.items)
     with pytest.raises(UserError, match="subset"):
         TvClassDataset("dtd", root, "train", subset="val")
+
+
+def test_multilabel_finetune_loss_ignores_difficult_and_map_metric() -> None:
+    """VOC2007 fine-tuning: BCE over the non-ignored entries only; the evaluator's mAP is voc11_map of the logits."""
+    import torch
+    import torch.nn.functional as F
+
+    from rs_transfer.tasks.classification import ImageClassifier, MultiLabelMAP, voc11_map
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-0.5, 1.5, 3.0]])
+    targets = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 1.0]])
+    loss = ImageClassifier._multilabel(None, logits, targets, "loss")["loss"]
+    keep = [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
+    manual = torch.stack([F.binary_cross_entropy_with_logits(logits[i, j], (targets[i, j] > 0).float())
+                          for i, j in keep]).mean()
+    assert loss.item() == pytest.approx(manual.item())
+    metric = MultiLabelMAP()
+    metric.process({}, ImageClassifier._multilabel(None, logits, targets, "predict"))
+    assert metric.compute_metrics(metric.results)["mAP11"] == pytest.approx(voc11_map(logits.numpy(),
+                                                                                      targets.numpy().astype(int)))
