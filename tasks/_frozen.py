@@ -34,7 +34,7 @@ import torch
 from rs_transfer.errors import UserError
 
 from .base import RunContext, home
-from .classification import mean_per_class_accuracy, voc11_ap, voc11_map  # noqa: F401  (the suite's metrics)
+from .classification import mean_per_class_accuracy, voc11_map
 
 DRAW_RULE = "class-balanced-v1"   # the config's probe.draw must name this rule (a changed rule is a new hash)
 # (split, size, crop_fraction) -> a dataset of eval crops with ``identity()`` (tasks/_tvclass.py TvClassDataset)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -66,7 +66,7 @@ class Suite:
     multilabel: bool = False
     data_dirname: str = ""
     protocols: tuple[str, ...] = SUITE_PROTOCOLS
-    notes: list[str] = field(default_factory=list)
+    release_check: Callable[[Path], list[str]] | None = None   # real data only: warnings (e.g. md5 vs release)
 
 
 def labels_of(ds: Any) -> list[int]:
@@ -200,6 +200,8 @@ def check_data(suite: Suite, root: Path) -> DataReport:
             report.problems.append(f"{split}: labels outside 0..{suite.num_classes - 1}")
         if not mini and split in suite.sizes and len(labels) != suite.sizes[split]:
             report.warnings.append(f"{split} holds {len(labels)} images, the standard split {suite.sizes[split]}")
+    if not mini and not report.problems and suite.release_check is not None:
+        report.warnings.extend(suite.release_check(Path(root)))
     return report
 
 

@@ -9,29 +9,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from torchvision.datasets import Flowers102
 
 from ._tvclass import Source, Suite, class_image, make_task, mark_mini, whole, write_image
 
 MINI_CLASSES, MINI_COUNTS = 3, {"trnid": 5, "valid": 5, "tstid": 4}
 
 
-def _tv_class() -> type:
-    from torchvision.datasets import Flowers102
+class Flowers102Files(Flowers102):
+    """torchvision's Flowers102 with the md5 check replaced by an existence check (module docstring). Defined at
+    module level so that data-loader workers can unpickle it under any start method."""
 
-    class Flowers102Files(Flowers102):
-        """torchvision's Flowers102 with the md5 check replaced by an existence check (module docstring)."""
-
-        def _check_integrity(self) -> bool:
-            return self._images_folder.is_dir() and all(
-                (self._base_folder / self._file_dict[k][0]).is_file() for k in ("label", "setid"))
-
-    return Flowers102Files
+    def _check_integrity(self) -> bool:
+        return self._images_folder.is_dir() and all(
+            (self._base_folder / self._file_dict[k][0]).is_file() for k in ("label", "setid"))
 
 
 def load(root: Path, split: str) -> list[Source]:
-    cls = _tv_class()
     parts = ("train", "val") if split == "train" else ("test",)
-    return [whole(cls(str(root), split=s, download=False)) for s in parts]
+    return [whole(Flowers102Files(str(root), split=s, download=False)) for s in parts]
+
+
+def release_check(root: Path) -> list[str]:
+    """Warnings for label / split files whose md5 differs from the release's (torchvision's own checksums)."""
+    from torchvision.datasets.utils import check_integrity
+
+    base = Path(root) / "flowers-102"
+    return [f"{name} differs from the release (md5 is not {md5}): labels or splits may not be the official ones"
+            for key, (name, md5) in Flowers102Files._file_dict.items()
+            if key != "image" and not check_integrity(str(base / name), md5)]
 
 
 def write_mini(root: Path, rng: np.random.Generator) -> Path:
@@ -62,5 +68,5 @@ SUITE = Suite(
     source="https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz unpacked into <root>/flowers-102, "
            "imagelabels.mat and setid.mat beside jpg/)",
     sizes={"train": 2040, "test": 6149}, write_mini=write_mini, torchvision_class="Flowers102",
-    split_note="official trnid + valid for training, tstid for testing")
+    split_note="official trnid + valid for training, tstid for testing", release_check=release_check)
 TASK = make_task(SUITE, "Oxford 102 Flowers: linear probe, few-shot and fine-tuning (Kornblith et al. 2019 suite)")

@@ -60,6 +60,17 @@ def test_mini_copy_is_read_by_torchvision(name: str, tmp_path: Path) -> None:
     assert "\n" not in msg and "Expected layout" in msg and task.data_source.split()[0] in msg
 
 
+def test_flowers_release_check_warns_on_other_mat_files(tmp_path: Path) -> None:
+    from rs_transfer.tasks._tvclass import check_data
+    from rs_transfer.tasks.flowers102 import SUITE, write_mini
+
+    root = write_mini(tmp_path, np.random.default_rng(0))
+    assert len(SUITE.release_check(root)) == 2                 # generated .mat files are not the release's
+    (root / "RS_TRANSFER_MINI").unlink()                       # as if it were real data: a warning, not a problem
+    report = check_data(SUITE, root)
+    assert report.ok and any("imagelabels.mat differs" in w for w in report.warnings)
+
+
 def test_cifar10_pickles_match_torchvision(tmp_path: Path) -> None:
     """The safe reader returns what torchvision's CIFAR10 reads from the same files (its md5 check aside)."""
     from torchvision.datasets import CIFAR10
@@ -96,7 +107,7 @@ def test_voc07_labels_follow_the_devkit_rule(tmp_path: Path) -> None:
 
 
 def test_metrics_against_hand_worked_values() -> None:
-    from rs_transfer.tasks._frozen import mean_per_class_accuracy, voc11_ap, voc11_map
+    from rs_transfer.tasks.classification import mean_per_class_accuracy, voc11_ap, voc11_map
 
     # class 0: 3/4 right, class 1: 0/1, class 2: 1/1 -> (75 + 0 + 100) / 3; top-1 would be 4/6
     assert mean_per_class_accuracy(np.array([0, 0, 0, 0, 1, 2]), np.array([0, 0, 0, 1, 0, 2])) == pytest.approx(175 / 3)
