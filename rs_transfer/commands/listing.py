@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
 def task_metadata(name: str) -> dict[str, object]:
     """``title`` and ``metric`` of a task, read from the literal ``TASK = Task(...)`` (or, for the transfer suite's
-    modules, ``SUITE = Suite(...)``, from which ``TASK`` is made) in its module's source when it is written that way: importing the module costs torch and mmengine (seconds), and listing must not. Anything
-    the source does not spell as a literal comes from importing the task (the same values: tests compare both)."""
+    modules, ``SUITE = Suite(...)``, from which ``TASK`` is made) in its module's source when it is written that
+    way: importing the module costs torch and mmengine (seconds), and listing must not. Anything the source does not
+    spell as a literal comes from importing the task (the same values: tests compare both)."""
     import ast
     import importlib.util
 
