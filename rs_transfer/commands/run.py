@@ -76,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg_options, model_overrides = parse_cfg_options(args.cfg_options), parse_cfg_options(args.backbone_options)
     if args.shots or args.episodes:   # the few-shot options are config keys (so they are part of the config hash)
+        from rs_transfer.errors import UserError
         from rs_transfer.tasks._frozen import shots_option
+
+        if args.protocol != "fewshot":
+            raise UserError(f"--shots / --episodes belong to --protocol fewshot, not {args.protocol}")
 
         cfg_options = {**shots_option(args.shots, args.episodes), **cfg_options}
     if args.recipe:  # the recipe's toggles first, the user's own options on top
