@@ -100,7 +100,7 @@ def probe(metric: str, tr: tuple[np.ndarray, np.ndarray], te: tuple[np.ndarray, 
 # ---- few-shot draws ---------------------------------------------------------------------------------------------
 def draw(labels: np.ndarray, shots: int | str, seed: int, episode: int, p: Any) -> tuple[np.ndarray, np.ndarray]:
     """(fit, held-out) training indices of one draw (module docstring). Multi-label: k images positive for each
-    class. Raises ``UserError`` when a class has fewer than k images."""
+    class, each image drawn once. Raises ``UserError`` when a class has fewer than k images (left)."""
     rng = np.random.default_rng([int(seed), 1000 if shots == "vtab1k" else int(shots), int(episode)])
     if shots == "vtab1k":
         n_fit, n_val = int(p.vtab_train), int(p.vtab_val)
@@ -112,7 +112,8 @@ def draw(labels: np.ndarray, shots: int | str, seed: int, episode: int, p: Any) 
     if k < 1:
         raise UserError(f"shots must be >= 1 (or vtab1k), got {shots}")
     fit, hold, taken = [], [], np.zeros(len(labels), bool)
-    classes = range(labels.shape[1]) if labels.ndim == 2 else np.unique(labels)
+    # the classes present in the training split (multi-label: with a positive image; real VOC2007 has all 20)
+    classes = np.flatnonzero((labels > 0).any(axis=0)) if labels.ndim == 2 else np.unique(labels)
     for c in classes:
         idx = np.flatnonzero((labels[:, c] > 0 if labels.ndim == 2 else labels == c) & ~taken)
         if len(idx) < k:

@@ -139,6 +139,13 @@ def test_fewshot_draws_are_balanced_seeded_and_disjoint() -> None:
     with pytest.raises(UserError, match="--shots"):
         shots_option(["0"], None)
     assert shots_option(["1", "vtab1k"], 4) == {"probe.shots": [1, "vtab1k"], "probe.episodes": 4}
+    multi = -np.ones((40, 4), np.int8)                               # class 3 absent, images 0-9 of class 0 ...
+    for c in range(3):
+        multi[10 * c:10 * c + 10, c] = 1
+    multi[0:10, 1] = 1                                                # images 0-9 are positive for 0 and 1
+    mfit, mhold = draw(multi, 3, 0, 0, p)
+    chosen = np.concatenate([mfit, mhold])
+    assert len(chosen) == len(set(chosen)) == 9 and all((multi[chosen, c] > 0).sum() >= 3 for c in range(3))
     lo, hi = t_interval([50.0, 60.0, 70.0])
     assert (lo + hi) / 2 == pytest.approx(60.0) and hi - lo == pytest.approx(2 * 4.302653 * 10 / 3 ** 0.5, rel=1e-5)
 

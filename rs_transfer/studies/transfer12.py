@@ -94,7 +94,8 @@ def run_transfer12(*, sources: list[tuple[str, str | None]], protocol: str, out_
     if len(set(labels)) != len(labels):
         raise UserError("--weights lists a source twice; name each source once")
     ks: list[int | str | None] = list(shots_option([str(k) for k in shots], None)["probe.shots"]) \
-        if protocol == "fewshot" and shots else ([None] if protocol != "fewshot" else [1, 2, 5, 10, 25])
+        if protocol == "fewshot" and shots else ([None] if protocol != "fewshot" else
+                                                 [1, 2, 5] if preset == "mini" else [1, 2, 5, 10, 25])
     cells: list[dict[str, Any]] = []
     old_cache = os.environ.get("RS_TRANSFER_FEATURE_CACHE")
     os.environ["RS_TRANSFER_FEATURE_CACHE"] = str(out / "features")   # the study's own feature cache
@@ -258,7 +259,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="resnet50", help="backbone of sources given without BACKBONE@ "
                                                          "(default: resnet50)")
     p.add_argument("--protocol", default="linear", choices=PROTOCOL_CHOICES, help="default: linear")
-    p.add_argument("--shots", nargs="+", metavar="K", help="fewshot: images per class (default 1 2 5 10 25), vtab1k")
+    p.add_argument("--shots", nargs="+", metavar="K",
+                   help="fewshot: images per class (default 1 2 5 10 25; mini: 1 2 5), and/or vtab1k")
     p.add_argument("--episodes", type=positive_int, help="fewshot: draws per k (default: the config's, 5)")
     p.add_argument("--tasks", nargs="+", help="default: the eleven suite datasets (with cifar100)")
     p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..N-1 per cell (default 1)")
