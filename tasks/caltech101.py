@@ -1,7 +1,8 @@
 """Caltech-101 (Fei-Fei et al. 2004), read by torchvision's ``Caltech101``: 30 training images per class drawn
 with a fixed seed (``SPLIT_SEED``), every other image for testing (Kornblith et al. 2019's protocol); metric mean
 per-class accuracy. torchvision drops the ``BACKGROUND_Google`` folder, so there are 101 classes (3,030 training
-images); Kornblith et al. also count the background category as a class (their 102), which we do not."""
+images). Kornblith et al. may count the background category as a class as well (to our memory their dataset table
+lists 102 classes; not checked against the paper here): if so, their numbers are over one more class."""
 from __future__ import annotations
 
 from pathlib import Path
