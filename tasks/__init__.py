@@ -22,6 +22,17 @@ TASK_MODULES: dict[str, str] = {
     "nyu-depth": "rs_transfer.tasks.nyu_depth",
     "kinetics400": "rs_transfer.video.task",
     "imagenet": "rs_transfer.tasks.imagenet",       # pre-training (Table 1, the recipes; issue 10)
+    # Kornblith et al. 2019's classification transfer suite (Birdsnap has no stable release; README), their order.
+    "food101": "rs_transfer.tasks.food101",
+    "cifar10": "rs_transfer.tasks.cifar10",
+    "sun397": "rs_transfer.tasks.sun397",
+    "stanford-cars": "rs_transfer.tasks.stanford_cars",
+    "fgvc-aircraft": "rs_transfer.tasks.fgvc_aircraft",
+    "voc07-cls": "rs_transfer.tasks.voc07_cls",
+    "dtd": "rs_transfer.tasks.dtd",
+    "oxford-pets": "rs_transfer.tasks.oxford_pets",
+    "caltech101": "rs_transfer.tasks.caltech101",
+    "flowers102": "rs_transfer.tasks.flowers102",
 }
 # Report column titles for tasks whose module may not exist yet (a loaded Task's own title wins).
 TITLES: dict[str, str] = {
@@ -30,6 +41,9 @@ TITLES: dict[str, str] = {
     "imagenet": "ImageNet top-1",
 }
 TABLE4_TASKS: tuple[str, ...] = ("cifar100", "voc-det", "voc-seg", "ade20k", "nyu-depth")
+# The transfer12 study's columns: Kornblith et al.'s 12 datasets minus Birdsnap, with our CIFAR-100 (11).
+TRANSFER12_TASKS: tuple[str, ...] = ("food101", "cifar10", "cifar100", "sun397", "stanford-cars", "fgvc-aircraft",
+                                     "voc07-cls", "dtd", "oxford-pets", "caltech101", "flowers102")
 
 
 class TaskNotAvailable(UserError):
@@ -83,5 +97,5 @@ def title(name: str) -> str:
         return TITLES.get(name, name)
 
 
-__all__ = ["PRESETS", "PROTOCOLS", "TABLE4_TASKS", "TASK_MODULES", "DataReport", "RunContext", "Task",
-           "TaskNotAvailable", "get_task", "home", "is_available", "list_tasks", "title"]
+__all__ = ["PRESETS", "PROTOCOLS", "TABLE4_TASKS", "TRANSFER12_TASKS", "TASK_MODULES", "DataReport", "RunContext",
+           "Task", "TaskNotAvailable", "get_task", "home", "is_available", "list_tasks", "title"]

@@ -28,7 +28,7 @@ better:
    its own hooks (input-normalisation check before the first step, metrics/throughput capture, RNG state);
 6. protocol ``"finetune"`` (and any protocol without a ``run_protocol`` hook) -> mmengine ``Runner``: train, then
    the metrics of the last validation (the ``val_evaluator`` must produce ``Task.metric``);
-   other protocols (``linear``/``knn``) -> ``Task.run_protocol(cfg, ctx) -> dict`` of metrics.
+   other protocols (``linear``/``knn``/``fewshot``) -> ``Task.run_protocol(cfg, ctx) -> dict`` of metrics.
 
 Metric values are reported as the evaluator returns them (percentages for accuracy/mIoU/AP, as in Table 4).
 """
@@ -44,7 +44,7 @@ from rs_transfer.errors import UserError
 if TYPE_CHECKING:  # heavy imports only for type checkers: ``rs-transfer --help`` must stay fast
     from mmengine.config import Config
 
-PROTOCOLS = ("finetune", "linear", "knn")
+PROTOCOLS = ("finetune", "linear", "knn", "fewshot")
 UNREADABLE = ": unreadable "          # marks a file-check message about a file that does not decode
 PRESETS = ("paper", "mini")
 MINI_MARKER = "RS_TRANSFER_MINI"      # left in the data root by every ``make_mini``: a generated set

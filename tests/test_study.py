@@ -110,7 +110,7 @@ def test_every_study_in_the_table_has_its_cli(capsys) -> None:
     from rs_transfer.cli import main
     from rs_transfer.studies import STUDIES
 
-    assert set(STUDIES) == {"table4", "table5", "table1", "scaling", "sweep"}
+    assert set(STUDIES) == {"table4", "table5", "table1", "scaling", "sweep", "transfer12"}
     for name, study in STUDIES.items():
         assert study.module == f"rs_transfer.studies.{name}"
         mod = importlib.import_module(study.module)

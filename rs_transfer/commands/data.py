@@ -6,8 +6,9 @@ import json
 
 HELP = "check a task's dataset folder, or create its mini dataset"
 # Task.data_dirname of each task (tests/test_cli.py keeps this list in step with the tasks).
-DEFAULT_FOLDERS = ("cifar-100-python (cifar100), voc (voc-det, voc-seg), ade20k, nyu (nyu-depth), imagenet, "
-                   "kinetics400")
+DEFAULT_FOLDERS = ("cifar-100-python (cifar100), voc (voc-det, voc-seg, voc07-cls), ade20k, nyu (nyu-depth), "
+                   "imagenet, kinetics400; the transfer suite: food101, cifar-10 (cifar10), sun397, stanford-cars, "
+                   "fgvc-aircraft, dtd, oxford-pets, caltech101, flowers102")
 DESCRIPTION = f"""Check that a dataset folder has the layout a task expects (names exactly what is missing or
 malformed, the expected layouts, and where to get the data; split sizes other than the standard ones are a warning
 saying what a run uses), or write the task's tiny generated dataset.

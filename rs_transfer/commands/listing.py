@@ -55,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def task_metadata(name: str) -> dict[str, object]:
-    """``title`` and ``metric`` of a task, read from the literal ``TASK = Task(...)`` in its module's source when it
-    is written that way: importing the module costs torch and mmengine (seconds), and listing must not. Anything
-    the source does not spell as a literal comes from importing the task (the same values: tests compare both)."""
+    """``title`` and ``metric`` of a task, read from the literal ``TASK = Task(...)`` (or, for the transfer suite's
+    modules, ``SUITE = Suite(...)``, from which ``TASK`` is made) in its module's source when it is written that
+    way: importing the module costs torch and mmengine (seconds), and listing must not. Anything the source does not
+    spell as a literal comes from importing the task (the same values: tests compare both)."""
     import ast
     import importlib.util
 
@@ -69,8 +70,8 @@ def task_metadata(name: str) -> dict[str, object]:
         spec = importlib.util.find_spec(TASK_MODULES[name])
         source = spec.loader.get_source(spec.name) if spec and spec.loader else None  # type: ignore[union-attr]
         for node in ast.parse(source or "").body:
-            if (isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["TASK"]
-                    and isinstance(node.value, ast.Call)):
+            targets = [getattr(t, "id", None) for t in node.targets] if isinstance(node, ast.Assign) else []
+            if targets in (["TASK"], ["SUITE"]) and isinstance(node.value, ast.Call):  # type: ignore[union-attr]
                 for kw in node.value.keywords:
                     if kw.arg in (*keys, "name") and isinstance(kw.value, ast.Constant):
                         found[kw.arg] = kw.value.value

@@ -34,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input normalisation of --weights: imagenet, unit ([0, 1] inputs, SimCLR), swav, or "
                         "MEAN,STD / M1,M2,M3,S1,S2,S3 (default: what the named source, the checkpoint's metadata "
                         "or its layout declares; else ImageNet, with a warning)")
-    p.add_argument("--protocol", default="finetune", help="finetune (default), or linear / knn where the task has "
-                                                          "them")
+    p.add_argument("--protocol", default="finetune", help="finetune (default), or linear / knn / fewshot where the "
+                                                          "task has them")
     p.add_argument("--preset", default="paper", choices=["paper", "mini"],
                    help="paper: the documented protocol; mini: tiny generated data, seconds on a CPU (smoke test)")
     p.add_argument("--config", help="an mmengine config file to use instead of the task's own")
@@ -61,16 +61,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="load --weights even if backbone keys differ (the log lists them)")
     p.add_argument("--trust", action="store_true",
                    help="allow full unpickling of --weights (only for files you trust)")
+    p.add_argument("--shots", nargs="+", metavar="K",
+                   help="protocol fewshot: images per class, e.g. 1 2 5 10 25, and/or vtab1k (= probe.shots)")
+    p.add_argument("--episodes", type=int, metavar="N", help="protocol fewshot: seeded draws per K (= probe.episodes)")
     p.add_argument("--sweep", action="store_true",
-                   help="cifar100: choose LR and weight decay on a 7 x 7 grid (Kornblith et al. 2019) scored on a "
-                        "held-out 20%% of the training set, then fine-tune the best on all of it and score the "
-                        "test set once (49 + 1 runs; WORK_DIR/sweep/ keeps each point, reused when run again)")
+                   help="cifar100 and the transfer suite's single-label tasks: choose LR and weight decay on a "
+                        "7 x 7 grid (Kornblith et al. 2019) scored on a held-out 20%% of the training set, then "
+                        "fine-tune the best on all of it and score the test set once (49 + 1 runs; WORK_DIR/sweep/ "
+                        "keeps each point, reused when run again)")
 
 
 def run(args: argparse.Namespace) -> int:
     from rs_transfer.runner import parse_cfg_options, run_experiment
 
     cfg_options, model_overrides = parse_cfg_options(args.cfg_options), parse_cfg_options(args.backbone_options)
+    if args.shots or args.episodes:   # the few-shot options are config keys (so they are part of the config hash)
+        from rs_transfer.errors import UserError
+        from rs_transfer.tasks._frozen import shots_option
+
+        if args.protocol != "fewshot":
+            raise UserError(f"--shots / --episodes belong to --protocol fewshot, not {args.protocol}")
+
+        cfg_options = {**shots_option(args.shots, args.episodes), **cfg_options}
     if args.recipe:  # the recipe's toggles first, the user's own options on top
         from rs_transfer.recipes import recipe_for_task
 

@@ -22,6 +22,9 @@ STUDIES: dict[str, Study] = {
                     "Table 1: the additive ImageNet training-recipe study (pre-training)"),
     "scaling": Study("rs_transfer.studies.scaling", "section 6: depth x width x resolution x epochs on ImageNet, "
                                                     "plotted against FLOPs and training/inference time"),
+    "transfer12": Study("rs_transfer.studies.transfer12",
+                        "Kornblith et al.'s classification transfer suite: datasets x weight sources, linear / "
+                        "finetune / fewshot, with mean log-odds and the rank correlation with ImageNet top-1"),
     "sweep": Study("rs_transfer.studies.sweep", "Kornblith et al.'s fine-tuning LR x weight-decay grid on a held-out "
                                                 "split, then the best point on the test set (also `run --sweep`)"),
 }

@@ -87,13 +87,33 @@ def metric(outputs: EvalOutputs, key: str | None = None) -> float:
 
 # ---- the metrics, as functions of sample weights ---------------------------------------------------------------
 def _classification(a: dict[str, np.ndarray], key: str) -> Any:
+    if key == "mean_per_class":
+        return _mean_per_class(a)
     if not key.startswith("top") or not key[3:].isdigit():
-        raise ValueError(f"classification outputs give top<k> metrics, not {key!r}")
+        raise ValueError(f"classification outputs give top<k> and mean_per_class metrics, not {key!r}")
     k = int(key[3:])
     hits = (a["top5"][:, :k] == a["label"][:, None]).any(axis=1).astype(np.float64)
 
     def fn(w: np.ndarray) -> np.ndarray:   # 100 * (hits / n), the order of operations of Accuracy
         return 100.0 * ((w @ hits) / w.sum(axis=1))
+    return fn
+
+
+def _mean_per_class(a: dict[str, np.ndarray]) -> Any:
+    """Mean over the classes present of each class's top-1 (the transfer suite's fine-grained metric): a resampled
+    test set weights each class's hits by its own resampled count; a class drawn zero times is left out."""
+    labels = a["label"].astype(np.int64)
+    hit = (a["top5"][:, 0] == labels).astype(np.float64)
+    classes = np.unique(labels)
+    member = (labels[None, :] == classes[:, None]).astype(np.float64)          # classes x samples
+
+    def fn(w: np.ndarray) -> np.ndarray:
+        if w.shape[0] == 1 and np.all(w == 1):   # exactly Accuracy's / the probe's order of operations
+            return np.array([100.0 * np.mean([hit[labels == c].mean() for c in classes])])
+        n = w @ member.T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per = np.where(n > 0, (w @ (member * hit).T) / np.where(n > 0, n, 1), np.nan)
+        return 100.0 * np.nanmean(per, axis=1)
     return fn
 
 

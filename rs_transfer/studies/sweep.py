@@ -1,5 +1,6 @@
-"""``rs-transfer run --task cifar100 --sweep``: the fine-tuning hyper-parameter selection of Kornblith, Shlens & Le
-2019 (as SimCLR appendix B.8 also uses it) instead of the config's single LR / weight-decay point.
+"""``rs-transfer run --task cifar100 --sweep`` (also the transfer suite's single-label tasks): the fine-tuning
+hyper-parameter selection of Kornblith, Shlens & Le 2019 (as SimCLR appendix B.8 also uses it) instead of the
+config's single LR / weight-decay point.
 
 Grid: 7 learning rates log-spaced over 1e-4..0.1 x 7 weight decays log-spaced over 1e-6..1e-3 (``LR_GRID``,
 ``WD_GRID``; ``--preset mini``: the 2 x 2 corners ``MINI_GRID`` of a smaller range, a smoke test). Each point
@@ -19,7 +20,10 @@ from typing import Any
 
 from rs_transfer.errors import UserError
 
-SWEEP_TASKS = ("cifar100",)
+# CIFAR-100 and the transfer suite's single-label datasets (their TvClassDataset takes the same subset keys; VOC2007's
+# multi-label fine-tune is left out: not tried through the sweep).
+SWEEP_TASKS = ("cifar100", "food101", "cifar10", "sun397", "stanford-cars", "fgvc-aircraft", "dtd", "oxford-pets",
+               "caltech101", "flowers102")
 LR_GRID = tuple(round(10 ** (-4 + 3 * i / 6), 10) for i in range(7))   # 1e-4, 3.16e-4, ..., 0.1
 WD_GRID = tuple(round(10 ** (-6 + 3 * i / 6), 12) for i in range(7))   # 1e-6, 3.16e-6, ..., 1e-3
 MINI_GRID = ((1e-3, 1e-2), (1e-6, 1e-4))

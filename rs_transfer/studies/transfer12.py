@@ -1,0 +1,298 @@
+"""``rs-transfer study transfer12``: Kornblith, Shlens & Le 2019's classification transfer suite for several weight
+sources (datasets x sources), one protocol per study (linear, finetune or fewshot), and its report.
+
+Cells: (source, dataset, [shots k for fewshot], seed), each a run in ``OUT/<task>/<backbone>-<weights>-<protocol>
+[-kK]-seed<s>`` on the one runner. A finished cell is reused only through THE reuse rule
+(:func:`rs_transfer.studies.reuse.reusable` against :func:`rs_transfer.studies.plan.expected_hash_or_none`); the
+frozen features are cached in ``OUT/features`` (``tasks/_frozen.py``: a second seed, another k or the linear probe
+reuse them). A few-shot cell probes one k with ``--episodes`` draws (``probe.shots=[k]``), so each k has its own
+identity and the draws are part of it.
+
+Report (``OUT/report.{md,csv,json,png}``): per protocol (and k) a table of datasets x sources (mean over seeds of
+the task's headline metric: top-1, mean per-class accuracy, 11-point mAP), the mean over datasets and the mean
+log-odds (Kornblith et al.'s average of log(p / (1 - p)), p the accuracy as a fraction, clipped to [0.001,
+0.999]), both over the datasets every source has; Spearman's rank correlation of the mean log-odds with ImageNet
+top-1 over the sources that record it (the weight catalog, or ``--imagenet-top1 SOURCE=VALUE``; three sources at
+least); and a plot of mean log-odds against ImageNet top-1 (Kornblith et al.'s Figure 1 layout).
+
+Birdsnap (the suite's 12th dataset) is left out: it has no stable release (the image URLs of its list have decayed).
+The paper's numbers are NOT added as reference rows: we could not source them from a table we can cite within
+this change (README, "Transfer suite").
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rs_transfer.errors import UserError
+from rs_transfer.studies.args import positive_int
+
+PROTOCOL_CHOICES = ("linear", "finetune", "fewshot")
+
+
+def parse_source(text: str, backbone: str) -> tuple[str, str | None]:
+    """``SOURCE`` (on ``--backbone``) or ``BACKBONE@SOURCE``; ``none`` = random initialisation."""
+    bb, sep, src = text.partition("@")
+    if not sep:
+        bb, src = backbone, text
+    return bb, None if src.lower() in ("none", "scratch") else src
+
+
+def source_label(backbone: str, weights: str | None) -> str:
+    from rs_transfer.studies.report import weights_label
+
+    return f"{backbone} / {weights_label(weights)}"
+
+
+def imagenet_top1(weights: str | None, given: dict[str, float]) -> float | None:
+    """``--imagenet-top1`` first, else the weight catalog's ``imagenet_top1`` for a named source."""
+    from rs_transfer.studies.report import weights_label
+
+    label = weights_label(weights)
+    if label in given:
+        return given[label]
+    if weights:
+        from rs_transfer.weights.catalog import SOURCES
+
+        spec = SOURCES.get(weights)
+        if spec is not None and spec.imagenet_top1 is not None:
+            return float(spec.imagenet_top1)
+    return None
+
+
+def log_odds(percent: float) -> float:
+    p = min(max(percent / 100.0, 0.001), 0.999)
+    return math.log(p / (1.0 - p))
+
+
+def run_transfer12(*, sources: list[tuple[str, str | None]], protocol: str, out_dir: str | Path,
+                   tasks: list[str] | None = None, shots: list[int | str] | None = None, episodes: int | None = None,
+                   seeds: int = 1, preset: str = "paper", cfg_options: dict | None = None,
+                   model_overrides: dict | None = None, given_top1: dict[str, float] | None = None,
+                   log: Any = print) -> dict[str, Any]:
+    """Run every cell not done yet (the reuse rule), then write the report. Returns the report dict."""
+    from rs_transfer.atomic import write_json_atomic
+    from rs_transfer.results import read_results
+    from rs_transfer.runner import run_experiment
+    from rs_transfer.studies.plan import expected_hash_or_none
+    from rs_transfer.studies.report import weights_label
+    from rs_transfer.studies.reuse import reusable
+    from rs_transfer.tasks import TRANSFER12_TASKS, get_task
+    from rs_transfer.tasks._frozen import shots_option
+
+    if protocol not in PROTOCOL_CHOICES:
+        raise UserError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOL_CHOICES)}")
+    out = Path(out_dir)
+    tasks = list(tasks or TRANSFER12_TASKS)
+    for t in tasks:
+        get_task(t)                                   # an unknown name fails now, not after hours
+    labels = [source_label(*s) for s in sources]
+    if len(set(labels)) != len(labels):
+        raise UserError("--weights lists a source twice; name each source once")
+    ks: list[int | str | None] = list(shots_option([str(k) for k in shots], None)["probe.shots"]) \
+        if protocol == "fewshot" and shots else ([None] if protocol != "fewshot" else
+                                                 [1, 2, 5] if preset == "mini" else [1, 2, 5, 10, 25])
+    cells: list[dict[str, Any]] = []
+    old_cache = os.environ.get("RS_TRANSFER_FEATURE_CACHE")
+    os.environ["RS_TRANSFER_FEATURE_CACHE"] = str(out / "features")   # the study's own feature cache
+    try:
+        for (bb, w), label in zip(sources, labels):
+            for task in tasks:
+                the_task = get_task(task)
+                for k in ks:
+                    for seed in range(seeds):
+                        opts = dict(cfg_options or {})
+                        if k is not None:
+                            opts.update(shots_option([str(k)], episodes))
+                        tag = f"-k{k}" if k is not None else ""
+                        wd = out / task / f"{bb}-{weights_label(w)}-{protocol}{tag}-seed{seed}"
+                        cell = {"source": label, "backbone": bb, "weights": w, "task": task, "shots": k,
+                                "seed": seed, "work_dir": str(wd)}
+                        cells.append(cell)
+                        if protocol not in the_task.protocols:
+                            cell.update(state="n/a", reason=f"{task} has no {protocol} protocol")
+                            continue
+                        kwargs = dict(weights=w, preset=preset, protocol=protocol, work_dir=wd, seed=seed,
+                                      cfg_options=opts, model_overrides=model_overrides)
+                        done = read_results(wd)
+                        if done is not None and reusable(done, expected_hash_or_none(task, bb, **kwargs), str(wd)):
+                            cell.update(state="done", value=done["value"], reused=True)
+                            log(f"[skip] {wd} (same config hash)")
+                            continue
+                        log(f"[run] {task} {label} {protocol}{tag} seed {seed}")
+                        t0 = time.time()
+                        try:
+                            res = run_experiment(task, bb, resume=(wd / "last_checkpoint").is_file(), **kwargs)
+                            cell.update(state="done", value=res["value"], seconds=round(time.time() - t0, 1))
+                        except UserError as err:     # missing data...: the rest of the grid goes on
+                            cell.update(state="failed", reason=str(err))
+                            log(f"[failed] {task} {label}: {err}")
+                        write_json_atomic(out / "study.json", {"study": "transfer12", "cells": cells})
+    finally:
+        if old_cache is None:
+            os.environ.pop("RS_TRANSFER_FEATURE_CACHE", None)
+        else:
+            os.environ["RS_TRANSFER_FEATURE_CACHE"] = old_cache
+    top1 = {label: imagenet_top1(w, given_top1 or {}) for (bb, w), label in zip(sources, labels)}
+    report = build_report(cells, tasks, labels, protocol, ks, top1, preset)
+    write_json_atomic(out / "study.json", {"study": "transfer12", "protocol": protocol, "preset": preset,
+                                           "tasks": tasks, "sources": labels, "cells": cells})
+    report["files"] = {k: str(v) for k, v in write(report, out).items()}
+    return report
+
+
+def build_report(cells: list[dict[str, Any]], tasks: list[str], labels: list[str], protocol: str,
+                 ks: list[Any], top1: dict[str, float | None], preset: str) -> dict[str, Any]:
+    """Tables (one per k), means, mean log-odds and rank correlations from the cells' values."""
+    import numpy as np
+    from scipy import stats
+
+    from rs_transfer.tasks import title
+
+    tables = []
+    for k in ks:
+        rows = []
+        for label in labels:
+            vals = {t: [c["value"] for c in cells if c["source"] == label and c["task"] == t and c["shots"] == k
+                        and c.get("state") == "done"] for t in tasks}
+            rows.append({"source": label, "imagenet_top1": top1.get(label),
+                         "values": {t: (float(np.mean(v)) if v else None) for t, v in vals.items()},
+                         "seeds": {t: len(v) for t, v in vals.items()}})
+        common = [t for t in tasks if all(r["values"][t] is not None for r in rows)]
+        for r in rows:
+            got = [r["values"][t] for t in common]
+            r["mean"] = float(np.mean(got)) if got else None
+            r["mean_log_odds"] = float(np.mean([log_odds(v) for v in got])) if got else None
+        pairs = [(r["imagenet_top1"], r["mean_log_odds"]) for r in rows
+                 if r["imagenet_top1"] is not None and r["mean_log_odds"] is not None]
+        rho = None
+        if len(pairs) >= 3:
+            res = stats.spearmanr([p[0] for p in pairs], [p[1] for p in pairs])
+            rho = None if math.isnan(res.statistic) else float(res.statistic)
+        tables.append({"shots": k, "rows": rows, "common_tasks": common, "spearman_vs_imagenet": rho,
+                       "n_with_imagenet": len(pairs)})
+    return {"study": "transfer12", "protocol": protocol, "preset": preset, "tasks": tasks,
+            "titles": {t: title(t) for t in tasks}, "tables": tables,
+            "reference_rows": "none: Kornblith et al.'s and SimCLR's numbers are not included (not sourced)"}
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def to_markdown(rep: dict[str, Any]) -> str:
+    mini = ", MINI preset: smoke test, not benchmark numbers" if rep["preset"] == "mini" else ""
+    lines = [f"# Transfer suite ({rep['protocol']}{mini})",
+             "", "Kornblith, Shlens & Le 2019's datasets (Birdsnap left out: no stable release). Metrics: top-1; mean "
+             "per-class accuracy for Aircraft, Pets, Caltech-101, Flowers; 11-point mAP for VOC2007. Mean and mean "
+             "log-odds over the datasets every source has. No reference rows (see README).", ""]
+    for tab in rep["tables"]:
+        if tab["shots"] is not None:
+            lines += [f"## {tab['shots']}-shot" if tab["shots"] != "vtab1k" else "## VTAB-1k (1000 examples)", ""]
+        head = ["source", "ImageNet top-1", *[rep["titles"][t] for t in rep["tasks"]], "mean", "mean log-odds"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in tab["rows"]:
+            vals = [_fmt(r["values"][t]) for t in rep["tasks"]]
+            lines.append("| " + " | ".join([r["source"], _fmt(r["imagenet_top1"]), *vals, _fmt(r["mean"]),
+                                             _fmt(r["mean_log_odds"])]) + " |")
+        rho = tab["spearman_vs_imagenet"]
+        lines += ["", f"Spearman rank correlation of mean log-odds with ImageNet top-1: {_fmt(rho)} "
+                      f"({tab['n_with_imagenet']} sources record ImageNet top-1; 3 needed)", ""]
+    return "\n".join(lines)
+
+
+def to_csv(rep: dict[str, Any]) -> str:
+    from rs_transfer.studies.tables import to_csv as csv_rows
+
+    rows = [{"shots": tab["shots"], "source": r["source"], "imagenet_top1": r["imagenet_top1"],
+             **{t: r["values"][t] for t in rep["tasks"]}, "mean": r["mean"], "mean_log_odds": r["mean_log_odds"]}
+            for tab in rep["tables"] for r in tab["rows"]]
+    return csv_rows(rows, ["shots", "source", "imagenet_top1", *rep["tasks"], "mean", "mean_log_odds"])
+
+
+def to_png(rep: dict[str, Any]) -> bytes:
+    """Mean log-odds against ImageNet top-1 (sources without it at the left edge, marked), one panel per k."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tabs = rep["tables"]
+    fig, axes = plt.subplots(1, len(tabs), figsize=(4.5 * len(tabs), 4), squeeze=False)
+    for ax, tab in zip(axes[0], tabs):
+        known = [r["imagenet_top1"] for r in tab["rows"] if r["imagenet_top1"] is not None]
+        left = (min(known) - 1.0) if known else 0.0
+        for r in tab["rows"]:
+            if r["mean_log_odds"] is None:
+                continue
+            x = r["imagenet_top1"] if r["imagenet_top1"] is not None else left
+            ax.scatter([x], [r["mean_log_odds"]], marker="o" if r["imagenet_top1"] is not None else "x")
+            ax.annotate(r["source"], (x, r["mean_log_odds"]), fontsize=7)
+        ax.set_xlabel("ImageNet top-1 (%)" + ("" if known else " (not recorded)"))
+        ax.set_ylabel("transfer: mean log-odds")
+        ax.set_title(f"{rep['protocol']}" + (f", k={tab['shots']}" if tab["shots"] is not None else ""))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write(rep: dict[str, Any], out: Path) -> dict[str, Path]:
+    from rs_transfer.studies.tables import write_report_files
+
+    return write_report_files(out / "report", markdown=to_markdown(rep), csv_text=to_csv(rep), data=rep,
+                              png=to_png(rep))
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", nargs="+",
+                   help="weight sources (named, files, or BACKBONE@SOURCE); 'none' = random initialisation "
+                        "(default with --preset mini: none; required otherwise)")
+    p.add_argument("--backbone", default="resnet50", help="backbone of sources given without BACKBONE@ "
+                                                         "(default: resnet50)")
+    p.add_argument("--protocol", default="linear", choices=PROTOCOL_CHOICES, help="default: linear")
+    p.add_argument("--shots", nargs="+", metavar="K",
+                   help="fewshot: images per class (default 1 2 5 10 25; mini: 1 2 5), and/or vtab1k")
+    p.add_argument("--episodes", type=positive_int, help="fewshot: draws per k (default: the config's, 5)")
+    p.add_argument("--tasks", nargs="+", help="default: the eleven suite datasets (with cifar100)")
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..N-1 per cell (default 1)")
+    p.add_argument("--preset", default="paper", choices=["paper", "mini"],
+                   help="paper: the documented protocols; mini: the generated mini datasets (a smoke test)")
+    p.add_argument("--out", default=None, help="study folder (default: studies/transfer12[-mini])")
+    p.add_argument("--imagenet-top1", nargs="+", metavar="SOURCE=VALUE", default=[],
+                   help="ImageNet top-1 of sources the weight catalog does not record (label as in the report)")
+    p.add_argument("--cfg-options", nargs="+", metavar="KEY=VALUE", default=[], help="config edits, every run")
+    p.add_argument("--backbone-options", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="extra ResNetRS arguments for every run")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rs_transfer.runner import parse_cfg_options
+
+    given = {}
+    for item in args.imagenet_top1:
+        src, sep, val = item.rpartition("=")
+        try:
+            given[src] = float(val)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UserError(f"--imagenet-top1 takes SOURCE=VALUE, got {item!r}")
+    if not args.weights and args.preset != "mini":
+        raise UserError("study transfer12: name the weight sources to compare with --weights")
+    out = args.out or f"studies/transfer12{'-mini' if args.preset == 'mini' else ''}"
+    rep = run_transfer12(sources=[parse_source(w, args.backbone) for w in args.weights or ["none"]], protocol=args.protocol,
+                         out_dir=out, tasks=args.tasks, shots=args.shots, episodes=args.episodes, seeds=args.seeds,
+                         preset=args.preset, cfg_options=parse_cfg_options(args.cfg_options),
+                         model_overrides=parse_cfg_options(args.backbone_options), given_top1=given)
+    print(to_markdown(rep))
+    print("report: " + ", ".join(rep["files"].values()))
+    return 0
