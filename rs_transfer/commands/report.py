@@ -6,12 +6,14 @@ import argparse
 HELP = "gather results.json files into a Table 4-style report"
 DESCRIPTION = """Gather every results.json under the given folders into one report: rows = backbone / weights
 (/ protocol), columns = tasks, mean ± std over seeds, differences to a baseline row, and optionally the paper's own
-Table 4 as reference rows. Writes report.md, report.csv, report.json and report.png (atomically).
+Table 4 as reference rows. Writes report.md, report.csv, report.json and report.png (atomically), and with --html
+report.html, one self-contained page (no network) to open in a browser.
 Unreadable results.json files and duplicate runs (same row, task and seed) are not counted; they are listed in the
 report ("Not counted") and on the console.
 
 examples:
   rs-transfer report work_dirs/ --paper
+  rs-transfer report studies/t4 --html            # then open studies/t4/report.html
   rs-transfer report studies/t4 --baseline resnet152.tv_in1k --out reports/
 """
 
@@ -23,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", help="columns, in order (default: the Table 4 tasks + any others found)")
     p.add_argument("--baseline", help="row to compute differences against: a weights label or a full row label")
     p.add_argument("--paper", action="store_true", help="add the paper's Table 4 rows (results/paper_table4.json)")
+    p.add_argument("--html", action="store_true",
+                   help="also write NAME.html: one self-contained page (opens offline) with sortable tables, the "
+                        "figures, every run's details and warnings for mini, stale and other-commit runs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                 pass
     rep = build_report(args.dirs, tasks=args.tasks, baseline=args.baseline, paper=args.paper)
     out = Path(args.out or (args.dirs[0] if Path(args.dirs[0]).is_dir() else Path(args.dirs[0]).parent))
-    files = write_report(rep, out, args.name)
+    files = write_report(rep, out, args.name, html=args.html, dirs=args.dirs)
     print(to_markdown(rep))
     print("written: " + ", ".join(str(p) for p in files.values()))
     if rep.unreadable or rep.duplicates:  # also in the report's "Not counted" section; said last, where it is seen

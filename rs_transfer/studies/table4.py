@@ -83,6 +83,8 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                             continue
                         log(f"[stale] {wd}: results.json ran another configuration (config hash differs); "
                             "running it again")
+                        cell["stale"] = True   # until it runs again: a failed re-run leaves the old number
+
                     try:
                         the_task = get_task(task)
                         if protocol not in the_task.protocols:
@@ -104,6 +106,7 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                                              trust=trust, strict=strict)
                         cell.update(state="done", value=res["value"], seconds=round(time.time() - t0, 1),
                                     **_denominators(res))
+                        cell.pop("stale", None)
                     except UserError as err:  # missing data, weights not cached...: the rest of the grid goes on
                         failures += 1
                         cell.update(state="failed", reason=str(err))
@@ -116,7 +119,7 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
         rep = build_report([out], tasks=tasks, baseline=base, paper=paper)
     except UserError:  # the baseline row has no results (yet): report without differences
         rep = build_report([out], tasks=tasks, baseline=None, paper=paper)
-    files = write_report(rep, out)
+    files = write_report(rep, out, html=True, dirs=[out])
     study = {"study": "table4", "backbone": backbone, "preset": preset, "weights": list(weights), "tasks": tasks,
              "protocols": list(protocols), "seeds": seeds, "cells": cells, "failures": failures,
              "report": {k: str(v) for k, v in files.items()}}
