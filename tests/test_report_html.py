@@ -19,8 +19,8 @@ import pytest
 
 from rs_transfer.atomic import write_json_atomic
 from rs_transfer.studies.html import render
-from rs_transfer.studies.htmlpage import rows_page, table4_page
-from rs_transfer.studies.report import build_report, write_report
+from rs_transfer.studies.htmlpage import rows_page, table4_page, write_table4_html
+from rs_transfer.studies.report import build_report
 
 VALUES = {("cifar100", "resnet152.tv_in1k"): [71.5, 70.1], ("cifar100", None): [41.2, 43.0],
           ("pets", "resnet152.tv_in1k"): [80.3], ("pets", None): [22.4], ("pets", "simclr.pth"): [55.0, 57.5, 56.0]}
@@ -151,9 +151,9 @@ def browser():
 def test_page_in_a_headless_browser(study: Path, browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    files = write_report(build_report([study], tasks=["cifar100", "pets"], baseline="resnet152.tv_in1k"), study,
-                         html=True, dirs=[study])
-    url = files["html"].resolve().as_uri()
+    page = write_table4_html(build_report([study], tasks=["cifar100", "pets"], baseline="resnet152.tv_in1k"), study,
+                             dirs=[study])
+    url = page.resolve().as_uri()
     browser.get(url)
     errors = [m for m in browser.get_log("browser") if m["level"] in ("SEVERE", "ERROR")]
     assert not errors, errors

@@ -49,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
                 pass
     rep = build_report(args.dirs, tasks=args.tasks, baseline=args.baseline, paper=args.paper)
     out = Path(args.out or (args.dirs[0] if Path(args.dirs[0]).is_dir() else Path(args.dirs[0]).parent))
-    files = write_report(rep, out, args.name, html=args.html, dirs=args.dirs)
+    files = write_report(rep, out, args.name)
+    if args.html:
+        from rs_transfer.studies.htmlpage import write_table4_html
+
+        files["html"] = write_table4_html(rep, out, args.name, args.dirs)
     print(to_markdown(rep))
     print("written: " + ", ".join(str(p) for p in files.values()))
     if rep.unreadable or rep.duplicates:  # also in the report's "Not counted" section; said last, where it is seen

@@ -93,14 +93,15 @@ def run_info(path: Path, res: dict[str, Any], page_dir: Path, anchor: str, flags
         ("backbone", f"{res['backbone']} {json.dumps(res.get('backbone_kwargs') or {}, sort_keys=True)}"),
         ("weights", f"{weights_label(w)}: source {w.get('source') or 'none (random initialisation)'}"
                     + (f", file {w['path']}" if w.get("path") else "")),
-        ("weights load", ", ".join(f"{k} {w[k]}" for k in ("layout", "wrapper", "named", "load", "load_report")
-                                   if w.get(k) is not None) or "no weights loaded"),
+        ("weights load", (", ".join(f"{k} {w[k]}" for k in ("layout", "wrapper", "named", "load", "load_report")
+                                    if w.get(k) is not None) if w.get("source") else "") or "no weights loaded"),
         ("weights sha256", w.get("sha256") or "-"),
         ("normalisation", f"{norm.get('name', '?')}: mean {norm.get('mean')}, std {norm.get('std')} "
                           f"({norm.get('how', '')}{'; ' + norm['detail'] if norm.get('detail') else ''})"),
         ("global batch", f"{_num(res.get('global_batch_size'))} = {_num(res.get('per_process_batch_size'))} per "
                          f"process x {_num(res.get('world_size'))} process(es) x {_num(res.get('accumulation'))} "
-                         f"accumulation; LR {_num(res.get('lr'))}; {_num(res.get('optimizer_steps'))} steps"),
+                         f"accumulation; LR {_num(res.get('lr'))}"
+                         + (f"; {res['optimizer_steps']} optimizer steps" if res.get("optimizer_steps") else "")),
         ("train / eval time", f"{_num(res.get('train_time_s'), ' s')} / {_num(res.get('eval_time_s'), ' s')} "
                               f"(wall {_num(res.get('wall_time_s'), ' s')}; "
                               f"{_num(res.get('train_images_per_s'), ' img/s')})"),
@@ -275,3 +276,20 @@ def rows_page(report: dict[str, Any], columns: Sequence[str], page_dir: str | Pa
     sub = f"preset {report.get('preset')}, backbone {report.get('backbone')}, seed {report.get('seed')}"
     return Page(title, sub, _warnings(counts, now, commits), [table], figures, runs,
                 notes=[report["note"]] if report.get("note") else [])
+
+
+def write_table4_html(rep: Any, out_dir: str | Path, name: str = "report",
+                      dirs: Sequence[str | Path] = ()) -> Path:
+    """``OUT_DIR/NAME.html`` for a Table 4 report (``dirs``: where its results came from; their study.json may mark
+    stale runs), written atomically."""
+    from rs_transfer.studies.html import write_html
+
+    return write_html(table4_page(rep, out_dir, dirs or rep.sources), Path(out_dir) / f"{name}.html")
+
+
+def write_rows_html(report: dict[str, Any], columns: Sequence[str], out: str | Path) -> Path:
+    """``OUT.html`` for a row study (``out`` without suffix, as its other report files), written atomically."""
+    from rs_transfer.studies.html import write_html
+
+    out = Path(out)
+    return write_html(rows_page(report, columns, out.parent), out.with_suffix(".html"))

@@ -294,19 +294,9 @@ def to_png(rep: Report) -> bytes:
     return buf.getvalue()
 
 
-def write_report(rep: Report, out_dir: str | Path, name: str = "report", *, html: bool = False,
-                 dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
-    """report.md / .csv / .json / .png in ``out_dir`` (and ``html``: the self-contained report.html of
-    :mod:`rs_transfer.studies.html`; ``dirs``: the folders the results came from, whose study.json may mark stale
-    runs), each replaced atomically."""
+def write_report(rep: Report, out_dir: str | Path, name: str = "report") -> dict[str, Path]:
+    """report.md / .csv / .json / .png in ``out_dir``, each replaced atomically."""
     from rs_transfer.studies.tables import write_report_files
 
-    paths = write_report_files(Path(out_dir) / name, markdown=to_markdown(rep), csv_text=to_csv(rep),
-                               data=rep.to_dict(), png=to_png(rep))
-    if html:
-        from rs_transfer.studies.html import write_html
-        from rs_transfer.studies.htmlpage import table4_page
-
-        paths["html"] = write_html(table4_page(rep, out_dir, dirs or rep.sources),
-                                   Path(out_dir) / f"{name}.html")
-    return paths
+    return write_report_files(Path(out_dir) / name, markdown=to_markdown(rep), csv_text=to_csv(rep),
+                              data=rep.to_dict(), png=to_png(rep))

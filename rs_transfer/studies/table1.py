@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.recipes import TABLE1, arch_of
+from rs_transfer.runner.tracking import Tracking, for_study, log_report
 from rs_transfer.studies.args import (StudyArgs, add_additive_arguments, add_study_arguments, default_out,
                                       default_work_dir)
 from rs_transfer.studies.tables import add_deltas, fmt, write_files
@@ -45,7 +46,8 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
               work_dir: str | Path | None = None, out: str | Path | None = None, data_root: str | None = None,
               seed: int = 0, config: str | None = None, cfg_options: dict[str, Any] | None = None,
               model_overrides: dict[str, Any] | None = None, max_rows: int | None = None,
-              launcher: str = "none", runner: Callable[..., dict] | None = None) -> dict[str, Any]:
+              launcher: str = "none", runner: Callable[..., dict] | None = None,
+              tracking: Tracking | None = None) -> dict[str, Any]:
     """Run (or reuse, or resume) every row and write the report; returns the report dict."""
     from rs_transfer.runner.distributed import launched_world_size
     from rs_transfer.studies.plan import expected_hash
@@ -55,6 +57,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
         from rs_transfer.runner import run_experiment as runner
     work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
     out = Path(out or default_out(STUDY_ARGS.name, preset))
+    track = {"tracking": tracking} if tracking is not None else {}   # a test's stand-in runner takes none
     finished = finished_runs(work_dir)
     rows = []
     for row_id, label, enabled in TABLE1.additive_rows()[:max_rows]:
@@ -71,7 +74,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
         reused = reusable(results, expected, str(row_dir))
         if not reused:
             results = runner("imagenet", backbone, work_dir=row_dir, launcher=launcher,
-                             resume=(row_dir / "last_checkpoint").is_file(), **kw)
+                             resume=(row_dir / "last_checkpoint").is_file(), **kw, **track)
         m = results["metrics"]
         rows.append(dict(id=row_id, label=label, toggles=list(enabled), top1=float(m["top1"]),
                          top5=float(m["top5"]) if "top5" in m else None,
@@ -82,7 +85,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     report = dict(study="table1", preset=preset, backbone=backbone, weights=weights, seed=seed, rows=rows,
                   note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers"
                         if preset == "mini" else ""))
-    write_report(report, out)
+    log_report(tracking, write_report(report, out))
     return report
 
 
@@ -106,8 +109,11 @@ COLUMNS = ("id", "label", "paper_top1", "paper_delta", "top1", "delta", "top5", 
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
-    """``OUT.md``, ``OUT.csv``, ``OUT.json``, each replaced atomically (never half-written)."""
-    return write_files(out, report, markdown=to_markdown(report), columns=COLUMNS)
+    """``OUT.md``, ``OUT.csv``, ``OUT.json``, ``OUT.html``, each replaced atomically (never half-written)."""
+    from rs_transfer.studies.htmlpage import write_rows_html
+
+    return (write_files(out, report, markdown=to_markdown(report), columns=COLUMNS)
+            + [write_rows_html(report, COLUMNS, out)])
 
 
 # ---- CLI (dispatched from `rs-transfer study table1`) ---------------------------------------------------------
@@ -126,8 +132,10 @@ def run(args: argparse.Namespace) -> int:
                        out=args.out, data_root=args.data_root, seed=args.seed, config=args.config,
                        cfg_options=parse_cfg_options(args.cfg_options),
                        model_overrides=parse_cfg_options(args.backbone_options), max_rows=args.rows,
-                       launcher=args.launcher)
+                       launcher=args.launcher,
+                       tracking=for_study(args.tracking, STUDY_ARGS.name,
+                                          args.work_dir or default_work_dir(STUDY_ARGS.name, args.preset)))
     print(to_markdown(report))
     out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
-    print(f"wrote {out.with_suffix('.md')}, .csv, .json")
+    print(f"wrote {out.with_suffix('.md')}, .csv, .json, .html")
     return 0

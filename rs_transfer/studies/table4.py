@@ -19,7 +19,10 @@ from rs_transfer.atomic import write_json_atomic
 from rs_transfer.errors import UserError
 from rs_transfer.results import read_results
 from rs_transfer.runner.distributed import LAUNCHERS, launched_world_size
+from rs_transfer.runner.tracking import Tracking, for_study, log_report
+from rs_transfer.runner.tracking import add_argument as add_tracking
 from rs_transfer.studies.plan import expected_hash_or_none
+from rs_transfer.studies.htmlpage import write_table4_html
 from rs_transfer.studies.report import build_report, weights_label, write_report
 from rs_transfer.studies.reuse import reusable
 
@@ -46,7 +49,7 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                model_overrides: dict | None = None, cfg_options: dict | None = None, launcher: str = "none",
                data_roots: dict[str, str] | None = None, log=print,
                normalization: str | dict[str | None, str] | None = None, trust: bool = False,
-               strict: bool = True) -> dict[str, Any]:
+               strict: bool = True, tracking: Tracking | None = None) -> dict[str, Any]:
     """Run every (weights, task, protocol, seed) cell not done yet, then write the report. Returns study.json.
     ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``."""
     from rs_transfer.runner import run_experiment
@@ -103,7 +106,7 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                                              work_dir=wd, seed=seed, cfg_options=cfg_options,
                                              model_overrides=model_overrides, launcher=launcher, resume=resume,
                                              data_root=(data_roots or {}).get(task), normalization=norm,
-                                             trust=trust, strict=strict)
+                                             trust=trust, strict=strict, tracking=tracking)
                         cell.update(state="done", value=res["value"], seconds=round(time.time() - t0, 1),
                                     **_denominators(res))
                         cell.pop("stale", None)
@@ -119,7 +122,9 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
         rep = build_report([out], tasks=tasks, baseline=base, paper=paper)
     except UserError:  # the baseline row has no results (yet): report without differences
         rep = build_report([out], tasks=tasks, baseline=None, paper=paper)
-    files = write_report(rep, out, html=True, dirs=[out])
+    files = write_report(rep, out)
+    files["html"] = write_table4_html(rep, out, dirs=[out])
+    log_report(tracking, list(files.values()))
     study = {"study": "table4", "backbone": backbone, "preset": preset, "weights": list(weights), "tasks": tasks,
              "protocols": list(protocols), "seeds": seeds, "cells": cells, "failures": failures,
              "report": {k: str(v) for k, v in files.items()}}
@@ -154,6 +159,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "every cell then runs on those processes (default: none)")
     p.add_argument("--no-strict", dest="strict", action="store_false",
                    help="load --weights even if backbone keys differ (as `run --no-strict`)")
+    add_tracking(p)
     p.add_argument("--trust", action="store_true",
                    help="allow full unpickling of --weights files (only for files you trust)")
 
@@ -168,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
                        protocols=args.protocols, seeds=args.seeds, preset=args.preset, baseline=args.baseline,
                        paper=paper, model_overrides=parse_cfg_options(args.backbone_options),
                        cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
-                       normalization=norm, trust=args.trust, strict=args.strict)
+                       normalization=norm, trust=args.trust, strict=args.strict,
+                       tracking=for_study(args.tracking, "table4", args.out))
     from pathlib import Path
 
     print(Path(study["report"]["md"]).read_text())

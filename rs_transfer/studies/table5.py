@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rs_transfer.runner.tracking import Tracking, for_study, log_report
 from rs_transfer.studies.args import (StudyArgs, add_additive_arguments, add_study_arguments, default_out,
                                       default_work_dir)
 from rs_transfer.studies.tables import add_deltas, count, fmt, write_files
@@ -62,6 +63,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
               seed: int = 0, config: str | None = None, cfg_options: dict[str, Any] | None = None,
               model_overrides: dict[str, Any] | None = None, max_rows: int | None = None,
               launcher: str = "none", runner: Callable[..., dict] | None = None,
+              tracking: Tracking | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) every row and write the report; returns the report dict.
 
@@ -77,6 +79,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
         from rs_transfer.runner import run_experiment as runner
     work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
     out = Path(out or default_out(STUDY_ARGS.name, preset))
+    track = {"tracking": tracking} if tracking is not None else {}   # a test's stand-in runner takes none
     base_model = mini_model_overrides(backbone) if preset == "mini" else {}
     rows = []
     for row_id, label, enabled in additive_rows()[:max_rows]:
@@ -93,13 +96,13 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
             log(f"[stale] {row_dir}: results.json ran another configuration (config hash differs); running again")
         if not reused:
             results = runner("kinetics400", backbone, launcher=launcher,
-                             resume=(row_dir / "last_checkpoint").is_file(), **kwargs)
+                             resume=(row_dir / "last_checkpoint").is_file(), **kwargs, **track)
         rows.append(_row_record(row_id, label, enabled, results, reused))
     add_deltas(rows)
     report = dict(study="table5", preset=preset, backbone=backbone, weights=weights, seed=seed, rows=rows,
                   note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers"
                         if preset == "mini" else ""))
-    write_report(report, out)
+    log_report(tracking, write_report(report, out))
     return report
 
 
@@ -126,8 +129,11 @@ COLUMNS = ("id", "label", "paper_top1", "paper_delta", "top1", "delta", "top5", 
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
-    """``OUT.md``, ``OUT.csv``, ``OUT.json``, each replaced atomically (never half-written)."""
-    return write_files(out, report, markdown=to_markdown(report), columns=COLUMNS)
+    """``OUT.md``, ``OUT.csv``, ``OUT.json``, ``OUT.html``, each replaced atomically (never half-written)."""
+    from rs_transfer.studies.htmlpage import write_rows_html
+
+    return (write_files(out, report, markdown=to_markdown(report), columns=COLUMNS)
+            + [write_rows_html(report, COLUMNS, out)])
 
 
 # ---- CLI (dispatched from `rs-transfer study table5`) ---------------------------------------------------------
@@ -146,10 +152,12 @@ def run(args: argparse.Namespace) -> int:
                        out=args.out, data_root=args.data_root, seed=args.seed, config=args.config,
                        cfg_options=parse_cfg_options(args.cfg_options),
                        model_overrides=parse_cfg_options(args.backbone_options), max_rows=args.rows,
-                       launcher=args.launcher)
+                       launcher=args.launcher,
+                       tracking=for_study(args.tracking, STUDY_ARGS.name,
+                                          args.work_dir or default_work_dir(STUDY_ARGS.name, args.preset)))
     print(to_markdown(report))
     out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
-    print(f"wrote {out.with_suffix('.md')}, .csv, .json")
+    print(f"wrote {out.with_suffix('.md')}, .csv, .json, .html")
     return 0
 
 

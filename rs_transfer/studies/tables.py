@@ -1,8 +1,8 @@
 """What the additive-study and grid reports (Table 1, Table 5, the scaling study) share: the deltas of each row
 against the previous one (ours and the paper's), number cells, and writing the report files.
 
-Each report is written as ``OUT.md``, ``OUT.csv``, ``OUT.json``, ``OUT.html`` (and ``OUT.png`` where the study plots),
-every file replaced atomically, so an interrupted study never leaves a half-written table.
+Each report is written as ``OUT.md``, ``OUT.csv``, ``OUT.json`` (and ``OUT.png`` where the study plots), every file
+replaced atomically (the study then adds ``OUT.html``: :func:`rs_transfer.studies.htmlpage.write_rows_html`), so an interrupted study never leaves a half-written table.
 """
 from __future__ import annotations
 
@@ -59,15 +59,7 @@ def write_report_files(out: str | Path, *, markdown: str, csv_text: str, data: A
 
 
 def write_files(out: str | Path, report: dict[str, Any], *, markdown: str, columns: Sequence[str],
-                png: bytes | None = None, html: bool = True) -> list[Path]:
-    """A row-table report (Tables 1 and 5, scaling): CSV of ``columns`` of ``report["rows"]``, and (``html``)
-    ``OUT.html``, the self-contained page with the same table, figures and every row's run details."""
-    paths = list(write_report_files(out, markdown=markdown, csv_text=to_csv(report["rows"], columns), data=report,
-                                    png=png).values())
-    if html:
-        from rs_transfer.studies.html import write_html
-        from rs_transfer.studies.htmlpage import rows_page
-
-        out = Path(out)
-        paths.append(write_html(rows_page(report, columns, out.parent), out.with_suffix(".html")))
-    return paths
+                png: bytes | None = None) -> list[Path]:
+    """A row-table report (Tables 1 and 5, scaling): CSV of ``columns`` of ``report["rows"]``."""
+    return list(write_report_files(out, markdown=markdown, csv_text=to_csv(report["rows"], columns), data=report,
+                                   png=png).values())
