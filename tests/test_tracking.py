@@ -28,7 +28,8 @@ def test_mini_study_tracked_in_mlflow(tmp_path: Path) -> None:
     pytest.importorskip("mlflow", reason="mlflow-skinny is pinned in requirements/lock.txt")
     from mlflow.tracking import MlflowClient
 
-    out, store = tmp_path / "study", tmp_path / "mlruns"
+    out = tmp_path / "study"
+    store = out / "mlruns"     # inside the study folder: its results.json copies must not count as runs
     assert _study(out, "--tracking", f"mlflow={store}") == 0
     client = MlflowClient(tracking_uri=tracking.allow_folder_store(store.resolve().as_uri()))
     exp = client.get_experiment_by_name("table4: study")               # one experiment per study
@@ -52,6 +53,8 @@ def test_mini_study_tracked_in_mlflow(tmp_path: Path) -> None:
         assert "results.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
     trained = cells["0"]
     assert trained.data.params["global_batch_size"] == "16" and trained.data.params["train_cfg.max_iters"] == "2"
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["duplicates"] == [] and rep["rows"]["resnetrs50 / scratch [mini]"]["cifar100"]["n"] == 2
     report = [r for r in runs if r.data.tags.get("rs_transfer.kind") == "report"]
     assert len(report) == 1
     assert {"report.md", "report.html"} <= {a.path for a in client.list_artifacts(report[0].info.run_id)}

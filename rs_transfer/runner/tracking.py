@@ -2,9 +2,10 @@
 every study, through mmengine's own visualisation backends (``MLflowVisBackend`` / ``WandbVisBackend``).
 
 - TensorBoard (and mmengine's local JSON logs) stay the default and stay on; tracking ADDS a backend.
-- MLflow: the default URI is a local folder (``$RS_TRANSFER_HOME/mlruns``; a study passes its own folder), so it
-  works offline; ``mlflow=http://host:5000`` or any MLflow URI is a user's server. One experiment per study (named
-  by the study and its folder), one MLflow run per cell; tags name the cell (study, task, backbone, weights,
+- MLflow: the default URI is a local folder (``$RS_TRANSFER_HOME/mlruns``), so it works offline (reports skip the
+  ``results.json`` copies an ``mlruns`` folder holds, should one be put inside a study folder);
+  ``mlflow=http://host:5000`` or any MLflow URI is a user's server. One experiment per study (named by the study
+  and its folder), one MLflow run per cell; tags name the cell (study, task, backbone, weights,
   protocol, seed, preset, config hash, code commit, world size, device), params are the recipe toggles and the
   protocol numbers; mmengine logs the curves while the run trains; :func:`finish` adds the headline metric, the
   final metrics and results.json as an artifact once results.json exists (mmengine closes its run before that).
@@ -39,10 +40,9 @@ class Tracking:
     tags: dict[str, str] = field(default_factory=dict)
 
     def for_study(self, study: str, folder: str | Path) -> Tracking:
-        """The study's own experiment (``table4: studies/t4``); a local default URI goes into the study folder."""
-        folder = Path(folder).resolve()
-        uri = self.uri or (folder / "mlruns").as_uri() if self.kind == "mlflow" else self.uri
-        return replace(self, uri=uri, experiment=self.experiment or f"{study}: {folder.name}",
+        """The study's own experiment (``table4: t4`` for the folder ``studies/t4``), in the default store
+        (``$RS_TRANSFER_HOME/mlruns``) unless ``mlflow=URI`` named one."""
+        return replace(self, experiment=self.experiment or f"{study}: {Path(folder).resolve().name}",
                        tags={**self.tags, "study": study})
 
 
@@ -206,8 +206,8 @@ def log_report(tracking: Tracking | None, files: list[Path]) -> None:
 def add_argument(parser: Any) -> None:
     """``--tracking`` for ``run`` and every study (light: nothing imported)."""
     parser.add_argument("--tracking", default=None, metavar="mlflow[=URI]|wandb",
-                        help="also log every run to MLflow (default URI: a local folder, $RS_TRANSFER_HOME/mlruns "
-                             "for `run`, STUDY_FOLDER/mlruns for a study; =URI for a folder or a tracking server; "
+                        help="also log every run to MLflow (default URI: the local folder $RS_TRANSFER_HOME/mlruns; "
+                             "=URI for another folder or a tracking server; one experiment per study; "
                              "needs the mlflow extra) or to Weights & Biases (needs `wandb login` or "
                              "WANDB_MODE=offline). TensorBoard is always on; tracking never changes the config hash")
 

@@ -129,7 +129,7 @@ def run_info(path: Path, res: dict[str, Any], page_dir: Path, anchor: str, flags
 def _warnings(flags: dict[str, int], now: str | None, commits: set[str]) -> list[str]:
     out = []
     if flags.get("mini"):
-        out.append(f"{flags['mini']} run(s) used the mini preset (rows marked [mini]): generated data and a few "
+        out.append(f"{flags['mini']} run(s) used the mini preset (flag 'mini'): generated data and a few "
                    "iterations, a smoke test of the machinery, not benchmark numbers.")
     if flags.get("stale"):
         out.append(f"{flags['stale']} run(s) are stale (flag 'stale'): the study would run them with another "
