@@ -13,6 +13,7 @@ import re
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rs_transfer.errors import RunInterrupted, UserError
 
@@ -96,8 +97,27 @@ def resume_command(argv: Sequence[str]) -> str:
     return cmd
 
 
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None,
+                 line: str | None = None) -> None:
+    """Python warnings as ONE readable line on the console (no source path, no code line): ``warning: ...`` for
+    ours, with the category and the package for a library's (``(FutureWarning in mmseg)``)."""
+    lines = [s for s in plain(str(message)).strip().splitlines() if s.strip()]
+    text = (lines[0] if lines else category.__name__).removeprefix("WARNING: ")
+    package = Path(filename).parts
+    ours = "rs_transfer" in package or any(p in ("tasks", "video") for p in package[-2:-1])
+    origin = ""
+    if not ours:
+        site = next((package[i + 1] for i, p in enumerate(package[:-1]) if p in ("site-packages", "dist-packages")),
+                    Path(filename).stem)
+        origin = f" ({category.__name__} in {site})"
+    print(f"warning: {text}{origin}", file=file or sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    import warnings
+
+    warnings.showwarning = show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "verbose", False):

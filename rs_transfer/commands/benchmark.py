@@ -44,13 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     p = sub.add_parser("video-decode", help="decord vs PyAV clips/s of the Kinetics training pipeline")
     p.add_argument("--data-root", default=None, help="Kinetics-layout folder (default: the generated mini set)")
-    p.add_argument("--split", default="train", choices=("train", "val"))
+    p.add_argument("--split", default="train", choices=("train", "val"),
+                   help="which split's videos to decode (default train)")
     p.add_argument("--videos", type=int, default=32, help="clips per backend (the first N videos; default 32)")
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default 32, mini 8)")
     p.add_argument("--stride", type=int, default=2, help="temporal stride (default 2)")
     p.add_argument("--crop", type=int, default=None, help="crop size (default 224, mini 32)")
     p.add_argument("--no-scale-jitter", action="store_true", help="random crop of the short side instead")
-    p.add_argument("--backends", nargs="+", default=["decord", "pyav"], choices=("decord", "pyav", "auto"))
+    p.add_argument("--backends", nargs="+", default=["decord", "pyav"], choices=("decord", "pyav", "auto"),
+                   help="decoders to time, in this order (auto: decord, PyAV where decord fails; default decord pyav)")
     p.add_argument("--warmup", type=int, default=2, help="untimed clips per backend first (default 2)")
     v = sub.add_parser("video-input", help="full Kinetics training input pipeline, ours vs pytorchvideo, clips/s")
     v.add_argument("--data-root", default=None,
@@ -69,15 +71,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--data-root", default=None, help="ILSVRC2012 folder (default: the generated mini set)")
     t.add_argument("--images", type=int, default=None, help="images per round (default 512; mini: all 320)")
     t.add_argument("--resolution", type=int, default=None, help="crop size (default 224; mini 32)")
-    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--batch", type=int, default=64, help="images per batch, both pipelines (default 64)")
     t.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: one per core)")
     t.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
     t.add_argument("--randaugment", action="store_true", help="add RandAugment (2 ops, magnitude 10) to both")
     b = sub.add_parser("backbone", help="our ResNetRS vs the reference implementation, images/s and ratio")
     b.add_argument("models", nargs="+", help="registered 2D model names, e.g. resnetrs50 resnet152")
-    b.add_argument("--batch", type=int, default=8)
+    b.add_argument("--batch", type=int, default=8, help="images per step, ours and the reference (default 8)")
     b.add_argument("--resolution", type=int, default=None, help="default: each model's published resolution")
-    b.add_argument("--mode", nargs="+", default=["infer", "train"], choices=("infer", "train"))
+    b.add_argument("--mode", nargs="+", default=["infer", "train"], choices=("infer", "train"),
+                   help="infer: forward only, no autograd; train: forward + backward + SGD step (default both)")
     b.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
     b.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     b.add_argument("--variants", nargs="+", default=None, choices=("fp32", "bf16-cl", "compile"),

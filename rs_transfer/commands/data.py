@@ -26,7 +26,8 @@ examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["check", "mini"])
+    p.add_argument("action", choices=["check", "mini"],
+                   help="check: is the dataset where and as expected (see above); mini: write the mini dataset")
     p.add_argument("--task", required=True, help="task name (`rs-transfer list tasks`)")
     p.add_argument("--data-root", help="folder to check (default: $RS_TRANSFER_HOME/data/FOLDER, see above)")
     p.add_argument("--deep", action="store_true",

@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="dataset folder (default: the task's folder under $RS_TRANSFER_HOME/data, "
                                        "see `rs-transfer data --help`)")
     p.add_argument("--work-dir", help="output folder (default: work_dirs/<task>-<backbone>-<weights>-...)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed (0..2^32-1) of the initialisation, data order and augmentation (default 0)")
     p.add_argument("--recipe", help="pre-training tasks (imagenet, kinetics400): a named training recipe that sets "
                                     "every toggle of the paper's table, architecture included (imagenet: vanilla, "
                                     "rs, rs-transfer; kinetics400: vanilla, rs); --cfg-options and "

@@ -20,18 +20,18 @@ Nothing is ever downloaded implicitly.
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     d = sub.add_parser("download", help="download a named source into the cache")
-    d.add_argument("name")
+    d.add_argument("name", help="a named source (`rs-transfer list weights`), e.g. mocov2-r50-800ep")
     d.add_argument("--url", help="mirror URL (same file, same checksum)")
     c = sub.add_parser("convert", help="re-save a checkpoint in rs-transfer's own format")
-    c.add_argument("src")
-    c.add_argument("out")
+    c.add_argument("src", help="the checkpoint to convert (a file, a run's work dir, or a named source)")
+    c.add_argument("out", help="the file to write (.pth or .safetensors); an existing file or folder is refused")
     c.add_argument("--model", required=True, help="registered model the checkpoint fits")
     c.add_argument("--trust", action="store_true", help="allow full unpickling (only for files you trust)")
     from rs_transfer.commands.inspect import add_model_arguments
 
     add_model_arguments(c)
     w = sub.add_parser("where", help="print where a named source is expected")
-    w.add_argument("name")
+    w.add_argument("name", help="a named source (`rs-transfer list weights`)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +51,16 @@ def run(args: argparse.Namespace) -> int:
 
         from rs_transfer.commands.inspect import model_options
 
+        from pathlib import Path
+
+        from rs_transfer.errors import UserError
+
+        out = Path(args.out)
+        if out.is_dir():
+            raise UserError(f"weights convert: {out} is a folder; give the file to write, e.g. {out / 'model.pth'}")
+        if out.exists():
+            raise UserError(f"weights convert: {out} exists; remove it or choose another name (nothing is "
+                            "overwritten)")
         options = model_options(args)
         model = create_model(args.model, **options)
         report = load_weights(model, args.src, trust=args.trust, normalization=args.normalization)

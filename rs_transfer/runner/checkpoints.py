@@ -111,6 +111,28 @@ def _say(message: str) -> None:
         print(f"rs-transfer: {message}", file=sys.stderr, flush=True)
 
 
+def _check_safe_to_resume(path: Path) -> None:
+    """A resume checkpoint is unpickled with ``weights_only=True`` plus mmengine's allow-list, as every checkpoint
+    here: one that needs full unpickling (it could run code when loaded) is refused, naming the file, before
+    mmengine opens it. Memory-mapped, so the check costs no second copy of the tensors."""
+    import pickle
+
+    import torch
+
+    from rs_transfer.errors import UserError
+    from rs_transfer.weights.formats import mmengine_safe_globals
+
+    try:
+        with torch.serialization.safe_globals(mmengine_safe_globals()):
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as err:
+        detail = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line
+                       or "GLOBAL" in line), str(err).strip().splitlines()[0] if str(err).strip() else "")
+        raise UserError(f"--resume: {path} was refused for safety: it is not a plain checkpoint and would need full "
+                        f"unpickling, which can run arbitrary code ({detail}). Remove it (and last_checkpoint) to "
+                        "resume from an older checkpoint, or start the run again") from None
+
+
 def prepare_resume(cfg: Any, work_dir: Path) -> ResumePoint | None:
     """``--resume``: point mmengine at the newest complete checkpoint (``cfg.load_from`` + ``cfg.resume``), or turn
     resuming off when there is none; either way say so on the console."""
@@ -123,6 +145,7 @@ def prepare_resume(cfg: Any, work_dir: Path) -> ResumePoint | None:
             Path(work_dir) / "results.json").is_file() else ""
         _say(f"--resume: nothing to resume from in {work_dir} (no complete checkpoint){done}: training from scratch")
         return None
+    _check_safe_to_resume(point.path)
     cfg.resume = True
     cfg.load_from = str(point.path)
     newest = ", the newest complete checkpoint" if notes else ""
@@ -243,9 +266,13 @@ class AtomicCheckpointHook(CheckpointHook):
         tmp_name = f".{name}.tmp-{os.getpid()}"
         self.last_ckpt = str(final)
         runner.message_hub.update_info("last_ckpt", self.last_ckpt)
-        runner.save_checkpoint(str(out), tmp_name, self.file_client_args, save_optimizer=self.save_optimizer,
-                               save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
-                               backend_args=self.backend_args, **self.args)
+        try:
+            runner.save_checkpoint(str(out), tmp_name, self.file_client_args, save_optimizer=self.save_optimizer,
+                                   save_param_scheduler=self.save_param_scheduler, meta=meta,
+                                   by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        except OSError as err:   # a full disk or quota: no half-written temporary is left behind
+            (out / tmp_name).unlink(missing_ok=True)
+            raise _save_error(err, out, runner) from None
         self._saved_step = step
         if not is_main_process():
             return
@@ -271,6 +298,42 @@ class AtomicCheckpointHook(CheckpointHook):
         _barrier()  # rank 0 must finish writing before any rank exits (torchrun then stops the others)
         raise RunInterrupted(f"stopped by {name} after iteration {step}/{runner.max_iters}; checkpoint "
                              f"{self.last_ckpt}", signum=signum)
+
+
+def _state_bytes(runner: Any) -> int:
+    """About how many bytes a checkpoint of this run holds: model (and EMA) state plus optimizer state."""
+    import torch
+
+    def size(obj: Any) -> int:
+        if isinstance(obj, torch.Tensor):
+            return obj.numel() * obj.element_size()
+        if isinstance(obj, dict):
+            return sum(size(v) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return sum(size(v) for v in obj)
+        return 0
+
+    total = size(runner.model.state_dict())
+    try:
+        total += size(runner.optim_wrapper.optimizer.state_dict())
+    except AttributeError:
+        pass
+    ema = next((h for h in runner.hooks if type(h).__name__ == "EMAHook"), None)
+    if ema is not None and getattr(ema, "ema_model", None) is not None:
+        total += size(ema.ema_model.state_dict())
+    return total
+
+
+def _save_error(err: OSError, out: Path, runner: Any) -> Exception:
+    import errno
+
+    from rs_transfer.errors import UserError
+
+    need = _state_bytes(runner) / 2 ** 20
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UserError(f"no space left in {out} to write a checkpoint (it needs about {need:.0f} MiB: model, EMA "
+                         "and optimizer state); free space or choose another --work-dir, then resume")
+    return UserError(f"cannot write a checkpoint in {out}: {err.strerror or err} (it needs about {need:.0f} MiB)")
 
 
 # ---- after a complete run --------------------------------------------------------------------------------------------
@@ -304,4 +367,8 @@ def remove_training_checkpoints(work_dir: Path) -> int:
             p.unlink(missing_ok=True)
             gone += 1
     (work_dir / LAST_NAME).unlink(missing_ok=True)
+    # Temporaries of writes a killed process left behind (``.iter_N.pth.tmp-PID``, ``.weights.safetensors.*.tmp``):
+    # the complete run has its real files, so these are garbage (0-byte, private-mode files otherwise stay).
+    for p in list(work_dir.glob(".iter_*.pth.tmp-*")) + list(work_dir.glob(f".{EXPORT_NAME}.*.tmp")):
+        p.unlink(missing_ok=True)
     return gone

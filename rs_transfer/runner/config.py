@@ -93,10 +93,25 @@ def _set_backbone(cfg: Any, backbone: str, model_overrides: dict[str, Any] | Non
     task_keys = {k: v for k, v in dict(cfg.model.backbone).items() if k != "type"}
     merged = {**spec.kwargs, **task_keys, **(model_overrides or {})}
     _check_overrides(spec.builder, merged, backbone)
+    _check_builds(spec.builder, merged, backbone, model_overrides)
     if weights:
         merged["weights"] = weights
     cfg.model.backbone = dict(type=lazy(spec.builder), **merged)
     return merged
+
+
+def _check_builds(builder: Any, kwargs: dict[str, Any], backbone: str, overrides: dict[str, Any] | None) -> None:
+    """Values the constructor refuses (``width=-1``, an unknown ``shortcut``) are a one-line error before any work:
+    the backbone is built on the meta device (no memory, no weights), where its own checks run."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            builder(**kwargs)
+    except (ValueError, RuntimeError, TypeError, AssertionError, KeyError, ZeroDivisionError) as err:
+        given = ", ".join(f"{k}={v}" for k, v in (overrides or {}).items()) or "its registered arguments"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"backbone {backbone} cannot be built with {given}: {first}") from None
 
 
 def _apply_generic(cfg: Any, ctx: RunContext, resume: bool, batch: dict[str, Any] | None = None) -> dict[str, Any]:

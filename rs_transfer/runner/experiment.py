@@ -106,7 +106,7 @@ def _train(cfg: Any, header: list[str] | None = None
 
     from rs_transfer.runner.checkpoints import preemption_guard
     from rs_transfer.runner.console import build_runner
-    from rs_transfer.runner.hooks import RunStatsHook, TrainTimeHook
+    from rs_transfer.runner.hooks import FiniteLossHook, RunStatsHook, TrainTimeHook
     from rs_transfer.weights import mmengine_safe_globals
 
     # mmengine 0.10 checkpoints pickle HistoryBuffer, numpy scalars...: allow-list exactly those for resume.
@@ -116,6 +116,7 @@ def _train(cfg: Any, header: list[str] | None = None
         # Measurement only (it changes nothing the run computes): registered here, not through the config's
         # custom_hooks, so the resolved config and its hash stay as they were and finished runs stay reusable.
         runner.register_hook(TrainTimeHook(), priority="LOWEST")
+        runner.register_hook(FiniteLossHook(), priority="HIGHEST")   # a diverged run stops with one line
         runner.train()
     stats = next(h for h in runner.hooks if isinstance(h, RunStatsHook))
     if not stats.metrics and cfg.get("resume") and runner.iter >= runner.max_iters and runner.val_loop is not None:
@@ -169,6 +170,29 @@ def default_work_dir(task: str, backbone: str, weights: str | None, protocol: st
     return Path("work_dirs") / f"{task}-{backbone}-{tag}-{protocol}-{preset}-seed{seed}"
 
 
+def check_work_dir(work_dir: Path) -> None:
+    """A work dir this run can write, or a one-line error naming what is in the way (a file, a file above it, a
+    read-only or full file system), before anything is created or trained."""
+    import errno
+
+    for parent in [work_dir, *work_dir.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is a file" if parent == work_dir else f"sits under {parent}, which is a file"
+                raise UserError(f"--work-dir {work_dir} {where}; choose a folder")
+            break
+    probe = work_dir / f".write-test-{os.getpid()}"
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        why = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+               errno.EPERM: "permission denied", errno.ENOSPC: "the disk is full",
+               errno.EDQUOT: "the disk quota is exceeded"}.get(err.errno, err.strerror or str(err))
+        raise UserError(f"cannot write to --work-dir {work_dir}: {why}; choose another folder") from None
+
+
 def prepare_run(task: str, backbone: str, *, weights: str | None = None, preset: str = "paper",
                 protocol: str = "finetune", work_dir: str | Path | None = None, seed: int = 0,
                 config: str | None = None, cfg_options: dict | None = None, model_overrides: dict | None = None,
@@ -180,6 +204,8 @@ def prepare_run(task: str, backbone: str, *, weights: str | None = None, preset:
     run will record. ``world_size``: the processes the run has (a study cell's own, not the planner's).
     ``check_data=False`` (planning): a data folder that fails its check is not an error yet."""
     the_task = get_task(task)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise UserError(f"--seed {seed}: a seed is an integer in 0..{2 ** 32 - 1} (numpy and torch accept no other)")
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     the_task.config_for(protocol)  # validates the protocol
@@ -243,6 +269,7 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
                            seed=seed, config=config, cfg_options=cfg_options, model_overrides=model_overrides,
                            launcher=launcher, world_size=world_size, resume=resume, data_root=data_root,
                            trust=trust, strict=strict, normalization=normalization)
+        check_work_dir(prep.work_dir)
         attach_tracking(prep, tracking, _device())
         results = _run(prep, t0, resume=resume)
     if tracking is not None and (prep.work_dir / RESULTS_NAME).is_file() and _rank() == 0:

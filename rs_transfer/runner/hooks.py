@@ -59,6 +59,29 @@ def _batch_len(data_batch: Any) -> int | None:
 
 
 @HOOKS.register_module()
+class FiniteLossHook(Hook):
+    """A training loss that is NaN or infinite stops the run with one line (iteration, loss): a diverged run must
+    not go on to publish a number. Registered by the runner in code, like :class:`TrainTimeHook`: it changes
+    nothing a finite run computes, so it is not part of the config (nor of its hash)."""
+
+    priority = "HIGHEST"
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        import math
+
+        from rs_transfer.errors import UserError
+
+        for key, value in (outputs or {}).items():
+            if "loss" not in key:
+                continue
+            v = float(value.detach().float().mean()) if hasattr(value, "detach") else float(value)
+            if not math.isfinite(v):
+                raise UserError(f"training stopped: {key} = {v} at iteration {runner.iter + 1} (the run diverged; "
+                                "no result is written). Lower the learning rate, check the weights and the "
+                                "input normalisation")
+
+
+@HOOKS.register_module()
 class TrainTimeHook(Hook):
     """Training time, validation time and training images of a run, continued across resumes.
 

@@ -49,6 +49,17 @@ def default_out(name: str, preset: str) -> Path:
     return Path(f"results/{name}{_suffix(preset)}")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (``--rows 0`` would write an empty table, ``--seeds 0`` no run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value}): nothing would run")
+    return value
+
+
 def add_study_arguments(parser: argparse.ArgumentParser, study: StudyArgs) -> None:
     """``--preset --data-root --work-dir --out --seed --cfg-options --launcher --tracking``."""
     parser.add_argument("--preset", choices=("paper", "mini"), default="paper",
@@ -74,7 +85,8 @@ def add_additive_arguments(parser: argparse.ArgumentParser, study: StudyArgs, *,
     """The additive studies' (Tables 1 and 5) ``--config --rows --backbone-options``; ``config`` names the default
     config file, ``backbone_example`` adds examples to ``--backbone-options``."""
     parser.add_argument("--config", default=None, help=f"config file (default configs/{config})")
-    parser.add_argument("--rows", type=int, default=None, help="run only the first N rows (baseline = row 1)")
+    parser.add_argument("--rows", type=positive_int, default=None,
+                        help="run only the first N rows, N >= 1 (baseline = row 1)")
     parser.add_argument("--backbone-options", nargs="+", default=None, metavar="KEY=VALUE",
                         help=f"backbone arguments for every {study.unit}, after the {study.unit}'s own toggles"
                              + (f", e.g. {backbone_example}" if backbone_example else ""))

@@ -21,6 +21,7 @@ from rs_transfer.results import read_results
 from rs_transfer.runner.distributed import LAUNCHERS, launched_world_size
 from rs_transfer.runner.tracking import Tracking, for_study, log_report
 from rs_transfer.runner.tracking import add_argument as add_tracking
+from rs_transfer.studies.args import positive_int
 from rs_transfer.studies.plan import expected_hash_or_none
 from rs_transfer.studies.htmlpage import write_table4_html
 from rs_transfer.studies.report import build_report, weights_label, write_report
@@ -43,6 +44,38 @@ def _matches(res: dict[str, Any], task: str, backbone: str, weights: str | None,
             and weights_label(res.get("weights")) == weights_label(weights))
 
 
+def _check_grid(backbone: str, weights: Sequence[str | None], tasks: Sequence[str], protocols: Sequence[str],
+                seeds: int, preset: str, model_overrides: dict | None, cfg_options: dict | None) -> None:
+    """Every name, task, protocol and option of the grid is checked before the first cell runs: a typo in the
+    last weight source must not surface hours later. Unavailable tasks are allowed (shown as missing)."""
+    from rs_transfer.runner import prepare_run
+    from rs_transfer.tasks import PROTOCOLS, TaskNotAvailable, get_task
+    from rs_transfer.weights import resolve
+
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: at least one seed, or nothing runs")
+    labels = [weights_label(w) for w in weights]
+    twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if twice:
+        raise UserError(f"--weights lists {', '.join(twice)} more than once; each row is one weight source (the "
+                        "report would merge them into one row), so name each source once")
+    for w in weights:
+        if w is not None:
+            resolve(w)   # an unknown name or a missing file, now
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise UserError(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(PROTOCOLS)}")
+    for task in tasks:
+        try:
+            the_task = get_task(task)
+        except TaskNotAvailable:
+            continue
+        for protocol in protocols:
+            if protocol in the_task.protocols:  # the options of every (task, protocol), without reading weights
+                prepare_run(task, backbone, preset=preset, protocol=protocol, cfg_options=cfg_options,
+                            model_overrides=model_overrides, work_dir=Path("_check_"), check_data=False)
+
+
 def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | Path,
                tasks: Sequence[str] | None = None, protocols: Sequence[str] = ("finetune",), seeds: int = 1,
                preset: str = "paper", baseline: str | None = None, paper: bool = True,
@@ -57,11 +90,7 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
 
     out = Path(out_dir)
     tasks = list(tasks or TABLE4_TASKS)
-    for t in tasks:  # unknown names fail before any work; unavailable ones are allowed (shown as missing)
-        try:
-            get_task(t)
-        except TaskNotAvailable:
-            pass
+    _check_grid(backbone, weights, tasks, protocols, seeds, preset, model_overrides, cfg_options)
     cells: list[dict[str, Any]] = []
     failures = 0
     for w in weights:
@@ -142,7 +171,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "SRC=NORM pairs (default: what each source declares; else ImageNet, with a warning)")
     p.add_argument("--tasks", nargs="+", help="default: the five Table 4 tasks")
     p.add_argument("--protocols", nargs="+", default=["finetune"], help="e.g. finetune linear knn")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per cell (mean ± std in the report)")
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..N-1 per cell (mean ± std in the report)")
     p.add_argument("--preset", default="paper", choices=["paper", "mini"],
                    help="paper: the paper's protocols; mini: tiny generated data in each task's real format, a few "
                         "iterations (minutes on a CPU; checks the machinery, not a benchmark)")

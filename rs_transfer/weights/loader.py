@@ -47,6 +47,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)   # "key: checkpoint shape -> model shape"
+    wrong_dtype: list[str] = field(default_factory=list)  # "key: int8" where the model holds floats (refused)
     head_skipped: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)      # training-only parts of the release (projection heads...)
     stripped_prefixes: list[str] = field(default_factory=list)
@@ -176,6 +177,20 @@ def _inflate(src: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor
     return out
 
 
+def _refuse_untrustworthy(path: Path, wrong_dtype: list[str], tensors: dict[str, torch.Tensor]) -> None:
+    """Weights that cannot give an honest number are an error, never a silent cast: integer/bool tensors where the
+    model has floats (a quantised or damaged file), and NaN/Inf values (a diverged run's checkpoint)."""
+    if wrong_dtype:
+        raise CheckpointError(f"{path}: {len(wrong_dtype)} tensor(s) are not floating point where the model's are "
+                              f"({', '.join(wrong_dtype[:4])}{' ...' if len(wrong_dtype) > 4 else ''}): a quantised "
+                              "or damaged checkpoint; refused rather than cast to float")
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} tensor(s) hold NaN or Inf ({', '.join(bad[:4])}"
+                              f"{' ...' if len(bad) > 4 else ''}): the weights of a diverged run give no honest "
+                              "number; refused")
+
+
 def load_weights(model: nn.Module, source: str | os.PathLike, *, strict: bool = True, trust: bool = False,
                  inflate: str = "center", normalization: str | Normalization | None = None) -> LoadReport:
     """Load ``source`` (a path, a run's work dir, or a named source) into ``model``, mapping keys automatically.
@@ -209,7 +224,11 @@ def load_weights(model: nn.Module, source: str | os.PathLike, *, strict: bool = 
             else:
                 report.mismatched.append(f"{key}: {tuple(value.shape)} -> {tuple(target.shape)}")
                 continue
+        if target.is_floating_point() and not value.is_floating_point():
+            report.wrong_dtype.append(f"{key}: {str(value.dtype).replace('torch.', '')}")
+            continue
         to_load[key] = value.to(dtype=target.dtype) if target.is_floating_point() else value
+    _refuse_untrustworthy(info.path, report.wrong_dtype, to_load)
     for key in own:
         if key not in sd and not _is_head(key) and not key.endswith("num_batches_tracked"):
             report.missing.append(key)
