@@ -95,6 +95,7 @@ def test_tracking_backend_leaves_the_config_hash_alone(tmp_path: Path) -> None:
     added = prep.cfg.visualizer["vis_backends"][-1]
     assert len(prep.cfg.visualizer["vis_backends"]) == backends + 1    # TensorBoard stays, MLflow is added
     assert added["type"] == "MLflowVisBackend" and added["tags"]["config_hash"] == before
+    assert added["save_dir"] == str(tmp_path / "ml") and added["tracking_uri"] is None   # a folder, no server
     assert prep.config_hash == before
 
 

@@ -137,9 +137,16 @@ def attach(prep: Any, tracking: Tracking | None, device: str) -> None:
     run_tags = tags(prep, tracking, device)
     name = f"{prep.ctx.task}-{prep.ctx.backbone}-{prep.ctx.protocol}-seed{prep.ctx.seed}"
     if tracking.kind == "mlflow":
-        backend = dict(type="MLflowVisBackend", save_dir=str(prep.work_dir / "mlflow"), exp_name=tracking.experiment
-                       or "rs-transfer run", run_name=name, tags=run_tags, params=params(cfg, prep.facts),
-                       tracking_uri=allow_folder_store(tracking.uri or default_uri()), tracked_config_keys=[])
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        uri = allow_folder_store(tracking.uri or default_uri())
+        # A folder store is given as mmengine's save_dir (it builds the file:// URI itself); a URI only for a server,
+        # else mmengine warns "make sure that the mlflow server is running" for a plain folder.
+        folder = url2pathname(urlparse(uri).path) if uri.startswith("file:") else None
+        backend = dict(type="MLflowVisBackend", save_dir=folder or str(prep.work_dir / "mlflow"),
+                       exp_name=tracking.experiment or "rs-transfer run", run_name=name, tags=run_tags,
+                       params=params(cfg, prep.facts), tracking_uri=None if folder else uri, tracked_config_keys=[])
     else:
         backend = dict(type="WandbVisBackend", save_dir=str(prep.work_dir / "wandb"), init_kwargs=dict(
             project=os.environ.get("WANDB_PROJECT", "rs-transfer"), group=tracking.experiment, name=name,

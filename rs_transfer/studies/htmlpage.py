@@ -75,6 +75,7 @@ def _newest(paths: Iterable[Path]) -> Path | None:
 def run_info(path: Path, res: dict[str, Any], page_dir: Path, anchor: str, flags: list[str]) -> RunInfo:
     """The details of one run: everything a reader needs to trust or question its number."""
     import os
+    from urllib.parse import quote
 
     from rs_transfer.studies.report import row_label, weights_label
 
@@ -121,7 +122,8 @@ def run_info(path: Path, res: dict[str, Any], page_dir: Path, anchor: str, flags
     found = [("results.json", path), ("work dir", folder),
              ("log", _newest(folder.glob("*/*.log"))), ("TensorBoard folder", _newest(folder.glob("*/vis_data"))),
              ("config file", _newest(folder.glob("*.py")))]
-    links = [(label, os.path.relpath(p, page_dir)) for label, p in found if p is not None]
+    # relative (a copied or shared results folder keeps working), percent-encoded (spaces, '#', '?' in names)
+    links = [(label, quote(Path(os.path.relpath(p, page_dir)).as_posix())) for label, p in found if p is not None]
     title = (f"{row_label(res)} · {res['task']} · seed {res.get('seed', 0)}: {res['metric']} {res['value']:.2f}")
     return RunInfo(anchor, title, facts, links, config_text(res.get("config", {})), flags)
 
