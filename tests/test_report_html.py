@@ -93,13 +93,21 @@ def test_flags_for_mini_stale_and_other_commit_runs(study: Path) -> None:
 def test_confidence_intervals_are_shown_when_the_report_has_them(study: Path) -> None:
     rep = build_report([study], tasks=["cifar100"])
     data = rep.to_dict()
-    data["rows"]["resnet152 / resnet152.tv_in1k"]["cifar100"].update(ci_low=69.0, ci_high=72.6)
-    rep.to_dict = lambda: data                                    # a report that carries intervals
+    data["baseline"] = "resnet152 / resnet152.tv_in1k"
+    data["rows"]["resnet152 / resnet152.tv_in1k"]["cifar100"].update(low=69.0, high=72.6, interval_method="seeds")
+    data["rows"]["resnet152 / scratch"]["cifar100"].update(diff=-28.7, diff_low=-31.0, diff_high=-26.5,
+                                                          p_value=0.01, p_adjusted=0.02, significant=True)
+    rep.to_dict = lambda: data                                    # a report that carries intervals (h-intervals)
     page = table4_page(rep, study, [study])
     texts = [c.text for row in page.tables[0].rows for c in row]
     assert "70.80 ± 0.99 [69.00, 72.60] (n=2)" in texts
     assert "42.10 ± 1.27 (n=2)" in texts                          # no interval: mean ± std as before
+    assert "-28.70 [-31.00, -26.50] p=0.02 *" in [c.text for row in page.tables[1].rows for c in row]
     assert "95% confidence interval" in page.figures[1][1]        # the task plot's whiskers say which
+    row = {"id": "r", "top1": 80.0, "top1_low": 79.0, "top1_high": 81.5, "delta": 1.0, "delta_low": 0.2,
+           "delta_high": 1.8, "delta_p": 0.03, "work_dir": None}    # a row study's row with intervals
+    cells = rows_page({"study": "table1", "rows": [row]}, ["id", "top1", "delta"], study).tables[0].rows[0]
+    assert [c.text for c in cells] == ["r", "80 [79, 81.5]", "+1.00 [+0.20, +1.80] p=0.03"]
 
 
 def test_scaling_page_has_hover_labels_and_pareto_front(tmp_path: Path) -> None:

@@ -147,11 +147,26 @@ def cell_text(c: dict[str, Any]) -> str:
     """mean ± std (n), and the confidence interval and significance mark when the report carries them."""
     if not c or c.get("mean") is None:
         return "—"
+    from rs_transfer.studies.htmlplots import bounds
+
     s = f"{c['mean']:.2f}" + (f" ± {c['std']:.2f}" if c.get("std") is not None else "")
-    if c.get("ci_low") is not None and c.get("ci_high") is not None:
-        s += f" [{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
+    b = bounds(c)
+    if b is not None:
+        s += f" [{b[0]:.2f}, {b[1]:.2f}]"
     s += f" (n={c['n']})" if c.get("n", 1) > 1 else ""
     return s + (f" {c['mark']}" if c.get("mark") else "")
+
+
+def delta_text(c: dict[str, Any]) -> str:
+    """A difference to the baseline: the paired difference with its interval, p (adjusted) and * when significant
+    where the report computed them, else the plain difference of means."""
+    if c.get("diff") is not None:
+        s = f"{c['diff']:+.2f}"
+        if c.get("diff_low") is not None and c.get("diff_high") is not None:
+            s += f" [{c['diff_low']:+.2f}, {c['diff_high']:+.2f}]"
+        p = c.get("p_adjusted", c.get("p_value"))
+        return s + (f" p={p:.2g}" if p is not None else "") + (" *" if c.get("significant") else "")
+    return "—" if c.get("delta") is None else f"{c['delta']:+.2f}"
 
 
 def table4_page(rep: Any, page_dir: str | Path, dirs: Sequence[str | Path] = ()) -> Page:
@@ -195,7 +210,9 @@ def table4_page(rep: Any, page_dir: str | Path, dirs: Sequence[str | Path] = ())
         for t in tasks:
             c = cells.get(t) or {}
             row.append(HCell(cell_text(c), c.get("mean"), link(label, t), sorted(cell_flags.get((label, t), ())),
-                             title=f"seeds {c.get('seeds')}: {c.get('values')}" if c else "no result"))
+                             title=(f"seeds {c.get('seeds')}: {c.get('values')}"
+                                    + (f"; {c['interval_note']}" if c.get("interval_note") else "")) if c
+                             else "no result"))
         rows.append(row)
     for label, vals in data["paper"].items():
         rows.append([HCell(label, label, emphasis=True)] + [
@@ -210,9 +227,11 @@ def table4_page(rep: Any, page_dir: str | Path, dirs: Sequence[str | Path] = ())
             if label == data["baseline"]:
                 continue
             drows.append([HCell(label, label)] + [
-                HCell(MISSING if (cells.get(t) or {}).get("delta") is None else f"{cells[t]['delta']:+.2f}",
-                      (cells.get(t) or {}).get("delta"), link(label, t)) for t in tasks])
-        tables.append(Table(f"Difference to baseline: {data['baseline']}", head, drows))
+                HCell(delta_text(cells.get(t) or {}), (cells.get(t) or {}).get("diff", (cells.get(t) or {}).get(
+                    "delta")), link(label, t), title=(cells.get(t) or {}).get("diff_note", "")) for t in tasks])
+        tables.append(Table(f"Difference to baseline: {data['baseline']}", head, drows,
+                            "Paired difference [interval] and p adjusted for multiple comparisons (* = significant) "
+                            "where the report computed them; else the difference of means."))
     figures = [("All tasks: the figure of report.png", report_chart(rep))]
     figures += [(f"{data['titles'][t]}: every row", task_chart(data, t)) for t in tasks
                 if any((c.get(t) or {}).get("mean") is not None for c in data["rows"].values())]
@@ -232,9 +251,17 @@ LABELS = {"id": "id", "label": "row", "paper_top1": "top-1 (paper)", "paper_delt
           "infer_ms_per_image": "infer ms/img", "train_time_missing": "train time missing"}
 
 
-def _value_text(v: Any, key: str) -> str:
+def _value_text(v: Any, key: str, row: dict[str, Any] | None = None) -> str:
+    """A row-study cell; ``key_low``/``key_high`` (and ``delta_p`` for ``delta``) where the study computed them."""
+    from rs_transfer.studies.htmlplots import bounds
+
     if v is None:
         return "-"
+    b = bounds(row or {}, key) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    if b is not None:
+        p = (row or {}).get(f"{key}_p")
+        f = "+.2f" if "delta" in key else ".4g"
+        return f"{v:{f}} [{b[0]:{f}}, {b[1]:{f}}]" + (f" p={p:.2g}" if p is not None else "")
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
@@ -264,7 +291,7 @@ def rows_page(report: dict[str, Any], columns: Sequence[str], page_dir: str | Pa
             runs.append(run_info(path, res, page_dir, anchors[0], flags))
         for f in flags:
             counts[f] += 1
-        rows.append([HCell(_value_text(r.get(c), c), r.get(c) if not isinstance(r.get(c), (list, dict)) else None,
+        rows.append([HCell(_value_text(r.get(c), c, r), r.get(c) if not isinstance(r.get(c), (list, dict)) else None,
                            anchors, flags if i == 0 else []) for i, c in enumerate(columns)])
     study = report.get("study", "study")
     title = STUDY_TITLES.get(study, study)

@@ -52,14 +52,25 @@ def report_chart(rep: Any) -> str:
         return svg_of(chart(rep))
 
 
+def bounds(cell: dict[str, Any], key: str = "") -> tuple[float, float] | None:
+    """A confidence interval's (low, high) where the report computed one, else None. Table 4 cells carry ``low`` /
+    ``high`` (or ``ci_low`` / ``ci_high``); a row study's row carries ``<key>_low`` / ``<key>_high``."""
+    names = [(f"{key}_low", f"{key}_high")] if key else [("low", "high"), ("ci_low", "ci_high")]
+    for lo, hi in names:
+        if isinstance(cell.get(lo), (int, float)) and isinstance(cell.get(hi), (int, float)):
+            return float(cell[lo]), float(cell[hi])
+    return None
+
+
 def interval(cell: dict[str, Any]) -> tuple[float, float] | None:
-    """The cell's interval as (low, high) error-bar lengths: its confidence interval when the report has one
-    (``ci_low``/``ci_high``), else ± the sample std over seeds, else None (one seed, nothing to draw)."""
+    """The cell's interval as (below, above) error-bar lengths: its confidence interval when the report has one
+    (:func:`bounds`), else ± the sample std over seeds, else None (one seed, nothing to draw)."""
     m = cell.get("mean")
     if m is None:
         return None
-    if cell.get("ci_low") is not None and cell.get("ci_high") is not None:
-        return (m - float(cell["ci_low"]), float(cell["ci_high"]) - m)
+    b = bounds(cell)
+    if b is not None:
+        return (max(0.0, m - b[0]), max(0.0, b[1] - m))
     if cell.get("std") is not None:
         return (float(cell["std"]), float(cell["std"]))
     return None
@@ -90,7 +101,7 @@ def task_chart(data: dict[str, Any], task: str) -> str:
         ax.set_yticks(range(len(labels)))
         ax.set_yticklabels(labels)
         ax.invert_yaxis()
-        has_ci = any(c.get("ci_low") is not None for _, c in rows)
+        has_ci = any(bounds(c) is not None for _, c in rows)
         what = "95% confidence interval" if has_ci else "± sample std over seeds"
         metric = data.get("metrics", {}).get(task, "")
         lower = task in set(data.get("lower_is_better") or [])
@@ -113,6 +124,12 @@ def additive_chart(rows: Sequence[dict[str, Any]], title: str) -> str:
         ys = range(len(rows))
         ax.barh([y - 0.2 for y in ys], [r.get("top1") or 0 for r in rows], height=0.4, color="#4c78a8",
                 label="ours")
+        ivs = [(y, r["top1"], bounds(r, "top1")) for y, r in zip(ys, rows) if r.get("top1") is not None]
+        ivs = [(y, v, b) for y, v, b in ivs if b is not None]
+        if ivs:   # the row's 95 % interval over seeds (and samples) where the study computed one
+            ax.errorbar([v for _, v, _ in ivs], [y - 0.2 for y, _, _ in ivs], fmt="none", ecolor="black",
+                        capsize=3, lw=1, xerr=[[max(0.0, v - b[0]) for _, v, b in ivs],
+                                               [max(0.0, b[1] - v) for _, v, b in ivs]], label="95% interval")
         paper = [(y, r["paper_top1"]) for y, r in zip(ys, rows) if r.get("paper_top1") is not None]
         if paper:
             ax.barh([y + 0.2 for y, _ in paper], [v for _, v in paper], height=0.4, color="#bab0ac", hatch="//",
