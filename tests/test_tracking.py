@@ -49,7 +49,7 @@ def test_mini_study_tracked_in_mlflow(tmp_path: Path) -> None:
             "config_hash": res["config_hash"], "code_commit": str(res["git"]["commit"]),
             "world_size": str(res["world_size"]), "device": res["device"]}
         assert run.data.metrics[f"final/{res['metric']}"] == pytest.approx(res["value"])
-        assert run.info.status == "FINISHED"
+        assert run.info.status == "FINISHED" and run.info.run_name == f"cifar100/{Path(cell['work_dir']).name}"
         assert "results.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
     trained = cells["0"]
     assert trained.data.params["global_batch_size"] == "16" and trained.data.params["train_cfg.max_iters"] == "2"

@@ -135,7 +135,7 @@ def attach(prep: Any, tracking: Tracking | None, device: str) -> None:
         return
     cfg = prep.cfg
     run_tags = tags(prep, tracking, device)
-    name = f"{prep.ctx.task}-{prep.ctx.backbone}-{prep.ctx.protocol}-seed{prep.ctx.seed}"
+    name = f"{prep.ctx.task}/{prep.work_dir.name}"   # the cell's folder: tells the cells of a study apart
     if tracking.kind == "mlflow":
         from urllib.parse import urlparse
         from urllib.request import url2pathname
@@ -180,8 +180,8 @@ def finish(tracking: Tracking | None, results: dict[str, Any], results_path: Pat
                     "preset": results.get("preset", ""), "config_hash": results.get("config_hash", ""),
                     "code_commit": str((results.get("git") or {}).get("commit")),
                     "world_size": str(results.get("world_size")), "device": str(results.get("device"))}
-        run_id = client.create_run(exp_id, tags=run_tags, run_name=f"{results['task']}-{results['backbone']}-"
-                                   f"{results.get('protocol')}-seed{results.get('seed')}").info.run_id
+        run_id = client.create_run(exp_id, tags=run_tags, run_name=f"{results['task']}/{results_path.parent.name}"
+                                   ).info.run_id
     client.log_metric(run_id, f"final/{results['metric']}", float(results["value"]))
     for k, v in (results.get("metrics") or {}).items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):

@@ -72,8 +72,10 @@ def _newest(paths: Iterable[Path]) -> Path | None:
     return found[-1] if found else None
 
 
-def run_info(path: Path, res: dict[str, Any], page_dir: Path, anchor: str, flags: list[str]) -> RunInfo:
-    """The details of one run: everything a reader needs to trust or question its number."""
+def run_info(path: Path, res: dict[str, Any], page_dir: Path, anchor: str, flags: list[str],
+             name: str = "") -> RunInfo:
+    """The details of one run: everything a reader needs to trust or question its number (``name``: the study
+    row it is, when the row label does not tell rows apart)."""
     import os
     from urllib.parse import quote
 
@@ -124,7 +126,8 @@ def run_info(path: Path, res: dict[str, Any], page_dir: Path, anchor: str, flags
              ("config file", _newest(folder.glob("*.py")))]
     # relative (a copied or shared results folder keeps working), percent-encoded (spaces, '#', '?' in names)
     links = [(label, quote(Path(os.path.relpath(p, page_dir)).as_posix())) for label, p in found if p is not None]
-    title = (f"{row_label(res)} · {res['task']} · seed {res.get('seed', 0)}: {res['metric']} {res['value']:.2f}")
+    title = (f"{name + ': ' if name else ''}{row_label(res)} · {res['task']} · seed {res.get('seed', 0)}: "
+             f"{res['metric']} {res['value']:.2f}")
     return RunInfo(anchor, title, facts, links, config_text(res.get("config", {})), flags)
 
 
@@ -288,7 +291,7 @@ def rows_page(report: dict[str, Any], columns: Sequence[str], page_dir: str | Pa
             if "other-commit" in flags:
                 commits.add(res["git"]["commit"])
             anchors = [anchor_for(path, page_dir)]
-            runs.append(run_info(path, res, page_dir, anchors[0], flags))
+            runs.append(run_info(path, res, page_dir, anchors[0], flags, str(r.get("id") or r.get("label") or "")))
         for f in flags:
             counts[f] += 1
         rows.append([HCell(_value_text(r.get(c), c, r), r.get(c) if not isinstance(r.get(c), (list, dict)) else None,

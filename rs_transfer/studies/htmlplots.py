@@ -180,7 +180,9 @@ def pareto_charts(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
             if len(front) > 1:
                 ax.step([x for x, _ in front], [y for _, y in front], where="post", ls="--", color="gray",
                         lw=1, label="Pareto front")
-            ax.set_xscale("log")
+            xs = [r[key] for r in rows if r.get(key) is not None and r[key] > 0]
+            if xs and max(xs) / min(xs) > 10:   # log only over a decade or more (else ticks read 2.34 x 10^1)
+                ax.set_xscale("log")
             ax.set_xlabel(label)
             ax.set_ylabel("top-1 (%)")
             ax.grid(True, alpha=0.3)
