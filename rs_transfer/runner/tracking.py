@@ -74,9 +74,9 @@ def require(kind: str) -> None:
 
 
 def allow_folder_store(uri: str) -> str:
-    """A local folder store (``file://``) is what works offline with the light ``mlflow-skinny``; MLflow >= 3.7
-    calls it "maintenance mode" and refuses it unless ``MLFLOW_ALLOW_FILE_STORE`` opts in, so a folder URI opts
-    in (a user who wants the database store passes ``mlflow=sqlite:///PATH/mlflow.db`` with the full mlflow)."""
+    """A local folder store (``file://``) is what works offline with the light ``mlflow-skinny``; recent MLflow
+    (3.18, the pinned one) calls it "maintenance mode" and refuses it unless ``MLFLOW_ALLOW_FILE_STORE`` opts in,
+    so a folder URI opts in (a user who wants the database store passes ``mlflow=sqlite:///PATH/mlflow.db`` with the full mlflow)."""
     if uri.startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return uri
