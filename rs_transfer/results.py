@@ -126,13 +126,14 @@ def read_results(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Every results.json under the given files/folders, once each (absolute paths: ``DIR`` and ``DIR/x/results.json``
-    given together are the same file, not a duplicate run), sorted for stable reports."""
+    given together are the same file, not a duplicate run), sorted for stable reports. Files inside an ``mlruns``
+    folder are MLflow's artifact copies of runs (``--tracking mlflow``), not runs: left out."""
     found: set[Path] = set()
     for p in map(Path, paths):
         if p.is_file():
             found.add(p.resolve())
-        elif p.is_dir():
-            found.update(f.resolve() for f in p.rglob(RESULTS_NAME))
+        elif p.is_dir():   # an MLflow store's artifact copies (``--tracking``) are copies, not runs
+            found.update(f.resolve() for f in p.rglob(RESULTS_NAME) if "mlruns" not in f.relative_to(p).parts)
     return sorted(found)
 
 

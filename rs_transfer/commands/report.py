@@ -8,12 +8,14 @@ DESCRIPTION = """Gather every results.json under the given folders into one repo
 (/ protocol), columns = tasks, each cell the mean over seeds with its 95 % interval (bootstrap over the test
 samples kept in each run's eval_outputs.npz, recomputing the metric), paired differences to a baseline row with
 permutation p-values and Benjamini-Hochberg adjusted p-values (--alpha), and optionally the paper's own Table 4
-as reference rows. Writes report.md, report.csv, report.json and report.png (atomically).
+as reference rows. Writes report.md, report.csv, report.json and report.png (atomically), and with --html
+report.html, one self-contained page (no network) to open in a browser.
 Unreadable results.json files and duplicate runs (same row, task and seed) are not counted; they are listed in the
 report ("Not counted") and on the console.
 
 examples:
   rs-transfer report work_dirs/ --paper
+  rs-transfer report studies/t4 --html            # then open studies/t4/report.html
   rs-transfer report studies/t4 --baseline resnet152.tv_in1k --alpha 0.05 --out reports/
 """
 
@@ -32,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bootstrap and permutation resamples (default 1000)")
     p.add_argument("--no-intervals", dest="intervals", action="store_false",
                    help="skip intervals and tests (mean ± std only; fast)")
+    p.add_argument("--html", action="store_true",
+                   help="also write NAME.html: one self-contained page (opens offline) with sortable tables, the "
+                        "figures, every run's details and warnings for mini, stale and other-commit runs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
                        intervals=args.intervals, resamples=args.resamples)
     out = Path(args.out or (args.dirs[0] if Path(args.dirs[0]).is_dir() else Path(args.dirs[0]).parent))
     files = write_report(rep, out, args.name)
+    if args.html:
+        from rs_transfer.studies.htmlpage import write_table4_html
+
+        files["html"] = write_table4_html(rep, out, args.name, args.dirs)
     print(to_markdown(rep))
     print("written: " + ", ".join(str(p) for p in files.values()))
     if rep.unreadable or rep.duplicates:  # also in the report's "Not counted" section; said last, where it is seen

@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", nargs="+", metavar="K",
                    help="protocol fewshot: images per class, e.g. 1 2 5 10 25, and/or vtab1k (= probe.shots)")
     p.add_argument("--episodes", type=int, metavar="N", help="protocol fewshot: seeded draws per K (= probe.episodes)")
+    from rs_transfer.runner.tracking import add_argument as add_tracking
+
+    add_tracking(p)
     p.add_argument("--sweep", action="store_true",
                    help="cifar100 and the transfer suite's single-label tasks: choose LR and weight decay on a "
                         "7 x 7 grid (Kornblith et al. 2019) scored on a held-out 20%% of the training set, then "
@@ -90,11 +93,16 @@ def run(args: argparse.Namespace) -> int:
         cfg_options, model_overrides = {**r_cfg, **cfg_options}, {**r_model, **model_overrides}
     if args.sweep:
         from rs_transfer.studies.sweep import run_sweep as run_experiment  # noqa: F811  (same arguments)
+    from rs_transfer.runner.tracking import parse as parse_tracking
+
+    tracking = parse_tracking(args.tracking)
+    if tracking is not None and args.sweep:   # the sweep's points and final run: one experiment
+        tracking = tracking.for_study("sweep", args.work_dir or "work_dirs")
     res = run_experiment(args.task, args.backbone, weights=args.weights, preset=args.preset,
                          protocol=args.protocol, work_dir=args.work_dir, seed=args.seed, config=args.config,
                          cfg_options=cfg_options, model_overrides=model_overrides, launcher=args.launcher,
                          resume=args.resume, data_root=args.data_root, trust=args.trust, strict=args.strict,
-                         normalization=args.normalization)
+                         normalization=args.normalization, tracking=tracking)
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:

@@ -40,6 +40,9 @@ from rs_transfer.paths import RESULTS_NAME
 from rs_transfer.results import git_revision, to_jsonable
 from rs_transfer.runner.config import build_config
 from rs_transfer.runner.distributed import LAUNCHERS, init_distributed
+from rs_transfer.runner.tracking import Tracking
+from rs_transfer.runner.tracking import attach as attach_tracking
+from rs_transfer.runner.tracking import finish as finish_tracking
 from rs_transfer.studies.reuse import portable_hash
 from rs_transfer.tasks import PRESETS, RunContext, Task, get_task
 from rs_transfer.tasks._corrupt import summary as skipped_files_summary
@@ -244,7 +247,8 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
                    config: str | None = None, cfg_options: dict | None = None,
                    model_overrides: dict | None = None, launcher: str = "none", resume: bool = False,
                    data_root: str | Path | None = None, trust: bool = False,
-                   strict: bool = True, normalization: str | None = None) -> dict[str, Any]:
+                   strict: bool = True, normalization: str | None = None,
+                   tracking: Tracking | None = None) -> dict[str, Any]:
     """Run one (task, backbone, weights, protocol, seed) and write ``work_dir/results.json`` atomically.
 
     Returns the results dict. ``model_overrides`` are extra ResNetRS kwargs (``se_ratio=0``,
@@ -252,7 +256,8 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
     generated mini dataset). ``resume=True`` continues from the newest complete checkpoint in ``work_dir``
     (``results.json`` records its iteration as ``resumed_from``; None when there was none). ``trust`` / ``strict``
     are :func:`rs_transfer.load_weights`'s (CLI ``--trust`` / ``--no-strict``), ``normalization`` its explicit
-    input normalisation (CLI ``--normalization imagenet|unit|MEAN,STD``).
+    input normalisation (CLI ``--normalization imagenet|unit|MEAN,STD``). ``tracking``: also log to MLflow / W&B
+    (:mod:`rs_transfer.runner.tracking`; not part of the config hash).
     """
     from rs_transfer.runner.lock import lock_for_run
     from rs_transfer.weights.loader import reads_once
@@ -271,7 +276,17 @@ def run_experiment(task: str, backbone: str, *, weights: str | None = None, pres
         # second study, a requeued job racing the original) exits with one line naming the holder instead of
         # sharing checkpoints and results.json. Taken after validation: bad input creates no folder.
         with lock_for_run(prep.work_dir, launcher):
-            return _run(prep, t0, resume=resume)
+            attach_tracking(prep, tracking, _device())
+            results = _run(prep, t0, resume=resume)
+    if tracking is not None and (prep.work_dir / RESULTS_NAME).is_file() and _rank() == 0:
+        finish_tracking(tracking, results, prep.work_dir / RESULTS_NAME)
+    return results
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _run(prep: PreparedRun, t0: float, *, resume: bool) -> dict[str, Any]:

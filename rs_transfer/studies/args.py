@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rs_transfer.runner.distributed import LAUNCHERS   # light: no torch for --help
+from rs_transfer.runner.tracking import add_argument as add_tracking
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class StudyArgs:
     mini: str
     dataset: str
     cfg_options: str
-    outputs: str = "OUT.md, OUT.csv, OUT.json"
+    outputs: str = "OUT.md, OUT.csv, OUT.json, OUT.html"
 
 
 def _suffix(preset: str) -> str:
@@ -60,7 +61,7 @@ def positive_int(text: str) -> int:
 
 
 def add_study_arguments(parser: argparse.ArgumentParser, study: StudyArgs) -> None:
-    """``--preset --data-root --work-dir --out --seed --seeds --cfg-options --launcher``."""
+    """``--preset --data-root --work-dir --out --seed --seeds --cfg-options --launcher --tracking``."""
     parser.add_argument("--preset", choices=("paper", "mini"), default="paper",
                         help=f"paper: the paper's protocol; mini: {study.mini} (default: paper)")
     parser.add_argument("--data-root", default=None, help=f"{study.dataset} folder (default: the task's data folder)")
@@ -80,6 +81,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, study: StudyArgs) -> No
     parser.add_argument("--launcher", default="none", choices=LAUNCHERS,
                         help="how the processes were started: none (one process), pytorch (torchrun), slurm (srun) "
                              "(default: none)")
+    add_tracking(parser)
 
 
 def add_additive_arguments(parser: argparse.ArgumentParser, study: StudyArgs, *, config: str,

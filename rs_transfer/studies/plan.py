@@ -13,6 +13,7 @@ def expected_hash(task: str, backbone: str, *, world_size: int = 1, **kwargs: An
     from rs_transfer.runner import prepare_run
 
     kwargs.pop("launcher", None)    # how processes start is not part of the identity; their number is
+    kwargs.pop("tracking", None)    # nor where the logs go (rs_transfer.runner.tracking)
     return prepare_run(task, backbone, world_size=world_size, check_data=False, **kwargs).config_hash
 
 

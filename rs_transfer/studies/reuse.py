@@ -23,8 +23,10 @@ from typing import Any
 from rs_transfer.results import config_hash, git_revision
 
 # Keys of a resolved config that differ between runs of the same configuration: a fresh name per run, where a
-# resumed run starts from, and how the processes were launched (the world size itself shows in the batch keys).
-VOLATILE_KEYS = ("experiment_name", "resume", "load_from", "launcher")
+# resumed run starts from, how the processes were launched (the world size itself shows in the batch keys) and
+# where the logs go (``visualizer``: TensorBoard, and MLflow / W&B with ``--tracking``; logging never changes a
+# number, so a tracked re-run reuses an untracked row and vice versa).
+VOLATILE_KEYS = ("experiment_name", "resume", "load_from", "launcher", "visualizer")
 
 
 def _class_name(value: str) -> str:

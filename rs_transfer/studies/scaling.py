@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.recipes import TABLE1, Arch
+from rs_transfer.runner.tracking import Tracking, for_study, log_report
 from rs_transfer.studies.args import StudyArgs, add_study_arguments, default_out, default_work_dir
 from rs_transfer.studies.seeded import seeds_line, value_text
 
@@ -43,7 +44,7 @@ STUDY_ARGS = StudyArgs(name="scaling", unit="cell", dataset="ILSVRC2012",
                        mini="generated ImageNet-format set, stand-in models (one block per stage, widths x 0.25) at "
                             "resolution / 5",
                        cfg_options="after the cell's recipe (e.g. recipe.minival=True, as the paper's figures)",
-                       outputs="OUT.md, OUT.csv, OUT.json, OUT.png")
+                       outputs="OUT.md, OUT.csv, OUT.json, OUT.png, OUT.html")
 
 
 def cell_id(depth: int, width: float, resolution: int, epochs: int) -> str:
@@ -114,7 +115,8 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
               epochs: Sequence[int], preset: str = "paper", work_dir: str | Path | None = None,
               out: str | Path | None = None, data_root: str | None = None, seed: int = 0,
               cfg_options: dict[str, Any] | None = None, launcher: str = "none", latency_batch: int = 8,
-              runner: Callable[..., dict] | None = None, seeds: int = 1) -> dict[str, Any]:
+              runner: Callable[..., dict] | None = None, seeds: int = 1,
+              tracking: Tracking | None = None) -> dict[str, Any]:
     """Run (or reuse) every grid cell, ``seeds`` runs each (rs_transfer/studies/seeded.py), and write the report."""
     from rs_transfer.runner.distributed import launched_world_size
     from rs_transfer.studies.seeded import combine, seed_dir, seeds_of
@@ -125,6 +127,7 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
         from rs_transfer.runner import run_experiment as runner
     work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
     out = Path(out or default_out(STUDY_ARGS.name, preset))
+    track = {"tracking": tracking} if tracking is not None else {}   # a test's stand-in runner takes none
     finished = finished_runs(work_dir)
     rows = []
     for d, w, r, e in itertools.product(depths, widths, resolutions, epochs):
@@ -141,7 +144,7 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
             reused = reusable(res, expected, str(sdir))
             if not reused:
                 res = runner("imagenet", BACKBONE, work_dir=sdir, launcher=launcher,
-                             resume=(sdir / "last_checkpoint").is_file(), **kw)
+                             resume=(sdir / "last_checkpoint").is_file(), **kw, **track)
             runs.append(res)
             all_reused = all_reused and reused
         res = runs[0]     # timing: the first seed's run (the same network and schedule for every seed)
@@ -154,7 +157,7 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
     report = dict(study="scaling", preset=preset, backbone=BACKBONE, seed=seed, seeds=seeds, rows=rows,
                   note=("MINI preset: tiny generated data and stand-in models; checks the machinery, not the "
                         "paper's curves; intervals from a mini set mean nothing" if preset == "mini" else ""))
-    write_report(report, out)
+    log_report(tracking, write_report(report, out))
     return report
 
 
@@ -232,10 +235,13 @@ def to_png(report: dict[str, Any]) -> bytes:
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
-    """``OUT.md``, ``OUT.csv``, ``OUT.json``, ``OUT.png``, each replaced atomically."""
+    """``OUT.md``, ``OUT.csv``, ``OUT.json``, ``OUT.png``, ``OUT.html``, each replaced atomically."""
     from rs_transfer.studies.tables import write_files
 
-    return write_files(out, report, markdown=to_markdown(report), columns=COLS, png=to_png(report))
+    from rs_transfer.studies.htmlpage import write_rows_html
+
+    return (write_files(out, report, markdown=to_markdown(report), columns=COLS, png=to_png(report))
+            + [write_rows_html(report, COLS, out)])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -253,8 +259,10 @@ def run(args: argparse.Namespace) -> int:
     report = run_study(depths=args.depths, widths=args.widths, resolutions=args.resolutions, epochs=args.epochs,
                        preset=args.preset, work_dir=args.work_dir, out=args.out, data_root=args.data_root,
                        seed=args.seed, cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
-                       latency_batch=args.latency_batch, seeds=args.seeds)
+                       latency_batch=args.latency_batch, seeds=args.seeds,
+                       tracking=for_study(args.tracking, STUDY_ARGS.name,
+                                          args.work_dir or default_work_dir(STUDY_ARGS.name, args.preset)))
     print(to_markdown(report))
     out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
-    print(f"wrote {out.with_suffix('.md')}, .csv, .json, .png")
+    print(f"wrote {out.with_suffix('.md')}, .csv, .json, .png, .html")
     return 0

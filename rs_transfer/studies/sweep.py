@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.errors import UserError
+from rs_transfer.runner.tracking import add_argument as add_tracking
 
 # CIFAR-100 and the transfer suite's single-label datasets (their TvClassDataset takes the same subset keys; VOC2007's
 # multi-label fine-tune is left out: not tried through the sweep).
@@ -96,13 +97,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", default=None, help="the final run's folder; grid points go to WORK_DIR/sweep/")
     p.add_argument("--seed", type=int, default=0, help="seed of every run and of the held-out split (default 0)")
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", help="config edits, every run")
+    add_tracking(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from rs_transfer.runner import parse_cfg_options
+    from rs_transfer.runner.tracking import for_study
 
+    tracking = for_study(args.tracking, "sweep", args.work_dir or "work_dirs")
     res = run_sweep(args.task, args.backbone, weights=args.weights, preset=args.preset, work_dir=args.work_dir,
-                    seed=args.seed, cfg_options=parse_cfg_options(args.cfg_options))
+                    seed=args.seed, cfg_options=parse_cfg_options(args.cfg_options),
+                    **({"tracking": tracking} if tracking else {}))
     best = res["sweep"]["best"]
     print(f"best lr {best['lr']:g}, weight decay {best['weight_decay']:g}; test {res['metric']} = "
           f"{res['value']:.2f}\nresults: {res['work_dir']}/results.json")

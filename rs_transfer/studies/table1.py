@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_transfer.recipes import TABLE1, arch_of
+from rs_transfer.runner.tracking import Tracking, for_study, log_report
 from rs_transfer.studies.args import (StudyArgs, add_additive_arguments, add_study_arguments, default_out,
                                       default_work_dir)
 from rs_transfer.studies.seeded import delta_text, seeds_line, value_text
@@ -48,7 +49,8 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
               model_overrides: dict[str, Any] | None = None, max_rows: int | None = None,
               launcher: str = "none", runner: Callable[..., dict] | None = None, seeds: int = 1,
               executor: str = "local", dry_run: bool = False, slurm_opts: Any = None,
-              gpu: tuple[str, float] | None = None, log: Callable[[str], Any] = print) -> dict[str, Any] | None:
+              gpu: tuple[str, float] | None = None, log: Callable[[str], Any] = print,
+              tracking: Tracking | None = None) -> dict[str, Any] | None:
     """Run (or reuse, or resume) every row, ``seeds`` runs each (seed, seed + 1, ...: rs_transfer/studies/seeded.py),
     and write the report; returns the report dict. ``dry_run``: write and print the plan (``WORK_DIR/plan.json``)
     only; ``executor="slurm"``: submit the runs still to do as one job array (``slurm_opts``); both return None until
@@ -62,6 +64,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
         from rs_transfer.runner import run_experiment as runner
     work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
     out = Path(out or default_out(STUDY_ARGS.name, preset))
+    track = {"tracking": tracking} if tracking is not None else {}   # a test's stand-in runner takes none
     finished = finished_runs(work_dir)
     if dry_run or executor == "slurm":
         if not _plan(work_dir, backbone, preset, finished, dict(weights=weights, preset=preset, config=config,
@@ -87,7 +90,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
             reused = reusable(results, expected, str(sdir))
             if not reused:
                 results = runner("imagenet", backbone, work_dir=sdir, launcher=launcher,
-                                 resume=(sdir / "last_checkpoint").is_file(), **kw)
+                                 resume=(sdir / "last_checkpoint").is_file(), **kw, **track)
             runs.append(results)
             all_reused = all_reused and reused
         m = runs[0]["metrics"]
@@ -103,7 +106,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
                   rows=rows,
                   note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers; "
                         "intervals from a mini set mean nothing" if preset == "mini" else ""))
-    write_report(report, out)
+    log_report(tracking, write_report(report, out))
     return report
 
 
@@ -174,8 +177,11 @@ COLUMNS = ("id", "label", "paper_top1", "paper_delta", "top1", "top1_low", "top1
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
-    """``OUT.md``, ``OUT.csv``, ``OUT.json``, each replaced atomically (never half-written)."""
-    return write_files(out, report, markdown=to_markdown(report), columns=COLUMNS)
+    """``OUT.md``, ``OUT.csv``, ``OUT.json``, ``OUT.html``, each replaced atomically (never half-written)."""
+    from rs_transfer.studies.htmlpage import write_rows_html
+
+    return (write_files(out, report, markdown=to_markdown(report), columns=COLUMNS)
+            + [write_rows_html(report, COLUMNS, out)])
 
 
 # ---- CLI (dispatched from `rs-transfer study table1`) ---------------------------------------------------------
@@ -199,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
                        cfg_options=parse_cfg_options(args.cfg_options),
                        model_overrides=parse_cfg_options(args.backbone_options), max_rows=args.rows,
                        launcher=args.launcher, seeds=args.seeds, executor=args.executor, dry_run=args.dry_run,
+                       tracking=for_study(args.tracking, STUDY_ARGS.name,
+                                          args.work_dir or default_work_dir(STUDY_ARGS.name, args.preset)),
                        gpu=(args.gpu, args.assume_mfu) if args.gpu else None,
                        slurm_opts=slurm_options(args, args.work_dir or default_work_dir(STUDY_ARGS.name, args.preset))
                        if args.executor == "slurm" else None)
@@ -206,5 +214,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(to_markdown(report))
     out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
-    print(f"wrote {out.with_suffix('.md')}, .csv, .json")
+    print(f"wrote {out.with_suffix('.md')}, .csv, .json, .html")
     return 0

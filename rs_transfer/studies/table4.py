@@ -21,9 +21,12 @@ from rs_transfer.atomic import write_json_atomic
 from rs_transfer.errors import UserError
 from rs_transfer.results import read_results
 from rs_transfer.runner.distributed import LAUNCHERS, launched_world_size
+from rs_transfer.runner.tracking import Tracking, for_study, log_report
+from rs_transfer.runner.tracking import add_argument as add_tracking
 from rs_transfer.studies.args import positive_int
 from rs_transfer.studies.cells import PLAN_NAME, PlannedCell, write_plan
 from rs_transfer.studies.executor import SlurmOptions, add_executor_arguments, slurm_options
+from rs_transfer.studies.htmlpage import write_table4_html
 from rs_transfer.studies.plan import expected_hash_or_none
 from rs_transfer.studies.planning import measured_throughput, plan_cell, plan_table, submit_plan
 from rs_transfer.studies.report import build_report, weights_label, write_report
@@ -99,7 +102,8 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                data_roots: dict[str, str] | None = None, log=print,
                normalization: str | dict[str | None, str] | None = None, trust: bool = False,
                strict: bool = True, alpha: float = 0.05, executor: str = "local", dry_run: bool = False,
-               slurm_opts: SlurmOptions | None = None, gpu: tuple[str, float] | None = None) -> dict[str, Any]:
+               slurm_opts: SlurmOptions | None = None, gpu: tuple[str, float] | None = None,
+               tracking: Tracking | None = None) -> dict[str, Any]:
     """Run every (weights, task, protocol, seed) cell not done yet, then write the report. Returns study.json.
     ``normalization``: an explicit input normalisation for every weight source, or ``{source: normalisation}``;
     ``alpha``: the report's significance level for paired differences to the baseline (after BH).
@@ -161,6 +165,8 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                             continue
                         log(f"[stale] {wd}: results.json ran another configuration (config hash differs); "
                             "running it again")
+                        cell["stale"] = True   # until it runs again: a failed re-run leaves the old number
+
                     try:
                         the_task = get_task(task)
                         if protocol not in the_task.protocols:
@@ -179,9 +185,10 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
                                              work_dir=wd, seed=seed, cfg_options=cfg_options,
                                              model_overrides=model_overrides, launcher=launcher, resume=resume,
                                              data_root=(data_roots or {}).get(task), normalization=norm,
-                                             trust=trust, strict=strict)
+                                             trust=trust, strict=strict, tracking=tracking)
                         cell.update(state="done", value=res["value"], seconds=round(time.time() - t0, 1),
                                     **_denominators(res))
+                        cell.pop("stale", None)
                     except UserError as err:  # missing data, weights not cached...: the rest of the grid goes on
                         failures += 1
                         cell.update(state="failed", reason=str(err))
@@ -210,6 +217,8 @@ def run_table4(*, backbone: str, weights: Sequence[str | None], out_dir: str | P
     except UserError:  # the baseline row has no results (yet): report without differences
         rep = build_report([out], tasks=tasks, baseline=None, paper=paper, alpha=alpha)
     files = write_report(rep, out)
+    files["html"] = write_table4_html(rep, out, dirs=[out])
+    log_report(tracking, list(files.values()))
     study = {"study": "table4", "backbone": backbone, "preset": preset, "weights": list(weights), "tasks": tasks,
              "protocols": list(protocols), "seeds": seeds, "cells": cells, "failures": failures,
              "report": {k: str(v) for k, v in files.items()}}
@@ -248,6 +257,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "every cell then runs on those processes (default: none)")
     p.add_argument("--no-strict", dest="strict", action="store_false",
                    help="load --weights even if backbone keys differ (as `run --no-strict`)")
+    add_tracking(p)
     p.add_argument("--trust", action="store_true",
                    help="allow full unpickling of --weights files (only for files you trust)")
     add_executor_arguments(p)
@@ -267,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
                        cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
                        normalization=norm, trust=args.trust, strict=args.strict, alpha=args.alpha,
                        executor=args.executor, dry_run=args.dry_run,
+                       tracking=for_study(args.tracking, "table4", args.out),
                        gpu=(args.gpu, args.assume_mfu) if args.gpu else None,
                        slurm_opts=slurm_options(args, args.out) if args.executor == "slurm" else None)
     if not study["report"]:   # a dry run, or cells still running on the cluster

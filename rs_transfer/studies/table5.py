@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rs_transfer.runner.tracking import Tracking, for_study, log_report
 from rs_transfer.studies.args import (StudyArgs, add_additive_arguments, add_study_arguments, default_out,
                                       default_work_dir)
 from rs_transfer.studies.seeded import delta_text, seeds_line, value_text
@@ -68,7 +69,8 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
               seed: int = 0, config: str | None = None, cfg_options: dict[str, Any] | None = None,
               model_overrides: dict[str, Any] | None = None, max_rows: int | None = None,
               launcher: str = "none", runner: Callable[..., dict] | None = None,
-              log: Callable[[str], None] = print, seeds: int = 1) -> dict[str, Any]:
+              log: Callable[[str], None] = print, seeds: int = 1,
+              tracking: Tracking | None = None) -> dict[str, Any]:
     """Run (or resume) every row and write the report; returns the report dict.
 
     A row's existing results.json is reused only when its recorded config hash equals the hash of the config the
@@ -85,6 +87,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
         from rs_transfer.runner import run_experiment as runner
     work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
     out = Path(out or default_out(STUDY_ARGS.name, preset))
+    track = {"tracking": tracking} if tracking is not None else {}   # a test's stand-in runner takes none
     base_model = mini_model_overrides(backbone) if preset == "mini" else {}
     rows: list[dict[str, Any]] = []
     previous: list[dict[str, Any]] = []
@@ -105,7 +108,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
                     "again")
             if not reused:
                 results = runner("kinetics400", backbone, launcher=launcher,
-                                 resume=(row_dir / "last_checkpoint").is_file(), **kwargs)
+                                 resume=(row_dir / "last_checkpoint").is_file(), **kwargs, **track)
             runs.append(results)
             all_reused = all_reused and reused
         rows.append(_row_record(row_id, label, enabled, runs, all_reused))
@@ -117,7 +120,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
                   rows=rows,
                   note=("MINI preset: tiny generated data and model; checks the machinery, not the paper's numbers; "
                         "intervals from a mini set mean nothing" if preset == "mini" else ""))
-    write_report(report, out)
+    log_report(tracking, write_report(report, out))
     return report
 
 
@@ -146,8 +149,11 @@ COLUMNS = ("id", "label", "paper_top1", "paper_delta", "top1", "top1_low", "top1
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
-    """``OUT.md``, ``OUT.csv``, ``OUT.json``, each replaced atomically (never half-written)."""
-    return write_files(out, report, markdown=to_markdown(report), columns=COLUMNS)
+    """``OUT.md``, ``OUT.csv``, ``OUT.json``, ``OUT.html``, each replaced atomically (never half-written)."""
+    from rs_transfer.studies.htmlpage import write_rows_html
+
+    return (write_files(out, report, markdown=to_markdown(report), columns=COLUMNS)
+            + [write_rows_html(report, COLUMNS, out)])
 
 
 # ---- CLI (dispatched from `rs-transfer study table5`) ---------------------------------------------------------
@@ -166,10 +172,12 @@ def run(args: argparse.Namespace) -> int:
                        out=args.out, data_root=args.data_root, seed=args.seed, config=args.config,
                        cfg_options=parse_cfg_options(args.cfg_options),
                        model_overrides=parse_cfg_options(args.backbone_options), max_rows=args.rows,
-                       launcher=args.launcher, seeds=args.seeds)
+                       launcher=args.launcher, seeds=args.seeds,
+                       tracking=for_study(args.tracking, STUDY_ARGS.name,
+                                          args.work_dir or default_work_dir(STUDY_ARGS.name, args.preset)))
     print(to_markdown(report))
     out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
-    print(f"wrote {out.with_suffix('.md')}, .csv, .json")
+    print(f"wrote {out.with_suffix('.md')}, .csv, .json, .html")
     return 0
 
 

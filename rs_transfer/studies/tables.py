@@ -2,7 +2,7 @@
 against the previous one (ours and the paper's), number cells, and writing the report files.
 
 Each report is written as ``OUT.md``, ``OUT.csv``, ``OUT.json`` (and ``OUT.png`` where the study plots), every file
-replaced atomically, so an interrupted study never leaves a half-written table.
+replaced atomically (the study then adds ``OUT.html``: :func:`rs_transfer.studies.htmlpage.write_rows_html`), so an interrupted study never leaves a half-written table.
 """
 from __future__ import annotations
 
