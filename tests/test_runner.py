@@ -182,7 +182,7 @@ def test_ema_decay_follows_global_batch_and_accumulation() -> None:
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    (dict(task="cifar10", backbone="resnetrs50"), "Closest: cifar100"),
+    (dict(task="cifar1000", backbone="resnetrs50"), "Closest: cifar100"),
     (dict(task="cifar100", backbone="resnetrs5"), "Closest: resnetrs50"),
     (dict(task="cifar100", backbone="resnetrs50", protocol="lin"), "finetune, linear, knn"),
     (dict(task="cifar100", backbone="resnetrs50", preset="tiny"), "mini"),

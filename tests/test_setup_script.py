@@ -45,9 +45,18 @@ def test_env_key_ignores_script_edits_but_not_env_version(tmp_path: Path) -> Non
 
 
 def test_environment_of_the_previous_key_scheme_is_reused(tmp_path: Path) -> None:
-    root = _checkout(tmp_path)
+    """An entry of LEGACY_ENVS for THIS lock is reused (the script's own entries name locks of the past: a changed
+    lock builds a new environment, so the test writes an entry for the lock it copies)."""
+    import hashlib
+
+    lockhash = hashlib.sha256((REPO / "requirements" / "lock.txt").read_bytes()).hexdigest()[:16]
+    legacy = "0123456789abcdef"
+    text = SCRIPT.read_text()
+    start = text.index('\nLEGACY_ENVS="') + 1
+    end = text.index('"', text.index('"', start) + 1) + 1
+    root = _checkout(tmp_path, text[:start] + f'LEGACY_ENVS="{lockhash}:{legacy}"' + text[end:])
     cache = tmp_path / "envs"
-    legacy = _bash(root, 'echo "$LEGACY_ENVS"').split()[0].split(":")[1]
+    assert _bash(root, 'echo "$LEGACY_ENVS"').split() == [f"{lockhash}:{legacy}"]
     old = cache / legacy
     (old / "bin").mkdir(parents=True)
     (old / "bin" / "python").symlink_to(sys.executable)   # stands in for the env's interpreter (same Python)
