@@ -2,8 +2,8 @@
 test_batch, batches.meta}``, 50,000 train / 10,000 test; metric top-1.
 
 The one suite dataset NOT read by torchvision's class: ``CIFAR10`` unpickles the batches with the unrestricted
-standard unpickler (a crafted file runs code) after an md5 check against the release (which a generated mini copy cannot pass).
-:class:`Cifar10Pickles` reads the same files with the project's data-only unpickler (``safe_pickle``, as
+standard unpickler (a crafted file runs code) after an md5 check against the release (which a generated mini copy
+cannot pass). :class:`Cifar10Pickles` reads the same files with the project's data-only unpickler (``safe_pickle``, as
 CIFAR-100) and serves ``(PIL image, label)`` items as ``CIFAR10`` does; the test checks that torchvision's class
 reads the mini copy to the same arrays."""
 from __future__ import annotations
