@@ -164,3 +164,32 @@ def _kwargs_of(cell: dict) -> dict[str, Any]:
     return dict(preset=a[a.index("--preset") + 1], seed=int(a[a.index("--seed") + 1]),
                 cfg_options=parse_cfg_options(opts("--cfg-options")),
                 model_overrides=parse_cfg_options(opts("--backbone-options")))
+
+
+def test_sweep_dry_run_plans_the_points_then_the_final_run(tmp_path: Path, runs, capsys) -> None:
+    """`study sweep --dry-run`: the grid points with their states and the identity their own runs record; the final
+    run is planned once every point is done; the sweep then reuses every point and runs only the final one."""
+    from rs_transfer.studies.sweep import run_sweep
+
+    root = tmp_path / "sw"
+    args = ["study", "sweep", "--task", "cifar100", "--backbone", "resnetrs50", "--preset", "mini",
+            "--work-dir", str(root), "--dry-run"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "4 cells: 0 done, 4 to run" in text and "final run" in text and "planned once the 4 point(s)" in text
+    plan = _plan(root)
+    assert plan["study"] == "sweep" and [c["name"] for c in plan["cells"]] == [
+        "sweep/lr0.001_wd1e-06", "sweep/lr0.001_wd0.0001", "sweep/lr0.01_wd1e-06", "sweep/lr0.01_wd0.0001"]
+    assert len({c["config_hash"] for c in plan["cells"]}) == 4 and not any(root.rglob("results.json"))
+    _run_cells({"cells": plan["cells"][1:]})     # three points done, one to run
+    assert main(args) == 0
+    assert "4 cells: 3 done, 1 to run" in capsys.readouterr().out
+    assert [c["state"] for c in _plan(root)["cells"]] == ["to run", "done", "done", "done"]
+    _run_cells({"cells": _plan(root)["cells"][:1]})
+    assert main(args) == 0
+    assert "5 cells: 4 done, 1 to run" in capsys.readouterr().out
+    final = _plan(root)["cells"][-1]
+    assert final["name"] == "final" and "optim_wrapper.optimizer.lr=0.001" in final["run_args"]
+    runs["calls"].clear()
+    res = run_sweep("cifar100", "resnetrs50", preset="mini", work_dir=root)
+    assert runs["calls"] == ["sw"] and res["config_hash"] == final["config_hash"]   # points reused, final as planned
