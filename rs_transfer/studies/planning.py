@@ -4,6 +4,9 @@ The estimate of a cell's training time comes from throughput MEASURED by finishe
 backbone (their results.json ``train_images_per_s``, with the device that measured it named as the source); a cell
 with no measurement has no estimate (shown as ``?``), and a SLURM submission then needs ``--timeout-min``. Nothing
 is made up: the source of every estimate is printed.
+
+:func:`plan_study` is the one planner of the row studies (table1, table5, scaling: one cell per row and seed) and
+:func:`cell_world` the one world size of a cell, used by the plan and by the loop that collects the cells' runs.
 """
 from __future__ import annotations
 
