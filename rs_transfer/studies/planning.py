@@ -4,16 +4,20 @@ The estimate of a cell's training time comes from throughput MEASURED by finishe
 backbone (their results.json ``train_images_per_s``, with the device that measured it named as the source); a cell
 with no measurement has no estimate (shown as ``?``), and a SLURM submission then needs ``--timeout-min``. Nothing
 is made up: the source of every estimate is printed.
+
+:func:`plan_study` is the one planner of the row studies (table1, table5, scaling: one cell per row and seed) and
+:func:`cell_world` the one world size of a cell, used by the plan and by the loop that collects the cells' runs.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rs_transfer.errors import UserError
-from rs_transfer.studies.cells import (PlannedCell, cell_state, format_table, option_args, plan_states, read_jobs)
+from rs_transfer.studies.cells import (PLAN_NAME, PlannedCell, cell_state, format_table, option_args, plan_states,
+                                      read_jobs, write_plan)
 from rs_transfer.studies.executor import Cell, SlurmOptions, submit_cells
 
 RESUBMIT_STATES = ("to run", "partial", "stale", "failed")
@@ -165,3 +169,46 @@ def submit_plan(out: Path, planned: list[PlannedCell], opts: SlurmOptions, *, na
         main = str(jobs[0].job_id).split("_")[0]
         log(f"submitted {len(jobs)} cell(s) as SLURM job array {main} (logs: {opts.log_folder})")
     return pending
+
+
+def cell_world(executor: str, slurm_opts: SlurmOptions | None, launcher: str) -> int:
+    """The world size a cell RUNS with (part of its identity: the global batch splits over it): a SLURM cell job's
+    tasks, else what ``launcher`` gives in this process. The planner and the collecting loop both use this, so a
+    cell submitted with ``--gpus-per-cell 2`` is found again by the same hash, whatever the login node's env says."""
+    from rs_transfer.runner.distributed import launched_world_size
+
+    return slurm_opts.tasks if executor == "slurm" and slurm_opts is not None else launched_world_size(launcher)
+
+
+def plan_study(work_dir: Path, study: str, task: str, backbone: str, cells: Iterable[tuple[Path, dict[str, Any]]],
+               *, finished: dict[str, Any] | None, launcher: str, executor: str, dry_run: bool,
+               slurm_opts: SlurmOptions | None, gpu: tuple[str, float] | None, log: Callable[[str], Any],
+               unit: str = "row", **meta: Any) -> bool:
+    """A row study (table1, table5, scaling) as a plan: one cell per ``(run folder, run_experiment kwargs)``, named
+    by its folder, written to ``WORK_DIR/plan.json`` and printed (``dry_run``) or its cells not done submitted as one
+    SLURM array. ``finished``: recorded hash -> results of the study's finished runs, for studies that reuse a run
+    from anywhere in the folder (:func:`rs_transfer.studies.reuse.finished_runs`); None: only the cell's own folder
+    counts (:func:`cell_state`). True when every cell is done (the caller then runs its loop, which reuses them all,
+    and reports)."""
+    if executor == "slurm" and slurm_opts is None:
+        raise UserError("--executor slurm needs the SLURM options (rs_transfer.studies.executor.SlurmOptions)")
+    world = cell_world(executor, slurm_opts, launcher)
+    measured, planned = measured_throughput(work_dir), []
+    for sdir, kwargs in cells:
+        cell = plan_cell(work_dir, sdir.name, task, backbone, sdir, world, kwargs, measured, flops=True, gpu=gpu)
+        if finished is not None and cell.config_hash in finished:   # the reuse rule: a finished run in the study
+            cell.state = "done"
+        planned.append(cell)
+    write_plan(work_dir, study, planned, executor=executor, backbone=backbone, **meta,
+               slurm=asdict(slurm_opts) if slurm_opts else None)
+    if dry_run:
+        log(plan_table(planned))
+        log(f"plan: {work_dir / PLAN_NAME}")
+        return False
+    if all(c.state == "done" for c in planned):
+        return True
+    pending = submit_plan(work_dir, [c for c in planned if c.state != "done"], slurm_opts,  # type: ignore[arg-type]
+                          name=study, log=log)
+    log(f"{pending} {unit}(s) not done yet: `rs-transfer study status {work_dir}` shows them; run this command "
+        "again when they finish to write the report")
+    return pending == 0

@@ -30,7 +30,7 @@ import io
 import itertools
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +111,34 @@ def inference_ms(model_kwargs: dict[str, Any], resolution: int, batch: int, roun
     return float(statistics.median(times))
 
 
+def _cells(work_dir: Path, grid: list[tuple[int, float, int, int]], preset: str, seeds: list[int],
+           cfg_options: dict[str, Any] | None, data_root: str | None
+           ) -> Iterator[tuple[tuple[int, float, int, int], Path, dict[str, Any]]]:
+    """``(grid point, run folder, run_experiment kwargs without work_dir)`` of every run: one list for the plan and
+    the loop, so that what is planned (and submitted) is exactly what the loop then reuses."""
+    from rs_transfer.studies.seeded import seed_dir
+
+    for d, w, r, e in grid:
+        opts, model = cell_edits(d, w, r, e, preset)
+        for s in seeds:   # each seed its own run folder, reused by its own config hash
+            yield (d, w, r, e), seed_dir(work_dir / cell_id(d, w, r, e), s, seeds[0]), dict(
+                preset=preset, seed=s, cfg_options={**opts, **(cfg_options or {})}, model_overrides=model,
+                data_root=data_root)
+
+
 def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Sequence[int],
               epochs: Sequence[int], preset: str = "paper", work_dir: str | Path | None = None,
               out: str | Path | None = None, data_root: str | None = None, seed: int = 0,
               cfg_options: dict[str, Any] | None = None, launcher: str = "none", latency_batch: int = 8,
-              runner: Callable[..., dict] | None = None, seeds: int = 1,
-              tracking: Tracking | None = None) -> dict[str, Any]:
-    """Run (or reuse) every grid cell, ``seeds`` runs each (rs_transfer/studies/seeded.py), and write the report."""
-    from rs_transfer.runner.distributed import launched_world_size
-    from rs_transfer.studies.seeded import combine, seed_dir, seeds_of
+              runner: Callable[..., dict] | None = None, seeds: int = 1, executor: str = "local",
+              dry_run: bool = False, slurm_opts: Any = None, gpu: tuple[str, float] | None = None,
+              log: Callable[[str], Any] = print, tracking: Tracking | None = None) -> dict[str, Any] | None:
+    """Run (or reuse) every grid cell, ``seeds`` runs each (rs_transfer/studies/seeded.py), and write the report.
+    ``dry_run``: write and print the plan (``WORK_DIR/plan.json``, one cell per grid cell and seed) only;
+    ``executor="slurm"``: submit the runs still to do as one job array (``slurm_opts``); both return None until
+    every run is done (the same call again reports)."""
+    from rs_transfer.studies.planning import cell_world, plan_study
+    from rs_transfer.studies.seeded import combine, seeds_of
     from rs_transfer.studies.plan import expected_hash
     from rs_transfer.studies.reuse import finished_runs, reusable
 
@@ -129,17 +148,19 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
     out = Path(out or default_out(STUDY_ARGS.name, preset))
     track = {"tracking": tracking} if tracking is not None else {}   # a test's stand-in runner takes none
     finished = finished_runs(work_dir)
+    world = cell_world(executor, slurm_opts, launcher)   # a SLURM cell's own world size, also when collecting
+    grid = list(itertools.product(depths, widths, resolutions, epochs))
+    cells = list(_cells(work_dir, grid, preset, seeds_of(seed, seeds), cfg_options, data_root))
+    if (dry_run or executor == "slurm") and not plan_study(
+            work_dir, "scaling", "imagenet", BACKBONE, ((c[1], c[2]) for c in cells), finished=finished,
+            launcher=launcher, executor=executor, dry_run=dry_run, slurm_opts=slurm_opts, gpu=gpu, log=log,
+            unit="cell", preset=preset):
+        return None
     rows = []
-    for d, w, r, e in itertools.product(depths, widths, resolutions, epochs):
-        opts, model = cell_edits(d, w, r, e, preset)
-        opts = {**opts, **(cfg_options or {})}
-        row_dir = work_dir / cell_id(d, w, r, e)
+    for d, w, r, e in grid:
         runs, all_reused = [], True
-        for s in seeds_of(seed, seeds):   # each seed its own run folder, reused by its own config hash
-            sdir = seed_dir(row_dir, s, seed)
-            kw = dict(preset=preset, seed=s, cfg_options=opts, model_overrides=model, data_root=data_root)
-            expected = expected_hash("imagenet", BACKBONE, work_dir=sdir, world_size=launched_world_size(launcher),
-                                     **kw)
+        for sdir, kw in ((c[1], c[2]) for c in cells if c[0] == (d, w, r, e)):
+            expected = expected_hash("imagenet", BACKBONE, work_dir=sdir, world_size=world, **kw)
             res = finished.get(expected)
             reused = reusable(res, expected, str(sdir))
             if not reused:
@@ -148,12 +169,13 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
             runs.append(res)
             all_reused = all_reused and reused
         res = runs[0]     # timing: the first seed's run (the same network and schedule for every seed)
+        model = cell_edits(d, w, r, e, preset)[1]
         measured_res = int(res.get("extra", {}).get("resolution") or r)
         rows.append(dict(id=cell_id(d, w, r, e), depth=d, width=w, resolution=r, epochs=e,
                          **combine(runs, ("top1", "top5", "minival_top1")),
                          gflops=flops(model, measured_res) / 1e9, **training_time(res),
                          infer_ms_per_image=inference_ms(model, measured_res, latency_batch),
-                         work_dir=str(row_dir), reused=all_reused))
+                         work_dir=str(work_dir / cell_id(d, w, r, e)), reused=all_reused))
     report = dict(study="scaling", preset=preset, backbone=BACKBONE, seed=seed, seeds=seeds, rows=rows,
                   note=("MINI preset: tiny generated data and stand-in models; checks the machinery, not the "
                         "paper's curves; intervals from a mini set mean nothing" if preset == "mini" else ""))
@@ -251,17 +273,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", nargs="+", type=int, default=[350], help="e.g. 10 100 350")
     add_study_arguments(parser, STUDY_ARGS)
     parser.add_argument("--latency-batch", type=int, default=8, help="batch of the inference-time measurement")
+    from rs_transfer.studies.executor import add_executor_arguments
+
+    add_executor_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from rs_transfer.runner import parse_cfg_options
+    from rs_transfer.studies.executor import slurm_options
 
+    work_dir = args.work_dir or default_work_dir(STUDY_ARGS.name, args.preset)
     report = run_study(depths=args.depths, widths=args.widths, resolutions=args.resolutions, epochs=args.epochs,
                        preset=args.preset, work_dir=args.work_dir, out=args.out, data_root=args.data_root,
                        seed=args.seed, cfg_options=parse_cfg_options(args.cfg_options), launcher=args.launcher,
-                       latency_batch=args.latency_batch, seeds=args.seeds,
-                       tracking=for_study(args.tracking, STUDY_ARGS.name,
-                                          args.work_dir or default_work_dir(STUDY_ARGS.name, args.preset)))
+                       latency_batch=args.latency_batch, seeds=args.seeds, executor=args.executor,
+                       dry_run=args.dry_run, gpu=(args.gpu, args.assume_mfu) if args.gpu else None,
+                       slurm_opts=slurm_options(args, work_dir) if args.executor == "slurm" else None,
+                       tracking=for_study(args.tracking, STUDY_ARGS.name, work_dir))
+    if report is None:   # a dry run, or cells still running on the cluster
+        return 0
     print(to_markdown(report))
     out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
     print(f"wrote {out.with_suffix('.md')}, .csv, .json, .png, .html")

@@ -11,7 +11,7 @@ deltas beside ours, with top-5 and, when ``recipe.minival=True``, minival top-1.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     and write the report; returns the report dict. ``dry_run``: write and print the plan (``WORK_DIR/plan.json``)
     only; ``executor="slurm"``: submit the runs still to do as one job array (``slurm_opts``); both return None until
     every run is done (the same call again writes the report)."""
-    from rs_transfer.runner.distributed import launched_world_size
+    from rs_transfer.studies.planning import cell_world
     from rs_transfer.studies.seeded import combine, paired_step, seed_dir, seeds_of
     from rs_transfer.studies.plan import expected_hash
     from rs_transfer.studies.reuse import finished_runs, reusable
@@ -66,6 +66,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     out = Path(out or default_out(STUDY_ARGS.name, preset))
     track = {"tracking": tracking} if tracking is not None else {}   # a test's stand-in runner takes none
     finished = finished_runs(work_dir)
+    world = cell_world(executor, slurm_opts, launcher)   # a SLURM cell's own world size, also when collecting
     if dry_run or executor == "slurm":
         if not _plan(work_dir, backbone, preset, finished, dict(weights=weights, preset=preset, config=config,
                      data_root=data_root), seeds_of(seed, seeds), cfg_options, model_overrides, max_rows, launcher,
@@ -84,8 +85,7 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
             sdir = seed_dir(row_dir, s, seed)
             kw = dict(weights=weights, preset=preset, seed=s, config=config, cfg_options=opts,
                       model_overrides=model, data_root=data_root)
-            expected = expected_hash("imagenet", backbone, work_dir=sdir, world_size=launched_world_size(launcher),
-                                     **kw)
+            expected = expected_hash("imagenet", backbone, work_dir=sdir, world_size=world, **kw)
             results = finished.get(expected)
             reused = reusable(results, expected, str(sdir))
             if not reused:
@@ -111,48 +111,24 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
 
 
 def _plan(work_dir: Path, backbone: str, preset: str, finished: dict[str, Any], common: dict[str, Any],
-          seeds: list[int], cfg_options: dict[str, Any] | None, model_overrides: dict[str, Any] | None, max_rows: int | None,
-          launcher: str, *, executor: str, dry_run: bool, slurm_opts: Any, gpu: tuple[str, float] | None,
-          log: Callable[[str], Any]) -> bool:
-    """The rows as a plan (rs_transfer/studies/planning.py), one cell per row and seed (the folders of
-    ``seed_dir``): printed (``dry_run``) or submitted to SLURM. True when every cell is done (the caller then
-    reports)."""
-    from rs_transfer.errors import UserError
-    from rs_transfer.runner.distributed import launched_world_size
-    from rs_transfer.studies.cells import PLAN_NAME, write_plan
-    from rs_transfer.studies.planning import measured_throughput, plan_cell, plan_table, submit_plan
+          seeds: list[int], cfg_options: dict[str, Any] | None, model_overrides: dict[str, Any] | None,
+          max_rows: int | None, launcher: str, **how: Any) -> bool:
+    """The rows as a plan (:func:`rs_transfer.studies.planning.plan_study`), one cell per row and seed (the
+    folders of ``seed_dir``): printed (``dry_run``) or submitted to SLURM. True when every cell is done (the caller
+    then reports). ``how``: ``executor``, ``dry_run``, ``slurm_opts``, ``gpu``, ``log``."""
+    from rs_transfer.studies.planning import plan_study
     from rs_transfer.studies.seeded import seed_dir
 
-    slurm = executor == "slurm"
-    if slurm and slurm_opts is None:
-        raise UserError("--executor slurm needs the SLURM options (rs_transfer.studies.executor.SlurmOptions)")
-    world = slurm_opts.tasks if slurm else launched_world_size(launcher)   # the row's own world size
-    measured, planned = measured_throughput(work_dir), []
-    for row_id, _, enabled in TABLE1.additive_rows()[:max_rows]:
-        opts, model = row_edits(enabled, backbone, preset)
-        kw = {**common, "cfg_options": {**opts, "recipe.name": f"table1:{row_id}", **(cfg_options or {})},
-              "model_overrides": {**model, **(model_overrides or {})}}
-        for s in seeds:
-            sdir = seed_dir(work_dir / row_id, s, seeds[0])
-            cell = plan_cell(work_dir, sdir.name, "imagenet", backbone, sdir, world, {**kw, "seed": s}, measured,
-                             flops=True, gpu=gpu)
-            if cell.config_hash in finished:   # the reuse rule: a finished run anywhere in the study folder
-                cell.state = "done"
-            planned.append(cell)
-    from dataclasses import asdict
+    def cells() -> Iterator[tuple[Path, dict[str, Any]]]:
+        for row_id, _, enabled in TABLE1.additive_rows()[:max_rows]:
+            opts, model = row_edits(enabled, backbone, preset)
+            kw = {**common, "cfg_options": {**opts, "recipe.name": f"table1:{row_id}", **(cfg_options or {})},
+                  "model_overrides": {**model, **(model_overrides or {})}}
+            for s in seeds:
+                yield seed_dir(work_dir / row_id, s, seeds[0]), {**kw, "seed": s}
 
-    write_plan(work_dir, "table1", planned, executor=executor, backbone=backbone, preset=preset,
-               slurm=asdict(slurm_opts) if slurm_opts else None)
-    if dry_run:
-        log(plan_table(planned))
-        log(f"plan: {work_dir / PLAN_NAME}")
-        return False
-    if all(c.state == "done" for c in planned):
-        return True
-    pending = submit_plan(work_dir, [c for c in planned if c.state != "done"], slurm_opts, name="table1", log=log)
-    log(f"{pending} row(s) not done yet: `rs-transfer study status {work_dir}` shows them; run this command again "
-        "when they finish to write the report")
-    return pending == 0
+    return plan_study(work_dir, "table1", "imagenet", backbone, cells(), finished=finished, launcher=launcher,
+                      preset=preset, **how)
 
 
 def to_markdown(report: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,22 +64,41 @@ def _row_record(row_id: str, label: str, enabled: tuple[str, ...], runs: list[di
                 work_dir=results.get("work_dir"), reused=reused)
 
 
+def _cells(work_dir: Path, backbone: str, preset: str, seeds: list[int], max_rows: int | None,
+           cfg_options: dict[str, Any] | None, model_overrides: dict[str, Any] | None,
+           common: dict[str, Any]) -> Iterator[tuple[str, int, Path, dict[str, Any]]]:
+    """``(row id, seed, run folder, run_experiment kwargs without work_dir)`` of every run: one list for the plan
+    and the loop, so that what is planned (and submitted) is exactly what the loop then reuses."""
+    from rs_transfer.studies.seeded import seed_dir
+
+    base_model = mini_model_overrides(backbone) if preset == "mini" else {}
+    for row_id, _, enabled in additive_rows()[:max_rows]:
+        opts, model = recipe_edits(enabled)
+        for s in seeds:
+            yield row_id, s, seed_dir(work_dir / row_id, s, seeds[0]), {
+                **common, "seed": s, "cfg_options": {**opts, **(cfg_options or {})},
+                "model_overrides": {**base_model, **model, **(model_overrides or {})}}
+
+
 def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weights: str | None = None,
               work_dir: str | Path | None = None, out: str | Path | None = None, data_root: str | None = None,
               seed: int = 0, config: str | None = None, cfg_options: dict[str, Any] | None = None,
               model_overrides: dict[str, Any] | None = None, max_rows: int | None = None,
               launcher: str = "none", runner: Callable[..., dict] | None = None,
-              log: Callable[[str], None] = print, seeds: int = 1,
-              tracking: Tracking | None = None) -> dict[str, Any]:
-    """Run (or resume) every row and write the report; returns the report dict.
+              log: Callable[[str], Any] = print, seeds: int = 1, executor: str = "local", dry_run: bool = False,
+              slurm_opts: Any = None, gpu: tuple[str, float] | None = None,
+              tracking: Tracking | None = None) -> dict[str, Any] | None:
+    """Run (or resume) every row and write the report; returns the report dict. ``dry_run``: write and print the
+    plan (``WORK_DIR/plan.json``, one cell per row and seed) only; ``executor="slurm"``: submit the runs still to do
+    as one job array (``slurm_opts``); both return None until every run is done (the same call again reports).
 
     A row's existing results.json is reused only when its recorded config hash equals the hash of the config the
     row would run now (``rs_transfer.studies.plan.expected_hash``): another ``--cfg-options``, seed, backbone or code
     default runs the row again. ``seeds``: runs per row (seed, seed + 1, ...), each in its own folder and reused by
     its own hash (rs_transfer/studies/seeded.py)."""
     from rs_transfer.results import read_results
-    from rs_transfer.studies.seeded import paired_step, seed_dir, seeds_of
-    from rs_transfer.runner.distributed import launched_world_size
+    from rs_transfer.studies.planning import cell_world, plan_study
+    from rs_transfer.studies.seeded import paired_step, seeds_of
     from rs_transfer.studies.plan import expected_hash
     from rs_transfer.studies.reuse import reusable
 
@@ -88,21 +107,23 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     work_dir = Path(work_dir or default_work_dir(STUDY_ARGS.name, preset))
     out = Path(out or default_out(STUDY_ARGS.name, preset))
     track = {"tracking": tracking} if tracking is not None else {}   # a test's stand-in runner takes none
-    base_model = mini_model_overrides(backbone) if preset == "mini" else {}
+    world = cell_world(executor, slurm_opts, launcher)   # a SLURM cell's own world size, also when collecting
+    cells = list(_cells(work_dir, backbone, preset, seeds_of(seed, seeds), max_rows, cfg_options, model_overrides,
+                        dict(weights=weights, preset=preset, config=config, data_root=data_root)))
+    if (dry_run or executor == "slurm") and not plan_study(
+            work_dir, "table5", "kinetics400", backbone, ((c[2], c[3]) for c in cells), finished=None,
+            launcher=launcher, executor=executor, dry_run=dry_run, slurm_opts=slurm_opts, gpu=gpu, log=log,
+            preset=preset):
+        return None
     rows: list[dict[str, Any]] = []
     previous: list[dict[str, Any]] = []
     for row_id, label, enabled in additive_rows()[:max_rows]:
-        opts, model = recipe_edits(enabled)
         runs, all_reused = [], True
-        for s in seeds_of(seed, seeds):    # each seed its own run folder, reused by its own config hash
-            row_dir = seed_dir(work_dir / row_id, s, seed)
-            kwargs = dict(weights=weights, preset=preset, work_dir=row_dir, seed=s, config=config,
-                          cfg_options={**opts, **(cfg_options or {})},
-                          model_overrides={**base_model, **model, **(model_overrides or {})}, data_root=data_root)
+        for row_dir, kw in ((c[2], c[3]) for c in cells if c[0] == row_id):   # each seed its own folder and hash
+            kwargs = {**kw, "work_dir": row_dir}
             results = read_results(row_dir)
             reused = results is not None and reusable(
-                results, expected_hash("kinetics400", backbone, **kwargs, world_size=launched_world_size(launcher)),
-                str(row_dir))
+                results, expected_hash("kinetics400", backbone, **kwargs, world_size=world), str(row_dir))
             if results is not None and not reused:
                 log(f"[stale] {row_dir}: results.json ran another configuration (config hash differs); running "
                     "again")
@@ -163,18 +184,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, help="2D or 3D checkpoint; 2D kernels are inflated")
     add_additive_arguments(parser, STUDY_ARGS, config="kinetics400.py",
                            backbone_example="layout=2d (inflate 2D checkpoints key for key) or inflate=mean")
+    from rs_transfer.studies.executor import add_executor_arguments
+
+    add_executor_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from rs_transfer.runner import parse_cfg_options
+    from rs_transfer.studies.executor import slurm_options
 
+    work_dir = args.work_dir or default_work_dir(STUDY_ARGS.name, args.preset)
     report = run_study(preset=args.preset, backbone=args.backbone, weights=args.weights, work_dir=args.work_dir,
                        out=args.out, data_root=args.data_root, seed=args.seed, config=args.config,
                        cfg_options=parse_cfg_options(args.cfg_options),
                        model_overrides=parse_cfg_options(args.backbone_options), max_rows=args.rows,
-                       launcher=args.launcher, seeds=args.seeds,
-                       tracking=for_study(args.tracking, STUDY_ARGS.name,
-                                          args.work_dir or default_work_dir(STUDY_ARGS.name, args.preset)))
+                       launcher=args.launcher, seeds=args.seeds, executor=args.executor, dry_run=args.dry_run,
+                       gpu=(args.gpu, args.assume_mfu) if args.gpu else None,
+                       slurm_opts=slurm_options(args, work_dir) if args.executor == "slurm" else None,
+                       tracking=for_study(args.tracking, STUDY_ARGS.name, work_dir))
+    if report is None:   # a dry run, or rows still running on the cluster
+        return 0
     print(to_markdown(report))
     out = Path(args.out or default_out(STUDY_ARGS.name, args.preset))
     print(f"wrote {out.with_suffix('.md')}, .csv, .json, .html")

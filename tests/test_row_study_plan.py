@@ -1,0 +1,195 @@
+"""The row studies table5 and scaling as plans (issue 21): --dry-run writes plan.json with one cell per row (grid
+cell) and seed; each cell's hash is the one its own run records when the cell job runs its `rs-transfer run`
+arguments; the study then collects those runs without running anything; --executor slurm submits one array and, with
+--gpus-per-cell 2, finds the cells again by their 2-process identity.
+
+`rs-transfer run` goes through a stand-in for run_experiment that records what run_experiment records (results.json
+with the resolved config of the same prepare_run), so no training runs here."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rs_transfer.atomic import write_json_atomic
+from rs_transfer.cli import main
+
+
+def _plan(wd: Path) -> dict:
+    return json.loads((wd / "plan.json").read_text())
+
+
+@pytest.fixture
+def runs(monkeypatch) -> dict[str, Any]:
+    """`rs-transfer run` with a stand-in run_experiment; returns ``{"world": world size of its runs (1; a test may
+    set it), "calls": the work dirs it ran}``."""
+    import rs_transfer.runner as runner
+
+
+    def fake(task: str, backbone: str, *, launcher: str = "none", resume: bool = False, tracking: Any = None,
+             **kw: Any) -> dict[str, Any]:
+        from rs_transfer.runner import prepare_run
+
+        state["calls"].append(Path(kw["work_dir"]).name)
+        prep = prepare_run(task, backbone, world_size=state["world"], check_data=False, **kw)
+        prep.work_dir.mkdir(parents=True, exist_ok=True)
+        res = {"task": task, "backbone": backbone, "protocol": kw.get("protocol", "finetune"), "metric": "top1",
+               "value": 50.0,
+               "metrics": {"top1": 50.0, "top5": 70.0}, "preset": kw.get("preset"), "config": prep.resolved,
+               "config_hash": prep.config_hash, "weights": prep.weights, "work_dir": str(prep.work_dir),
+               "data_root": str(prep.data_root), "train_time_s": 10.0, "train_images_per_s": 48.0, "device": "cpu"}
+        write_json_atomic(prep.work_dir / "results.json", res)
+        return res
+
+    state: dict[str, Any] = {"world": 1, "calls": []}
+    monkeypatch.setattr(runner, "run_experiment", fake)
+    return state
+
+
+def _run_cells(plan: dict) -> None:
+    """What each cell job does: `rs-transfer run RUN_ARGS --work-dir WD` (tests/test_executor.py runs the real
+    job script through fake SLURM)."""
+    for cell in plan["cells"]:
+        assert cell["run_args"], cell["info"]
+        assert main(["run", *cell["run_args"], "--work-dir", cell["work_dir"]]) == 0
+
+
+def _no_runner(*args: Any, **kwargs: Any) -> dict:
+    raise AssertionError(f"the study ran a cell that was done: {kwargs.get('work_dir')}")
+
+
+TABLE5 = ["study", "table5", "--preset", "mini", "--rows", "2", "--seeds", "2"]
+SCALING = ["study", "scaling", "--preset", "mini", "--depths", "50", "101", "--resolutions", "80", "--epochs", "1",
+           "--latency-batch", "1"]
+
+
+@pytest.mark.parametrize("study, names", [
+    (TABLE5, ["00_baseline", "00_baseline-seed1", "01_dropout", "01_dropout-seed1"]),
+    ([*SCALING, "--seeds", "2"], ["d50-w1-r80-e1", "d50-w1-r80-e1-seed1", "d101-w1-r80-e1", "d101-w1-r80-e1-seed1"]),
+])
+def test_dry_run_plans_each_row_and_seed_with_the_runs_own_hash(study: list[str], names: list[str], tmp_path: Path,
+                                                               runs, capsys) -> None:
+    wd = tmp_path / "runs"
+    args = [*study, "--work-dir", str(wd), "--out", str(tmp_path / "rep")]
+    assert main([*args, "--dry-run"]) == 0
+    assert f"{len(names)} cells: 0 done, {len(names)} to run" in capsys.readouterr().out
+    plan = _plan(wd)
+    assert plan["study"] == study[1] and [c["name"] for c in plan["cells"]] == names
+    assert all(c["state"] == "to run" and c["config_hash"] and c["world_size"] == 1 for c in plan["cells"])
+    assert len({c["config_hash"] for c in plan["cells"]}) == len(names)       # seeds and rows differ
+    assert not any(wd.glob("*/results.json")) and not (tmp_path / "rep.md").exists()   # nothing ran
+
+    _run_cells(plan)      # each cell's own run, from its plan entry
+    for cell in plan["cells"]:
+        assert json.loads((Path(cell["work_dir"]) / "results.json").read_text())["config_hash"] == cell["config_hash"]
+    assert main([*args, "--dry-run"]) == 0
+    assert f"{len(names)} cells: {len(names)} done, 0 to run" in capsys.readouterr().out
+    assert [c["state"] for c in _plan(wd)["cells"]] == ["done"] * len(names)
+
+    # The study collects the runs the cells made (the same identity): nothing runs again, the report is written.
+    from rs_transfer.studies import scaling, table5
+
+    if study[1] == "table5":
+        report = table5.run_study(preset="mini", max_rows=2, seeds=2, work_dir=wd, out=tmp_path / "rep",
+                                  runner=_no_runner)
+    else:
+        report = scaling.run_study(depths=[50, 101], widths=[1.0], resolutions=[80], epochs=[1], preset="mini",
+                                   seeds=2, work_dir=wd, out=tmp_path / "rep", latency_batch=1, runner=_no_runner)
+    assert report is not None and all(r["reused"] and r["seeds"] == 2 for r in report["rows"])
+    assert (tmp_path / "rep.md").exists()
+
+
+def test_another_cfg_option_makes_the_planned_cells_stale(tmp_path: Path, runs, capsys) -> None:
+    """table5 reuses only a row's own folder: a changed option shows every done cell as stale, not done."""
+    wd = tmp_path / "runs"
+    args = [*TABLE5, "--rows", "1", "--seeds", "1", "--work-dir", str(wd), "--out", str(tmp_path / "rep")]
+    assert main([*args, "--dry-run"]) == 0
+    _run_cells(_plan(wd))
+    assert main([*args, "--cfg-options", "train_cfg.max_epochs=2", "--dry-run"]) == 0
+    assert "1 cells: 0 done, 1 to run" in capsys.readouterr().out
+    assert [c["state"] for c in _plan(wd)["cells"]] == ["stale"]
+
+
+def test_scaling_submits_one_array_and_collects_by_the_cells_world_size(tmp_path: Path, fake_slurm, runs,
+                                                                       monkeypatch, capsys) -> None:
+    """--gpus-per-cell 2: the plan's identity is the 2-process one (not the login node's WORLD_SIZE); once the
+    cells ran with 2 processes the same command submits nothing and writes the report (the collecting loop uses
+    the cells' world size too)."""
+    from rs_transfer.runner import prepare_run
+
+    monkeypatch.setenv("FAKE_SLURM_HOLD", "1")    # submitted jobs stay PENDING
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    wd = tmp_path / "runs"
+    args = [*SCALING, "--work-dir", str(wd), "--out", str(tmp_path / "rep"), "--executor", "slurm",
+            "--gpus-per-cell", "2", "--timeout-min", "30"]
+    assert main(args) == 0
+    assert "submitted 2 cell(s) as SLURM job array" in capsys.readouterr().out
+    scripts = list((fake_slurm / "submitted").glob("*.sh"))
+    assert len(scripts) == 1 and "#SBATCH --array=0-1%2" in scripts[0].read_text()
+    plan = _plan(wd)
+    cell = plan["cells"][0]
+    assert cell["world_size"] == 2 and cell["config_hash"] == prepare_run(
+        "imagenet", "resnetrs50", world_size=2, work_dir=cell["work_dir"], check_data=False,
+        **_kwargs_of(cell)).config_hash
+    assert not (tmp_path / "rep.md").exists()
+
+    runs["world"] = 2     # the cell jobs: 2 processes each
+    _run_cells(plan)
+    runs["calls"].clear()
+    monkeypatch.setattr("rs_transfer.studies.scaling.inference_ms", lambda *a, **k: 1.0)
+    assert main(args) == 0
+    assert len(list((fake_slurm / "submitted").glob("*.sh"))) == 1       # nothing submitted twice
+    assert runs["calls"] == []                                            # nor run here
+    assert "| 101 | 1 | 80 | 1 | 50.0" in (tmp_path / "rep.md").read_text()
+
+
+def _kwargs_of(cell: dict) -> dict[str, Any]:
+    """prepare_run keyword arguments of a planned cell's `rs-transfer run` arguments (its seed, options)."""
+    from rs_transfer.runner import parse_cfg_options
+
+    a = cell["run_args"]
+
+    def opts(flag: str) -> list[str]:
+        if flag not in a:
+            return []
+        i = a.index(flag) + 1
+        out = []
+        while i < len(a) and not a[i].startswith("--"):
+            out.append(a[i])
+            i += 1
+        return out
+
+    return dict(preset=a[a.index("--preset") + 1], seed=int(a[a.index("--seed") + 1]),
+                cfg_options=parse_cfg_options(opts("--cfg-options")),
+                model_overrides=parse_cfg_options(opts("--backbone-options")))
+
+
+def test_sweep_dry_run_plans_the_points_then_the_final_run(tmp_path: Path, runs, capsys) -> None:
+    """`study sweep --dry-run`: the grid points with their states and the identity their own runs record; the final
+    run is planned once every point is done; the sweep then reuses every point and runs only the final one."""
+    from rs_transfer.studies.sweep import run_sweep
+
+    root = tmp_path / "sw"
+    args = ["study", "sweep", "--task", "cifar100", "--backbone", "resnetrs50", "--preset", "mini",
+            "--work-dir", str(root), "--dry-run"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "4 cells: 0 done, 4 to run" in text and "final run" in text and "planned once the 4 point(s)" in text
+    plan = _plan(root)
+    assert plan["study"] == "sweep" and [c["name"] for c in plan["cells"]] == [
+        "sweep/lr0.001_wd1e-06", "sweep/lr0.001_wd0.0001", "sweep/lr0.01_wd1e-06", "sweep/lr0.01_wd0.0001"]
+    assert len({c["config_hash"] for c in plan["cells"]}) == 4 and not any(root.rglob("results.json"))
+    _run_cells({"cells": plan["cells"][1:]})     # three points done, one to run
+    assert main(args) == 0
+    assert "4 cells: 3 done, 1 to run" in capsys.readouterr().out
+    assert [c["state"] for c in _plan(root)["cells"]] == ["to run", "done", "done", "done"]
+    _run_cells({"cells": _plan(root)["cells"][:1]})
+    assert main(args) == 0
+    assert "5 cells: 4 done, 1 to run" in capsys.readouterr().out
+    final = _plan(root)["cells"][-1]
+    assert final["name"] == "final" and "optim_wrapper.optimizer.lr=0.001" in final["run_args"]
+    runs["calls"].clear()
+    res = run_sweep("cifar100", "resnetrs50", preset="mini", work_dir=root)
+    assert runs["calls"] == ["sw"] and res["config_hash"] == final["config_hash"]   # points reused, final as planned
