@@ -78,8 +78,14 @@ def test_array_runs_cells_and_records_a_failure(tmp_path: Path, fake_slurm: Path
     failed = read_job_state(bad.work_dir)
     assert failed["state"] == "failed" and failed["rc"] == 2 and "train_cfg.max_iters" in failed["error"]
     assert failed["job_id"] == jobs[1].job_id
-    states = subprocess.run(["sacct", "-o", "JobID,State", "--parsable2", "-j", jobs[0].job_id.split("_")[0]],
-                            capture_output=True, text=True).stdout
+    # submitit returns a result once the job wrote it; the job's process (and so SLURM's state) ends a moment later
+    deadline, states = time.time() + 60, ""
+    while time.time() < deadline:
+        states = subprocess.run(["sacct", "-o", "JobID,State", "--parsable2", "-j", jobs[0].job_id.split("_")[0]],
+                                capture_output=True, text=True).stdout
+        if "|RUNNING" not in states and "|PENDING" not in states:
+            break
+        time.sleep(0.1)
     assert f"{jobs[0].job_id}|COMPLETED" in states and f"{jobs[1].job_id}|FAILED" in states
 
 
