@@ -167,8 +167,9 @@ def _kwargs_of(cell: dict) -> dict[str, Any]:
 
 
 def test_sweep_dry_run_plans_the_points_then_the_final_run(tmp_path: Path, runs, capsys) -> None:
-    """`study sweep --dry-run`: the grid points with their states and the identity their own runs record; the final
-    run is planned once every point is done; the sweep then reuses every point and runs only the final one."""
+    """`study sweep --dry-run` (and `run --sweep --dry-run`): the grid points with their states and the identity their
+    own runs record; the final run is planned once every point is done; the sweep then reuses every point and runs
+    only the final one, and reuses that too when run again."""
     from rs_transfer.studies.sweep import run_sweep
 
     root = tmp_path / "sw"
@@ -181,6 +182,13 @@ def test_sweep_dry_run_plans_the_points_then_the_final_run(tmp_path: Path, runs,
     assert plan["study"] == "sweep" and [c["name"] for c in plan["cells"]] == [
         "sweep/lr0.001_wd1e-06", "sweep/lr0.001_wd0.0001", "sweep/lr0.01_wd1e-06", "sweep/lr0.01_wd0.0001"]
     assert len({c["config_hash"] for c in plan["cells"]}) == 4 and not any(root.rglob("results.json"))
+    # `rs-transfer run --sweep --dry-run` is the same plan (its defaults are the study's); without --sweep: an error
+    run_args = ["run", "--task", "cifar100", "--backbone", "resnetrs50", "--preset", "mini", "--work-dir", str(root)]
+    (root / "plan.json").unlink()
+    assert main([*run_args, "--sweep", "--dry-run"]) == 0 and "4 cells: 0 done, 4 to run" in capsys.readouterr().out
+    assert [(c["name"], c["config_hash"], c["run_args"]) for c in _plan(root)["cells"]] == [
+        (c["name"], c["config_hash"], c["run_args"]) for c in plan["cells"]]
+    assert main([*run_args, "--dry-run"]) == 2 and "a single run has no plan" in capsys.readouterr().err
     _run_cells({"cells": plan["cells"][1:]})     # three points done, one to run
     assert main(args) == 0
     assert "4 cells: 3 done, 1 to run" in capsys.readouterr().out
@@ -193,6 +201,8 @@ def test_sweep_dry_run_plans_the_points_then_the_final_run(tmp_path: Path, runs,
     runs["calls"].clear()
     res = run_sweep("cifar100", "resnetrs50", preset="mini", work_dir=root)
     assert runs["calls"] == ["sw"] and res["config_hash"] == final["config_hash"]   # points reused, final as planned
+    runs["calls"].clear()
+    assert run_sweep("cifar100", "resnetrs50", preset="mini", work_dir=root) == res and runs["calls"] == []
 
 
 def test_sweep_on_slurm_submits_the_points_then_the_final_run_then_writes_the_result(
