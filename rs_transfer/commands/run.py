@@ -96,10 +96,11 @@ def run(args: argparse.Namespace) -> int:
 
         r_cfg, r_model = recipe_for_task(args.task, args.recipe, args.backbone, model_overrides)
         cfg_options, model_overrides = {**r_cfg, **cfg_options}, {**r_model, **model_overrides}
-    kwargs: dict[str, Any] = dict(weights=args.weights, preset=args.preset, protocol=args.protocol, work_dir=args.work_dir,
-                  seed=args.seed, config=args.config, cfg_options=cfg_options, model_overrides=model_overrides,
-                  launcher=args.launcher, resume=args.resume, data_root=args.data_root, trust=args.trust,
-                  strict=args.strict, normalization=args.normalization)
+    kwargs: dict[str, Any] = dict(
+        weights=args.weights, preset=args.preset, protocol=args.protocol, work_dir=args.work_dir, seed=args.seed,
+        config=args.config, cfg_options=cfg_options, model_overrides=model_overrides, launcher=args.launcher,
+        resume=args.resume, data_root=args.data_root, trust=args.trust, strict=args.strict,
+        normalization=args.normalization)
     if args.dry_run:   # the one plan of the sweep, with the arguments the sweep below would get
         from rs_transfer.errors import UserError
         from rs_transfer.studies.sweep import plan_sweep
