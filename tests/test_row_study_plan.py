@@ -24,7 +24,7 @@ def _plan(wd: Path) -> dict:
 @pytest.fixture
 def runs(monkeypatch) -> dict[str, Any]:
     """`rs-transfer run` with a stand-in run_experiment; returns ``{"world": world size of its runs (1; a test may
-    set it), "calls": the work dirs it ran}``."""
+    set it), "calls": the work dirs it ran, "value": its headline value from its cfg_options (a test may set it)}``."""
     import rs_transfer.runner as runner
 
 
@@ -36,14 +36,14 @@ def runs(monkeypatch) -> dict[str, Any]:
         prep = prepare_run(task, backbone, world_size=state["world"], check_data=False, **kw)
         prep.work_dir.mkdir(parents=True, exist_ok=True)
         res = {"task": task, "backbone": backbone, "protocol": kw.get("protocol", "finetune"), "metric": "top1",
-               "value": 50.0,
+               "value": state["value"](kw.get("cfg_options") or {}),
                "metrics": {"top1": 50.0, "top5": 70.0}, "preset": kw.get("preset"), "config": prep.resolved,
                "config_hash": prep.config_hash, "weights": prep.weights, "work_dir": str(prep.work_dir),
                "data_root": str(prep.data_root), "train_time_s": 10.0, "train_images_per_s": 48.0, "device": "cpu"}
         write_json_atomic(prep.work_dir / "results.json", res)
         return res
 
-    state: dict[str, Any] = {"world": 1, "calls": []}
+    state: dict[str, Any] = {"world": 1, "calls": [], "value": lambda options: 50.0}
     monkeypatch.setattr(runner, "run_experiment", fake)
     return state
 
@@ -167,8 +167,9 @@ def _kwargs_of(cell: dict) -> dict[str, Any]:
 
 
 def test_sweep_dry_run_plans_the_points_then_the_final_run(tmp_path: Path, runs, capsys) -> None:
-    """`study sweep --dry-run`: the grid points with their states and the identity their own runs record; the final
-    run is planned once every point is done; the sweep then reuses every point and runs only the final one."""
+    """`study sweep --dry-run` (and `run --sweep --dry-run`): the grid points with their states and the identity their
+    own runs record; the final run is planned once every point is done; the sweep then reuses every point and runs
+    only the final one, and reuses that too when run again."""
     from rs_transfer.studies.sweep import run_sweep
 
     root = tmp_path / "sw"
@@ -181,6 +182,13 @@ def test_sweep_dry_run_plans_the_points_then_the_final_run(tmp_path: Path, runs,
     assert plan["study"] == "sweep" and [c["name"] for c in plan["cells"]] == [
         "sweep/lr0.001_wd1e-06", "sweep/lr0.001_wd0.0001", "sweep/lr0.01_wd1e-06", "sweep/lr0.01_wd0.0001"]
     assert len({c["config_hash"] for c in plan["cells"]}) == 4 and not any(root.rglob("results.json"))
+    # `rs-transfer run --sweep --dry-run` is the same plan (its defaults are the study's); without --sweep: an error
+    run_args = ["run", "--task", "cifar100", "--backbone", "resnetrs50", "--preset", "mini", "--work-dir", str(root)]
+    (root / "plan.json").unlink()
+    assert main([*run_args, "--sweep", "--dry-run"]) == 0 and "4 cells: 0 done, 4 to run" in capsys.readouterr().out
+    assert [(c["name"], c["config_hash"], c["run_args"]) for c in _plan(root)["cells"]] == [
+        (c["name"], c["config_hash"], c["run_args"]) for c in plan["cells"]]
+    assert main([*run_args, "--dry-run"]) == 2 and "a single run has no plan" in capsys.readouterr().err
     _run_cells({"cells": plan["cells"][1:]})     # three points done, one to run
     assert main(args) == 0
     assert "4 cells: 3 done, 1 to run" in capsys.readouterr().out
@@ -193,3 +201,63 @@ def test_sweep_dry_run_plans_the_points_then_the_final_run(tmp_path: Path, runs,
     runs["calls"].clear()
     res = run_sweep("cifar100", "resnetrs50", preset="mini", work_dir=root)
     assert runs["calls"] == ["sw"] and res["config_hash"] == final["config_hash"]   # points reused, final as planned
+    runs["calls"].clear()
+    assert run_sweep("cifar100", "resnetrs50", preset="mini", work_dir=root) == res and runs["calls"] == []
+
+
+def test_sweep_on_slurm_submits_the_points_then_the_final_run_then_writes_the_result(
+        tmp_path: Path, fake_slurm, runs, monkeypatch, capsys) -> None:
+    """`study sweep --executor slurm`, one stage per call: the points not done as one array (the same command again
+    submits nothing), then only the final run with the best point's LR / weight decay, then the sweep's results.json
+    from those runs (nothing runs here); every hash is the cells' own 2-process one."""
+    monkeypatch.setenv("FAKE_SLURM_HOLD", "1")    # submitted jobs stay PENDING
+    runs["world"] = 2                             # the cell jobs: 2 processes each
+    runs["value"] = lambda o: 100 * o["optim_wrapper.optimizer.lr"] + 1e4 * o["optim_wrapper.optimizer.weight_decay"]
+    root = tmp_path / "sw"
+    args = ["study", "sweep", "--task", "cifar100", "--backbone", "resnetrs50", "--preset", "mini",
+            "--work-dir", str(root), "--executor", "slurm", "--gpus-per-cell", "2", "--timeout-min", "30"]
+
+    def scripts() -> list[str]:
+        return [p.read_text() for p in sorted((fake_slurm / "submitted").glob("*.sh"))]
+
+    def jobs() -> dict:
+        return json.loads((root / "slurm" / "jobs.json").read_text())
+
+    assert main([*args, "--dry-run"]) == 0
+    _run_cells({"cells": _plan(root)["cells"][:1]})    # one point already done: three to submit
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "submitted 3 cell(s) as SLURM job array" in out and f"rs-transfer study status {root}" in out
+    assert len(scripts()) == 1 and "#SBATCH --array=0-2%3" in scripts()[0]
+    plan = _plan(root)
+    points = plan["cells"]
+    assert len(points) == 4 and all(c["world_size"] == 2 for c in points)
+    assert sorted(jobs()) == sorted(c["name"] for c in points[1:])
+    assert not (root / "results.json").exists()
+
+    assert main(args) == 0                            # the points are queued: nothing submitted twice
+    assert "not submitted again" in capsys.readouterr().out and len(scripts()) == 1
+
+    _run_cells({"cells": points[1:]})                 # the array's cells ran, each from its plan entry
+    assert main(args) == 0
+    assert "submitted 1 cell(s)" in capsys.readouterr().out
+    assert len(scripts()) == 2 and "--job-name=sweep-final" in scripts()[1]   # submitit: a batch of one is one job
+    assert "--ntasks-per-node=2" in scripts()[1] and "--array" not in scripts()[1]
+    final = _plan(root)["cells"][-1]
+    assert final["name"] == "final" and final["world_size"] == 2 and set(jobs()) == {c["name"] for c in points[1:]} | {
+        "final"}
+    assert "optim_wrapper.optimizer.lr=0.01" in final["run_args"]                  # the best point: the last one
+    assert "optim_wrapper.optimizer.weight_decay=0.0001" in final["run_args"]
+    assert main(args) == 0 and len(scripts()) == 2   # the final run is queued: not submitted again
+    assert not (root / "results.json").exists()
+    capsys.readouterr()
+
+    _run_cells({"cells": [final]})
+    runs["calls"].clear()
+    assert main(args) == 0
+    assert "best lr 0.01, weight decay 0.0001" in capsys.readouterr().out
+    assert runs["calls"] == [] and len(scripts()) == 2      # nothing ran here, nothing more submitted
+    res = json.loads((root / "results.json").read_text())
+    assert res["config_hash"] == final["config_hash"]
+    assert res["sweep"]["best"]["lr"] == 0.01 and len(res["sweep"]["grid"]) == 4
+    assert [g["work_dir"] for g in res["sweep"]["grid"]] == [c["work_dir"] for c in points]

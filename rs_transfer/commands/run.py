@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from rs_transfer.runner.distributed import LAUNCHERS   # light: no torch for --help
 
@@ -72,6 +73,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "7 x 7 grid (Kornblith et al. 2019) scored on a held-out 20%% of the training set, then "
                         "fine-tune the best on all of it and score the test set once (49 + 1 runs; WORK_DIR/sweep/ "
                         "keeps each point, reused when run again)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --sweep: print the sweep's plan (each grid point's state and identity; the final run "
+                        "once every point is done) and write it as WORK_DIR/plan.json, as `study sweep --dry-run`; "
+                        "runs nothing")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +96,19 @@ def run(args: argparse.Namespace) -> int:
 
         r_cfg, r_model = recipe_for_task(args.task, args.recipe, args.backbone, model_overrides)
         cfg_options, model_overrides = {**r_cfg, **cfg_options}, {**r_model, **model_overrides}
+    kwargs: dict[str, Any] = dict(
+        weights=args.weights, preset=args.preset, protocol=args.protocol, work_dir=args.work_dir, seed=args.seed,
+        config=args.config, cfg_options=cfg_options, model_overrides=model_overrides, launcher=args.launcher,
+        resume=args.resume, data_root=args.data_root, trust=args.trust, strict=args.strict,
+        normalization=args.normalization)
+    if args.dry_run:   # the one plan of the sweep, with the arguments the sweep below would get
+        from rs_transfer.errors import UserError
+        from rs_transfer.studies.sweep import plan_sweep
+
+        if not args.sweep:
+            raise UserError("--dry-run plans a sweep (--sweep); a single run has no plan to show")
+        plan_sweep(args.task, args.backbone, **kwargs)
+        return 0
     if args.sweep:
         from rs_transfer.studies.sweep import run_sweep as run_experiment  # noqa: F811  (same arguments)
     from rs_transfer.runner.tracking import parse as parse_tracking
@@ -98,11 +116,7 @@ def run(args: argparse.Namespace) -> int:
     tracking = parse_tracking(args.tracking)
     if tracking is not None and args.sweep:   # the sweep's points and final run: one experiment
         tracking = tracking.for_study("sweep", args.work_dir or "work_dirs")
-    res = run_experiment(args.task, args.backbone, weights=args.weights, preset=args.preset,
-                         protocol=args.protocol, work_dir=args.work_dir, seed=args.seed, config=args.config,
-                         cfg_options=cfg_options, model_overrides=model_overrides, launcher=args.launcher,
-                         resume=args.resume, data_root=args.data_root, trust=args.trust, strict=args.strict,
-                         normalization=args.normalization, tracking=tracking)
+    res = run_experiment(args.task, args.backbone, **kwargs, tracking=tracking)
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:

@@ -15,11 +15,16 @@ whose ``results.json`` recorded the configuration it would run now (the one reus
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rs_transfer.errors import UserError
 from rs_transfer.runner.tracking import add_argument as add_tracking
+
+if TYPE_CHECKING:
+    from rs_transfer.studies.cells import PlannedCell
+    from rs_transfer.studies.executor import SlurmOptions
 
 # CIFAR-100 and the transfer suite's single-label datasets (their TvClassDataset takes the same subset keys; VOC2007's
 # multi-label fine-tune is left out: not tried through the sweep).
@@ -38,10 +43,18 @@ def _cell_options(lr: float, wd: float, holdout: float, seed: int) -> dict[str, 
             "val_dataloader.dataset.holdout": holdout, "val_dataloader.dataset.holdout_seed": seed}
 
 
+Grid = tuple[tuple[float, ...], tuple[float, ...]]
+Point = tuple[float, float, dict[str, Any]]
+
+
+def sweep_root(task: str, backbone: str, work_dir: str | Path | None, preset: str, seed: int) -> Path:
+    """The sweep's folder (the final run's; points under ``sweep/``, ``plan.json``, the default SLURM folder)."""
+    return Path(work_dir or Path("work_dirs") / f"{task}-{backbone}-sweep-{preset}-seed{seed}").resolve()
+
+
 def _points(task: str, backbone: str, *, work_dir: str | Path | None, preset: str, seed: int,
-            cfg_options: dict[str, Any] | None, holdout: float,
-            grid: tuple[tuple[float, ...], tuple[float, ...]] | None, kwargs: dict[str, Any]
-            ) -> tuple[Path, dict[str, Any], list[tuple[float, float, dict[str, Any]]]]:
+            cfg_options: dict[str, Any] | None, holdout: float, grid: Grid | None, kwargs: dict[str, Any]
+            ) -> tuple[Path, dict[str, Any], list[Point]]:
     """``(root, user cfg_options, [(lr, wd, run_experiment kwargs of the point)])``, the arguments checked: one
     list for the sweep and its plan, so that what ``--dry-run`` shows is what the sweep runs and reuses."""
     if task not in SWEEP_TASKS:
@@ -55,7 +68,7 @@ def _points(task: str, backbone: str, *, work_dir: str | Path | None, preset: st
     clash = sorted(k for k in user if k in _cell_options(0, 0, 0, 0))
     if clash:
         raise UserError(f"--sweep sets {', '.join(clash)} itself; drop them from --cfg-options")
-    root = Path(work_dir or Path("work_dirs") / f"{task}-{backbone}-sweep-{preset}-seed{seed}").resolve()
+    root = sweep_root(task, backbone, work_dir, preset, seed)
     return root, user, [(lr, wd, dict(preset=preset, seed=seed, work_dir=root / "sweep" / f"lr{lr:g}_wd{wd:g}",
                                       cfg_options={**user, **_cell_options(lr, wd, holdout, seed)}, **kwargs))
                         for lr in lrs for wd in wds]
@@ -65,33 +78,50 @@ def _final_options(user: dict[str, Any], lr: float, wd: float) -> dict[str, Any]
     return {**user, "optim_wrapper.optimizer.lr": lr, "optim_wrapper.optimizer.weight_decay": wd}
 
 
+def _best(scores: list[float]) -> int:
+    """Index of the best point: the first of equal maxima, so grid order (smaller LR and weight decay first) breaks
+    ties. The sweep and its plan both choose with this."""
+    return max(range(len(scores)), key=lambda i: scores[i])
+
+
 def run_sweep(task: str, backbone: str, *, work_dir: str | Path | None = None, preset: str = "paper",
               seed: int = 0, cfg_options: dict[str, Any] | None = None, holdout: float = 0.2,
-              grid: tuple[tuple[float, ...], tuple[float, ...]] | None = None, **kwargs: Any) -> dict[str, Any]:
+              grid: Grid | None = None, world: int | None = None,
+              runner: Callable[..., dict[str, Any]] | None = None, **kwargs: Any) -> dict[str, Any]:
     """Grid on the held-out split, then the best point on train -> test. ``kwargs`` go to every
-    :func:`rs_transfer.runner.run_experiment` call (weights, model_overrides, launcher, data_root, ...)."""
+    :func:`rs_transfer.runner.run_experiment` call (weights, model_overrides, launcher, data_root, ...).
+    ``world``: the processes the runs had (default: what ``launcher`` gives here; SLURM cells: their own tasks, as
+    they record it); ``runner``: what runs a point or the final run that cannot be reused (default run_experiment;
+    :func:`submit_sweep` passes one that refuses, as everything must be done by then)."""
     from rs_transfer.atomic import write_json_atomic
     from rs_transfer.results import read_results
-    from rs_transfer.runner import run_experiment
     from rs_transfer.runner.distributed import launched_world_size
     from rs_transfer.studies.plan import expected_hash_or_none
     from rs_transfer.studies.reuse import reusable
 
+    if runner is None:
+        from rs_transfer.runner import run_experiment as runner
     root, user, points = _points(task, backbone, work_dir=work_dir, preset=preset, seed=seed,
                                  cfg_options=cfg_options, holdout=holdout, grid=grid, kwargs=kwargs)
-    world = launched_world_size(kwargs.get("launcher", "none"))   # the identity the points' runs record
+    if world is None:
+        world = launched_world_size(kwargs.get("launcher", "none"))   # the identity the runs record
+
+    def reuse_or_run(run_kwargs: dict[str, Any]) -> dict[str, Any]:
+        wd = run_kwargs["work_dir"]
+        res = read_results(wd)
+        if reusable(res, expected_hash_or_none(task, backbone, world_size=world, **run_kwargs), str(wd)):
+            return res  # type: ignore[return-value]
+        return runner(task, backbone, **run_kwargs)
+
     cells = []
     for lr, wd, point in points:
-        cell_dir = point["work_dir"]
-        res = read_results(cell_dir)
-        if not reusable(res, expected_hash_or_none(task, backbone, world_size=world, **point), str(cell_dir)):
-            res = run_experiment(task, backbone, **point)
+        res = reuse_or_run(point)
         cells.append({"lr": lr, "weight_decay": wd, "holdout_" + res["metric"]: res["value"],
-                      "work_dir": str(cell_dir)})
+                      "work_dir": str(point["work_dir"])})
     key = next(k for k in cells[0] if k.startswith("holdout_"))
-    best = max(cells, key=lambda c: c[key])   # max returns the first of equal maxima: grid order breaks ties
-    final = run_experiment(task, backbone, preset=preset, seed=seed, work_dir=root,
-                           cfg_options=_final_options(user, best["lr"], best["weight_decay"]), **kwargs)
+    best = cells[_best([c[key] for c in cells])]
+    final = reuse_or_run(dict(preset=preset, seed=seed, work_dir=root,
+                              cfg_options=_final_options(user, best["lr"], best["weight_decay"]), **kwargs))
     final["sweep"] = {"holdout_fraction": holdout, "holdout_seed": seed, "selected_on": key, "best": best,
                       "grid": cells, "protocol": "Kornblith et al. 2019: grid on a held-out split of the training "
                                                   "set, best point refit on all training images, test scored once"}
@@ -102,68 +132,133 @@ def run_sweep(task: str, backbone: str, *, work_dir: str | Path | None = None, p
     return final
 
 
-def plan_sweep(task: str, backbone: str, *, work_dir: str | Path | None = None, preset: str = "paper",
-               seed: int = 0, cfg_options: dict[str, Any] | None = None, holdout: float = 0.2,
-               grid: tuple[tuple[float, ...], tuple[float, ...]] | None = None, log: Any = print,
-               **kwargs: Any) -> Path:
-    """``--dry-run``: the sweep's points as a plan (``ROOT/plan.json``, read by ``study status ROOT``), each with its
-    identity and state (done / stale / partial / to run) from its own folder, and the final run once every point is
-    done (its learning rate and weight decay are the best point's: unknown before). Runs nothing."""
+def _plan(task: str, backbone: str, *, work_dir: str | Path | None, preset: str, seed: int,
+          cfg_options: dict[str, Any] | None, holdout: float, grid: Grid | None, world: int,
+          gpu: tuple[str, float] | None, kwargs: dict[str, Any]) -> tuple[Path, list[PlannedCell], int]:
+    """``(root, planned cells, number of points)``: every point with its identity (``world`` processes) and state,
+    then the final run once every point is done (its LR and weight decay are the best point's: unknown before)."""
     from rs_transfer.results import read_results
-    from rs_transfer.runner.distributed import launched_world_size
-    from rs_transfer.studies.cells import PLAN_NAME, write_plan
-    from rs_transfer.studies.planning import measured_throughput, plan_cell, plan_table
+    from rs_transfer.studies.planning import measured_throughput, plan_cell
 
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("launcher", "tracking")}
     root, user, points = _points(task, backbone, work_dir=work_dir, preset=preset, seed=seed,
                                  cfg_options=cfg_options, holdout=holdout, grid=grid, kwargs=kwargs)
-    world = launched_world_size(kwargs.pop("launcher", "none"))
-    kwargs.pop("tracking", None)
     measured = measured_throughput(root)
+    flops = gpu is not None   # counting FLOPs builds a model per point: only when an estimate needs them
     planned = [plan_cell(root, f"sweep/{p['work_dir'].name}", task, backbone, p["work_dir"], world,
-                         {k: v for k, v in p.items() if k not in ("work_dir", "launcher", "tracking")}, measured)
+                         {k: v for k, v in p.items() if k != "work_dir"}, measured, flops=flops, gpu=gpu)
                for _, _, p in points]
     if all(c.state == "done" for c in planned):
-        scores = [(read_results(p["work_dir"]) or {}).get("value") for _, _, p in points]
-        lr, wd, _ = points[max(range(len(points)), key=lambda i: scores[i])]   # the first of equal maxima
+        lr, wd, _ = points[_best([(read_results(p["work_dir"]) or {})["value"] for _, _, p in points])]
         planned.append(plan_cell(root, "final", task, backbone, root, world, dict(
-            preset=preset, seed=seed, cfg_options=_final_options(user, lr, wd), **kwargs), measured))
-    write_plan(root, "sweep", planned, executor="local", backbone=backbone, preset=preset, task=task)
+            preset=preset, seed=seed, cfg_options=_final_options(user, lr, wd), **kwargs), measured,
+            flops=flops, gpu=gpu))
+    return root, planned, len(points)
+
+
+def plan_sweep(task: str, backbone: str, *, work_dir: str | Path | None = None, preset: str = "paper",
+               seed: int = 0, cfg_options: dict[str, Any] | None = None, holdout: float = 0.2,
+               grid: Grid | None = None, log: Any = print, slurm_opts: SlurmOptions | None = None,
+               gpu: tuple[str, float] | None = None, **kwargs: Any) -> Path:
+    """``--dry-run``: the sweep's points as a plan (``ROOT/plan.json``, read by ``study status ROOT``), each with its
+    identity and state (done / stale / partial / to run) from its own folder, and the final run once every point is
+    done. ``slurm_opts``: plan the cells as SLURM cells (their world size is the job's tasks). Runs nothing."""
+    from dataclasses import asdict
+
+    from rs_transfer.studies.cells import PLAN_NAME, write_plan
+    from rs_transfer.studies.planning import cell_world, plan_table
+
+    executor = "slurm" if slurm_opts else "local"
+    world = cell_world(executor, slurm_opts, kwargs.get("launcher", "none"))
+    root, planned, n_points = _plan(task, backbone, work_dir=work_dir, preset=preset, seed=seed,
+                                    cfg_options=cfg_options, holdout=holdout, grid=grid, world=world, gpu=gpu,
+                                    kwargs=kwargs)
+    write_plan(root, "sweep", planned, executor=executor, backbone=backbone, preset=preset, task=task,
+               slurm=asdict(slurm_opts) if slurm_opts else None)
     log(plan_table(planned))
-    if len(planned) == len(points):
+    if len(planned) == n_points:
         log(f"final run (best point on all training images, then the test set): planned once the "
             f"{sum(c.state != 'done' for c in planned)} point(s) not done are")
     log(f"plan: {root / PLAN_NAME}")
     return root / PLAN_NAME
 
 
+def submit_sweep(task: str, backbone: str, *, slurm_opts: SlurmOptions, work_dir: str | Path | None = None,
+                 preset: str = "paper", seed: int = 0, cfg_options: dict[str, Any] | None = None,
+                 holdout: float = 0.2, grid: Grid | None = None, gpu: tuple[str, float] | None = None,
+                 log: Callable[[str], Any] = print, **kwargs: Any) -> dict[str, Any] | None:
+    """``--executor slurm``, one stage per call: submit the points not done (one array); once they are, the final run
+    (a one-cell array); once it is, write the sweep's result with :func:`run_sweep` (returned), which reuses every run
+    by the identity planned here. None while something is still to run; cells queued or running are not submitted
+    again."""
+    from dataclasses import asdict
+
+    from rs_transfer.studies.cells import write_plan
+    from rs_transfer.studies.planning import cell_world, submit_plan
+
+    world = cell_world("slurm", slurm_opts, "none")
+    root, planned, n_points = _plan(task, backbone, work_dir=work_dir, preset=preset, seed=seed,
+                                    cfg_options=cfg_options, holdout=holdout, grid=grid, world=world, gpu=gpu,
+                                    kwargs=kwargs)
+    write_plan(root, "sweep", planned, executor="slurm", backbone=backbone, preset=preset, task=task,
+               slurm=asdict(slurm_opts))
+    todo = [c for c in planned if c.state != "done"]
+    if not todo:
+        def refuse(*args: Any, **kw: Any) -> dict[str, Any]:
+            raise UserError(f"{kw.get('work_dir')} was planned as done but its run does not match: run this "
+                            "command again (it plans and submits it)")
+
+        return run_sweep(task, backbone, work_dir=work_dir, preset=preset, seed=seed, cfg_options=cfg_options,
+                         holdout=holdout, grid=grid, world=world, runner=refuse, **kwargs)
+    final = len(planned) > n_points
+    pending = submit_plan(root, todo, slurm_opts, name="sweep-final" if final else "sweep", log=log)
+    what = "the final run (best point on all training images, then the test set)" if final else \
+        f"{len(todo)} grid point(s)"
+    then = "write the sweep's results.json" if final else "submit the final run (the best point's LR / weight decay)"
+    if pending < len(todo):
+        log(f"{len(todo) - pending} cell(s) could not be submitted (above): fix them, or run the sweep here "
+            "without --executor slurm")
+    log(f"{what} not done yet: `rs-transfer study status {root}` shows {'it' if final else 'them'}; run this "
+        f"command again when {'it finishes' if final else 'they finish'} to {then}")
+    return None
 # ---- CLI (`rs-transfer study sweep`; `rs-transfer run --sweep` is the same) ----------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from rs_transfer.studies.executor import add_executor_arguments
+
     p.add_argument("--task", default="cifar100", choices=SWEEP_TASKS, help="task to sweep (default cifar100)")
     p.add_argument("--backbone", required=True, help="registered model, e.g. resnetrs50")
     p.add_argument("--weights", default=None, help="weight source (named or a file; default: random init)")
     p.add_argument("--preset", default="paper", choices=["paper", "mini"],
                    help="paper: the 7 x 7 grid; mini: the 2 x 2 corners on the mini dataset (a smoke test)")
-    p.add_argument("--work-dir", default=None, help="the final run's folder; grid points go to WORK_DIR/sweep/")
+    p.add_argument("--work-dir", default=None,
+                   help="the final run's folder; grid points go to WORK_DIR/sweep/, the plan to WORK_DIR/plan.json "
+                        "and, with --executor slurm, job scripts and logs to WORK_DIR/slurm")
     p.add_argument("--seed", type=int, default=0, help="seed of every run and of the held-out split (default 0)")
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", help="config edits, every run")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the plan (every grid point: state, identity; the final run once the points are "
-                        "done) and write it as WORK_DIR/plan.json; runs nothing")
     add_tracking(p)
+    add_executor_arguments(p)   # --dry-run; --executor slurm: the points as one array, then the final run
 
 
 def run(args: argparse.Namespace) -> int:
     from rs_transfer.runner import parse_cfg_options
     from rs_transfer.runner.tracking import for_study
+    from rs_transfer.studies.executor import slurm_options
 
+    common = dict(weights=args.weights, preset=args.preset, work_dir=args.work_dir, seed=args.seed,
+                  cfg_options=parse_cfg_options(args.cfg_options))
+    root = sweep_root(args.task, args.backbone, args.work_dir, args.preset, args.seed)
+    opts = slurm_options(args, root) if args.executor == "slurm" else None
+    gpu = (args.gpu, args.assume_mfu) if args.gpu else None
     if args.dry_run:
-        plan_sweep(args.task, args.backbone, weights=args.weights, preset=args.preset, work_dir=args.work_dir,
-                   seed=args.seed, cfg_options=parse_cfg_options(args.cfg_options))
+        plan_sweep(args.task, args.backbone, slurm_opts=opts, gpu=gpu, **common)
         return 0
-    tracking = for_study(args.tracking, "sweep", args.work_dir or "work_dirs")
-    res = run_sweep(args.task, args.backbone, weights=args.weights, preset=args.preset, work_dir=args.work_dir,
-                    seed=args.seed, cfg_options=parse_cfg_options(args.cfg_options),
-                    **({"tracking": tracking} if tracking else {}))
+    if opts is not None:
+        res = submit_sweep(args.task, args.backbone, slurm_opts=opts, gpu=gpu, **common)
+        if res is None:
+            return 0
+    else:
+        tracking = for_study(args.tracking, "sweep", args.work_dir or "work_dirs")
+        res = run_sweep(args.task, args.backbone, **common, **({"tracking": tracking} if tracking else {}))
     best = res["sweep"]["best"]
     print(f"best lr {best['lr']:g}, weight decay {best['weight_decay']:g}; test {res['metric']} = "
           f"{res['value']:.2f}\nresults: {res['work_dir']}/results.json")
