@@ -42,9 +42,14 @@ DatasetFactory = Callable[[str, int, float], Any]
 PIPELINE = "tvclass-eval-v1: PIL RGB, shorter side to size/crop (bilinear, antialias), centre crop, uint8"
 
 
+FEATURE_CACHE_ENV = "RS_TRANSFER_FEATURE_CACHE"
+
+
 def feature_cache_dir() -> Path:
-    """``$RS_TRANSFER_FEATURE_CACHE`` (a study points it at its own folder), else ``$RS_TRANSFER_HOME/features``."""
-    env = os.environ.get("RS_TRANSFER_FEATURE_CACHE")
+    """``$RS_TRANSFER_FEATURE_CACHE`` (a study points it at its own folder, also in its SLURM cell jobs: transfer12
+    ``feature_env``), else ``$RS_TRANSFER_HOME/features``. An environment variable, not a config key: where
+    features are kept is no part of a run's identity (the features are keyed by their content)."""
+    env = os.environ.get(FEATURE_CACHE_ENV)
     return Path(env).expanduser() if env else home() / "features"
 
 

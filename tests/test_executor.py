@@ -97,6 +97,25 @@ def test_local_executor_runs_a_cell(tmp_path: Path, monkeypatch) -> None:
     assert (Path(cell.work_dir) / "results.json").is_file() and read_job_state(cell.work_dir)["state"] == "done"
 
 
+def test_cell_job_runs_with_the_cells_env(tmp_path: Path, monkeypatch) -> None:
+    """A cell's ``env`` reaches its run (transfer12's feature cache), and only its run: the job's own environment
+    and that of the process that submitted it stay as they were."""
+    monkeypatch.delenv("RS_TEST_CELL_ENV", raising=False)
+    cell = Cell(name="env", work_dir=str(tmp_path / "env"), run_args=(), env=(("RS_TEST_CELL_ENV", "/cache/x"),))
+    job = CellJob(cell)
+    # stands in for `rs-transfer run`: records what it was given as the run's results.json
+    script = ("import json, os, sys; wd = sys.argv[sys.argv.index('--work-dir') + 1]; "
+              "json.dump({'value': os.environ.get('RS_TEST_CELL_ENV')}, open(os.path.join(wd, 'results.json'), 'w'))")
+    monkeypatch.setattr(job, "command", lambda: [sys.executable, "-c", script, "--work-dir", cell.work_dir])
+    assert job()["value"] == "/cache/x" and "RS_TEST_CELL_ENV" not in os.environ
+    from dataclasses import asdict
+
+    from rs_transfer.studies.cells import command_line
+
+    assert command_line({**asdict(cell), "env": dict(cell.env)}).startswith(
+        "env RS_TEST_CELL_ENV=/cache/x rs-transfer run ")
+
+
 def _wait_for_training(job, work_dir: Path, iters: int, segment: int, timeout: float = 300) -> int:
     """Wait until the ``segment``-th run (1: the first, 2: after one requeue...) of the cell logs a training
     iteration; return that run's pid (the lock holder)."""

@@ -62,3 +62,89 @@ def test_mini_fewshot_study_through_cli(tmp_path: Path, capsys: pytest.CaptureFi
     capsys.readouterr()
     assert main(argv) == 0
     assert capsys.readouterr().out.count("[skip]") == 4
+
+
+def _sources(tmp_path: Path) -> list[str]:
+    """Two tiny weight files (distinct weights: distinct features and identities)."""
+    import torch
+
+    from rs_transfer.backbones import create_model
+    from rs_transfer.weights import save_weights
+
+    out = []
+    for i in range(2):
+        torch.manual_seed(i)
+        out.append(str(save_weights(create_model("resnetrs50", **TINY), tmp_path / f"src{i}.pth",
+                                    normalization="imagenet")))
+    return out
+
+
+def test_dry_run_plans_sources_tasks_and_shots_with_the_runs_own_hash(tmp_path: Path, monkeypatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """Cells = sources x tasks x k (x seeds); a task without the protocol (cifar100: no fewshot) is no cell; each
+    cell's hash is what its own `rs-transfer run` (its plan entry) records, wherever its features are cached."""
+    from rs_transfer.cli import main
+
+    monkeypatch.delenv("RS_TRANSFER_FEATURE_CACHE", raising=False)
+    out = tmp_path / "study"
+    argv = ["study", "transfer12", "--preset", "mini", "--backbone", "resnetrs50", "--weights", *_sources(tmp_path),
+            "--protocol", "fewshot", "--shots", "1", "2", "--episodes", "2", "--tasks", "dtd", "cifar100",
+            "--out", str(out), *TINY_CLI]
+    assert main([*argv, "--dry-run"]) == 0
+    assert "4 cells: 0 done, 4 to run" in capsys.readouterr().out
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["study"] == "transfer12" and plan["protocol"] == "fewshot" and plan["executor"] == "local"
+    assert [c["name"] for c in plan["cells"]] == [f"dtd/resnetrs50-src{i}-fewshot-k{k}-seed0"
+                                                  for i in range(2) for k in (1, 2)]
+    assert all(c["state"] == "to run" and c["world_size"] == 1 for c in plan["cells"])
+    assert len({c["config_hash"] for c in plan["cells"]}) == 4               # sources and k differ
+    assert all(c["env"] == {"RS_TRANSFER_FEATURE_CACHE": str(out.absolute() / "features")} for c in plan["cells"])
+    assert "probe.shots=[2]" in plan["cells"][1]["run_args"] and "probe.episodes=2" in plan["cells"][1]["run_args"]
+    assert not any(out.rglob("results.json")) and not (out / "report.md").exists()    # nothing ran
+
+    for cell in plan["cells"][:3]:          # three cells run from their plan entries (features: the default cache)
+        assert main(["run", *cell["run_args"], "--work-dir", cell["work_dir"]]) == 0
+        assert json.loads((Path(cell["work_dir"]) / "results.json").read_text())["config_hash"] == cell["config_hash"]
+    capsys.readouterr()
+    assert main([*argv, "--dry-run"]) == 0
+    assert "4 cells: 3 done, 1 to run" in capsys.readouterr().out
+    assert [c["state"] for c in json.loads((out / "plan.json").read_text())["cells"]] == ["done"] * 3 + ["to run"]
+    assert main([*argv, "--dry-run", "--cfg-options", "probe.one_shot_l2=0.5"]) == 0    # another config: stale
+    assert [c["state"] for c in json.loads((out / "plan.json").read_text())["cells"]] == ["stale"] * 3 + ["to run"]
+
+
+@pytest.mark.slow
+def test_slurm_executor_submits_one_array_with_the_study_feature_cache_then_collects(
+        tmp_path: Path, fake_slurm: Path, monkeypatch, capsys: pytest.CaptureFixture) -> None:
+    """--executor slurm: one array over the cells; the same command while they run submits nothing; the cell
+    jobs' runs extract their features into OUT/features (the cell's env); once every cell is done the same
+    command reuses them all and writes the report."""
+    import time
+
+    from rs_transfer.cli import main
+
+    monkeypatch.delenv("RS_TRANSFER_FEATURE_CACHE", raising=False)   # only the cell's env can point the job there
+    out = tmp_path / "study"
+    argv = ["study", "transfer12", "--preset", "mini", "--backbone", "resnetrs50", "--weights", *_sources(tmp_path),
+            "--protocol", "linear", "--tasks", "dtd", "--out", str(out), *TINY_CLI, "--executor", "slurm",
+            "--timeout-min", "20", "--max-parallel", "1"]
+    assert main(argv) == 0
+    assert "submitted 2 cell(s) as SLURM job array" in capsys.readouterr().out
+    assert main(argv) == 0                  # queued, running or done: nothing submitted twice
+    scripts = list((fake_slurm / "submitted").glob("*.sh"))
+    assert len(scripts) == 1 and "#SBATCH --array=0-1%1" in scripts[0].read_text()
+    assert not (out / "report.md").exists()
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob("dtd/*/results.json"))) < 2:
+        time.sleep(0.5)
+    while time.time() < deadline and any(json.loads(p.read_text())["state"] == "RUNNING"
+                                         for p in (fake_slurm / "jobs").glob("*.json")):
+        time.sleep(0.2)
+    assert len(list((out / "features" / "dtd").glob("*.npz"))) == 4    # 2 sources x (train, test), the study's cache
+    capsys.readouterr()
+    assert main(argv) == 0                  # every cell done: nothing submitted, the report written
+    text = capsys.readouterr().out
+    assert text.count("[skip]") == 2 and "# Transfer suite (linear, MINI preset" in text
+    assert len(list((fake_slurm / "submitted").glob("*.sh"))) == 1
+    rep = json.loads((out / "report.json").read_text())
+    assert all(r["values"]["dtd"] is not None for r in rep["tables"][0]["rows"])

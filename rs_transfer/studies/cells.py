@@ -35,7 +35,9 @@ SUBMITTED_STATES = ("PENDING", "REQUEUED", "CONFIGURING", "RUNNING", "SUSPENDED"
 @dataclass
 class PlannedCell:
     """One cell of a plan: its name, the ``rs-transfer run`` arguments (without ``--work-dir/--resume/--launcher``),
-    work dir, identity, planned training samples and the plan-time state."""
+    work dir, identity, planned training samples and the plan-time state. ``env``: environment variables the cell's
+    run needs wherever it runs (transfer12's feature cache folder): where things are kept, never what is computed,
+    so they are not part of ``config_hash``; kept in the plan so that ``study status --resubmit`` passes them on."""
 
     name: str
     work_dir: str
@@ -48,6 +50,7 @@ class PlannedCell:
     estimate_source: str | None = None
     state: str = "to run"
     info: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def option_args(flag: str, options: dict[str, Any] | None) -> list[str]:
@@ -201,5 +204,7 @@ def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> 
 
 
 def command_line(cell: dict[str, Any]) -> str:
-    """The ``rs-transfer run`` command that runs (or resumes) ``cell`` by hand."""
-    return shlex.join(["rs-transfer", "run", *cell["run_args"], "--work-dir", cell["work_dir"], "--resume"])
+    """The ``rs-transfer run`` command that runs (or resumes) ``cell`` by hand (with the cell's ``env``)."""
+    env = [f"{k}={v}" for k, v in sorted((cell.get("env") or {}).items())]
+    return shlex.join([*(["env", *env] if env else []), "rs-transfer", "run", *cell["run_args"], "--work-dir",
+                       cell["work_dir"], "--resume"])

@@ -17,6 +17,9 @@ A study's plan hands over its cells to run; each :class:`Cell` is the ``rs-trans
 - **The work-dir lock** (rs_transfer/runner/lock.py) is taken by the run itself; a cell job sets
   ``RS_TRANSFER_LOCK_WAIT`` so that a requeued job racing its killed predecessor waits for the old lock to be
   released or to go stale instead of failing.
+- **The cell's environment** (:attr:`Cell.env`, e.g. transfer12's ``RS_TRANSFER_FEATURE_CACHE``) is set for the
+  run subprocess only: the job, not the sbatch script or the submitting shell, carries what a cell needs, so every
+  cell of one array can have its own and a resubmission from ``study status`` gets the same.
 - **State per cell**: the cell job writes ``WORK_DIR/cell_job.json`` atomically (running / interrupted / requeued /
   done / failed, job id, host, the last error line), which ``study status`` reads.
 """
@@ -52,12 +55,14 @@ EXECUTORS = ("local", "slurm")
 @dataclass(frozen=True)
 class Cell:
     """One run of a study. ``run_args``: the ``rs-transfer run`` arguments without ``--work-dir``, ``--resume`` and
-    ``--launcher`` (the cell job adds them); ``estimate_s``: the plan's estimated training seconds, if known."""
+    ``--launcher`` (the cell job adds them); ``estimate_s``: the plan's estimated training seconds, if known;
+    ``env``: ``(NAME, VALUE)`` pairs set for the run (a tuple: the cell stays frozen and hashable)."""
 
     name: str
     work_dir: str
     run_args: tuple[str, ...]
     estimate_s: float | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ class CellJob:
         rank = self._rank()
         if rank == 0:
             _write_state(wd, state="running", cell=self.cell.name, command=self.command())
-        env = {**os.environ, WAIT_ENV: str(int(STALE_AFTER_S + 60))}
+        env = {**os.environ, **dict(self.cell.env), WAIT_ENV: str(int(STALE_AFTER_S + 60))}
 
         def no_usr2() -> None:  # SLURM signals every process of the step; only the submitit process handles USR2
             signal.signal(signal.SIGUSR2, signal.SIG_IGN)

@@ -6,7 +6,8 @@ with no measurement has no estimate (shown as ``?``), and a SLURM submission the
 is made up: the source of every estimate is printed.
 
 :func:`plan_study` is the one planner of the row studies (table1, table5, scaling: one cell per row and seed) and
-:func:`cell_world` the one world size of a cell, used by the plan and by the loop that collects the cells' runs.
+:func:`cell_world` the one world size of a cell, used by the plan and by the loop that collects the cells' runs;
+:func:`plan_or_submit` is what every planner does with its cells (write plan.json, print it or submit the rest).
 """
 from __future__ import annotations
 
@@ -76,12 +77,14 @@ def _flops_per_sample(task: str, backbone: str, kwargs: dict[str, Any], cfg: Any
 
 def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: int, kwargs: dict[str, Any],
               measured: dict[tuple[str, str, str], tuple[float, str]] | None = None, *,
-              flops: bool = False, gpu: tuple[str, float] | None = None) -> PlannedCell:
+              flops: bool = False, gpu: tuple[str, float] | None = None,
+              env: dict[str, str] | None = None) -> PlannedCell:
     """One cell's plan entry: identity by the run's own ``prepare_run`` (with the cell's world size), planned train
     samples, estimate and current state. A cell that cannot be prepared (weights gone...) is ``invalid``.
     ``flops``: also count the training FLOPs (builds the model once per task and model: for --dry-run).
     ``gpu``: ``(device name, assumed MFU)``: without a measured throughput, the estimate is the training FLOPs at
-    that device's peak bf16 TFLOP/s (rs_transfer/bench/backbone.py's table) x the MFU, stated as such."""
+    that device's peak bf16 TFLOP/s (rs_transfer/bench/backbone.py's table) x the MFU, stated as such.
+    ``env``: environment variables the cell's run needs (:attr:`PlannedCell.env`; not part of its identity)."""
     from rs_transfer.runner import prepare_run
 
     try:
@@ -94,10 +97,10 @@ def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: i
         prep = prepare_run(task, backbone, work_dir=wd, world_size=world, check_data=False, **kwargs)
     except UserError as err:
         return PlannedCell(name=name, work_dir=str(wd), run_args=args, config_hash=None, world_size=world,
-                           state="invalid", info={"error": str(err)})
+                           state="invalid", info={"error": str(err)}, env=dict(env or {}))
     samples = prep.facts.get("train_samples")
     cell = PlannedCell(name=name, work_dir=str(wd), run_args=args, config_hash=prep.config_hash, world_size=world,
-                       train_samples=int(samples) if samples else None)
+                       train_samples=int(samples) if samples else None, env=dict(env or {}))
     thr = (measured if measured is not None else measured_throughput(out)).get(
         (task, backbone, kwargs.get("preset", "paper")))
     if thr and cell.train_samples:
@@ -162,7 +165,8 @@ def submit_plan(out: Path, planned: list[PlannedCell], opts: SlurmOptions, *, na
             pending += 1
         elif state in states:
             to_submit.append(Cell(name=cell["name"], work_dir=cell["work_dir"], run_args=tuple(cell["run_args"]),
-                                  estimate_s=cell.get("estimate_s")))
+                                  estimate_s=cell.get("estimate_s"),
+                                  env=tuple(sorted((cell.get("env") or {}).items()))))
             pending += 1
     if to_submit:
         jobs = submit_cells(to_submit, "slurm", opts, name=name)
@@ -174,9 +178,12 @@ def submit_plan(out: Path, planned: list[PlannedCell], opts: SlurmOptions, *, na
 def cell_world(executor: str, slurm_opts: SlurmOptions | None, launcher: str) -> int:
     """The world size a cell RUNS with (part of its identity: the global batch splits over it): a SLURM cell job's
     tasks, else what ``launcher`` gives in this process. The planner and the collecting loop both use this, so a
-    cell submitted with ``--gpus-per-cell 2`` is found again by the same hash, whatever the login node's env says."""
+    cell submitted with ``--gpus-per-cell 2`` is found again by the same hash, whatever the login node's env says.
+    ``executor="slurm"`` without ``slurm_opts`` is refused here, before any cell is planned."""
     from rs_transfer.runner.distributed import launched_world_size
 
+    if executor == "slurm" and slurm_opts is None:
+        raise UserError("--executor slurm needs the SLURM options (rs_transfer.studies.executor.SlurmOptions)")
     return slurm_opts.tasks if executor == "slurm" and slurm_opts is not None else launched_world_size(launcher)
 
 
@@ -190,8 +197,6 @@ def plan_study(work_dir: Path, study: str, task: str, backbone: str, cells: Iter
     from anywhere in the folder (:func:`rs_transfer.studies.reuse.finished_runs`); None: only the cell's own folder
     counts (:func:`cell_state`). True when every cell is done (the caller then runs its loop, which reuses them all,
     and reports)."""
-    if executor == "slurm" and slurm_opts is None:
-        raise UserError("--executor slurm needs the SLURM options (rs_transfer.studies.executor.SlurmOptions)")
     world = cell_world(executor, slurm_opts, launcher)
     measured, planned = measured_throughput(work_dir), []
     for sdir, kwargs in cells:
@@ -199,8 +204,17 @@ def plan_study(work_dir: Path, study: str, task: str, backbone: str, cells: Iter
         if finished is not None and cell.config_hash in finished:   # the reuse rule: a finished run in the study
             cell.state = "done"
         planned.append(cell)
-    write_plan(work_dir, study, planned, executor=executor, backbone=backbone, **meta,
-               slurm=asdict(slurm_opts) if slurm_opts else None)
+    return plan_or_submit(work_dir, study, planned, executor=executor, dry_run=dry_run, slurm_opts=slurm_opts,
+                          log=log, unit=unit, backbone=backbone, **meta)
+
+
+def plan_or_submit(work_dir: Path, study: str, planned: list[PlannedCell], *, executor: str, dry_run: bool,
+                   slurm_opts: SlurmOptions | None, log: Callable[[str], Any], unit: str = "cell",
+                   **meta: Any) -> bool:
+    """Write ``WORK_DIR/plan.json`` (``meta``: the study's own fields), then print it (``dry_run``: False) or submit
+    its cells not done as one SLURM array. True when every cell is done: the caller then collects the runs (its
+    loop reuses each by the reuse rule) and writes the report; the same command again is how a study collects."""
+    write_plan(work_dir, study, planned, executor=executor, **meta, slurm=asdict(slurm_opts) if slurm_opts else None)
     if dry_run:
         log(plan_table(planned))
         log(f"plan: {work_dir / PLAN_NAME}")
