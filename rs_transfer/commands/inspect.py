@@ -78,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"  FLOPs @ {'x'.join(map(str, shape[1:]))}: {info['flops'] / 1e9:.2f}B")
     print("  stages: " + ", ".join(f"{f['module']} {f['num_chs']}ch /{f['reduction']}" for f in model.feature_info))
     if args.weights:
-        from rs_transfer.weights import LoadReport  # noqa: F401  (summary below comes from the loader)
-
         w = info["weights"]
         print(f"  weights: {w['source']} -> {w['path']}")
         print(f"    format {w['container']}/{w['wrapper']}, layout {w['layout']}, sha256 {w['sha256'][:16]}")

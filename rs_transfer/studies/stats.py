@@ -13,7 +13,6 @@ gets ``NO_OUTPUTS``, never a zero-width interval.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 NO_OUTPUTS = "no interval (run before outputs were kept)"
