@@ -63,6 +63,37 @@ def measured_throughput(out: Path) -> dict[tuple[str, str, str], tuple[float, st
     return found
 
 
+_EPOCH_SETS: dict[str, tuple[int | None, str]] = {}   # per training-set config: listed once per plan
+
+
+def epoch_samples(cfg: Any, world: int) -> tuple[int | None, str]:
+    """``(samples, how)`` an epoch-based run trains: epochs x its training set as the run lists it (the dataset is
+    built from the resolved config, as the Runner builds it), padded to the world size as mmengine's DefaultSampler
+    pads it (results.json's ``train_samples`` counts the same). ``(None, why)`` when the set cannot be listed here
+    (no data on this machine): the plan then shows ``?`` and says why."""
+    import copy
+
+    train = cfg.get("train_cfg") or {}
+    if "max_epochs" not in train or "max_iters" in train:
+        return None, ""
+    spec = cfg.train_dataloader.dataset
+    key = repr(spec)
+    if key not in _EPOCH_SETS:
+        from mmengine.registry import DATASETS
+
+        try:
+            n: int | None = len(DATASETS.build(copy.deepcopy(spec)))
+            _EPOCH_SETS[key] = (n, f"{n:,} training samples listed in {spec.get('data_root', 'the data root')}")
+        except Exception as err:   # noqa: BLE001  (an estimate: any reason the set cannot be listed is shown)
+            first = str(err).splitlines()[0] if str(err) else ""
+            _EPOCH_SETS[key] = (None, f"training set not listed here ({type(err).__name__}: {first[:200]})")
+    n, how = _EPOCH_SETS[key]
+    if not n:
+        return None, how
+    epochs = int(train["max_epochs"])
+    return epochs * -(-n // world) * world, f"{epochs} epochs x {how}"
+
+
 _FLOPS: dict[str, tuple[int | None, str]] = {}   # per model and input: equal for every seed and weight source
 
 
@@ -99,8 +130,13 @@ def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: i
         return PlannedCell(name=name, work_dir=str(wd), run_args=args, config_hash=None, world_size=world,
                            state="invalid", info={"error": str(err)}, env=dict(env or {}))
     samples = prep.facts.get("train_samples")
+    counted = ""
+    if samples is None:   # an epoch-based run: its length is the training set the run will list
+        samples, counted = epoch_samples(prep.cfg, world)
     cell = PlannedCell(name=name, work_dir=str(wd), run_args=args, config_hash=prep.config_hash, world_size=world,
                        train_samples=int(samples) if samples else None, env=dict(env or {}))
+    if counted:
+        cell.info["samples"] = counted
     thr = (measured if measured is not None else measured_throughput(out)).get(
         (task, backbone, kwargs.get("preset", "paper")))
     if thr and cell.train_samples:
@@ -142,6 +178,8 @@ def plan_table(cells: list[PlannedCell]) -> str:
                         if not c.train_flops and c.info.get("flops")})
     notes = "".join(f"\ntrain FLOPs: {h}, x train samples (multiply-add = 2; evaluation not included)"
                     for h in counted) + "".join(f"\ntrain FLOPs ? {h}" for h in uncounted)
+    notes += "".join(f"\ntrain samples{'' if known_n else ' ?'}: {h}" for known_n, h in sorted(
+        {(bool(c.train_samples), c.info["samples"]) for c in cells if c.info.get("samples")}))
     return (f"{table}{notes}\n{len(cells)} cells: {sum(c.state == 'done' for c in cells)} done, {len(todo)} to run "
             f"({total})")
 
