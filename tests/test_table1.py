@@ -48,6 +48,15 @@ def test_mini_study_all_rows_then_reuse(tmp_path: Path) -> None:
     assert "| + ResNet-D | 83.4 | +0.5 |" in md and "| ResNet-200 | 79.0 | - |" in md
     assert (tmp_path / "report" / "table1-mini.csv").read_text().count("\n") == 12
 
+    # The plan of the finished study: every row done, and its train samples (epochs x the listed training set,
+    # counted before any run) are the samples each run recorded.
+    run_study(**kw, dry_run=True, log=lambda *a: None)
+    plan = json.loads((tmp_path / "runs" / "plan.json").read_text())
+    assert [c["state"] for c in plan["cells"]] == ["done"] * len(ids)
+    for cell in plan["cells"]:
+        ran = json.loads((tmp_path / "runs" / cell["name"] / "results.json").read_text())
+        assert cell["train_samples"] == ran["train_samples"] > 0, cell["name"]
+
     calls.clear()
     (tmp_path / "runs" / "03_ema" / "results.json").unlink()
     again = run_study(**kw)
