@@ -82,8 +82,8 @@ def validations(cfg: Any) -> int | None:
     iteration or epoch from ``val_begin`` on, and after the last); 0 without a validation loop, None when unknown
     (dynamic intervals, no mmengine training loop: protocols that do not train through the Runner)."""
     train_cfg = cfg.get("train_cfg") or {}
-    if not cfg.get("val_dataloader") or not cfg.get("val_cfg"):
-        return 0
+    if any(cfg.get(k) is None for k in ("val_dataloader", "val_cfg", "val_evaluator")):
+        return 0   # mmengine's Runner builds a validation loop only with all three
     length = train_cfg.get("max_iters") or train_cfg.get("max_epochs")
     if not length or train_cfg.get("dynamic_intervals"):
         return None
