@@ -42,18 +42,101 @@ def test_dry_run_prints_and_writes_the_plan(tmp_path: Path, capsys) -> None:
     seg = cells["voc-seg/resnetrs50-scratch-finetune-seed0"]
     assert seg["train_flops"] > 3 * forward * 320 and "whole model at 64x64" in seg["info"]["flops"]
     assert "train FLOPs: 3 x forward FLOPs of the classifier at 16 px" in text
+    # evaluation: forward FLOPs at the eval crop (mini: 16 px) x the test set (read by the task's own data check,
+    # not the dataset the planner builds) x validations (mini: once, at the end)
+    from rs_transfer.runner import prepare_run
+
+    prep = prepare_run("cifar100", "resnetrs50", preset="mini", model_overrides=TINY, work_dir=tmp_path / "x",
+                       check_data=False)
+    test_images = prep.task.check(prep.data_root).counts["test"]
+    assert test_images > 0 and prep.cfg.val_dataloader.dataset.size == 16
+    assert cells["cifar100/resnetrs50-scratch-finetune-seed0"]["eval_flops"] == forward * test_images * 1
+    assert f"eval FLOPs: forward FLOPs of the classifier at 16 px x {test_images} eval samples x 1 validation" in text
+    assert "eval FLOPs ? voc-seg: not counted" in text and seg["eval_flops"] is None
+    assert "evaluation not included" not in text and "eval FLOPs" in text.splitlines()[0]
     assert not any(out.glob("*/*/results.json")) and not (out / "report.md").exists()   # nothing ran
 
 
 def test_estimate_from_peak_flops_is_stated(tmp_path: Path, capsys) -> None:
     out = tmp_path / "s"
     assert main([*STUDY, "--tasks", "cifar100", "--out", str(out), "--dry-run", "--gpu", "A100",
-                 "--assume-mfu", "0.5"]) == 0
+                 "--assume-mfu", "0.5", "--cfg-options", "train_cfg.val_interval=8"]) == 0
     cell, = _plan(out)["cells"]
-    assert cell["estimate_s"] > 0 and cell["estimate_s"] == pytest.approx(cell["train_flops"] / (312e12 * 0.5), rel=1e-3)
-    assert "A100 peak 312 TFLOP/s x assumed MFU 0.5" in capsys.readouterr().out
+    # 30 mini iterations validated every 8: at 8, 16, 24 and after the last (30); the estimate counts them
+    per_validation = cell["eval_flops"] / 4
+    assert cell["eval_flops"] > 0 and "x 4 validation(s)" in cell["info"]["eval_flops"]
+    assert per_validation == pytest.approx(cell["train_flops"] / 3 / 480 * 100)   # 100 test images at 16 px
+    total = cell["train_flops"] + cell["eval_flops"]
+    assert cell["estimate_s"] > 0 and cell["estimate_s"] == pytest.approx(total / (312e12 * 0.5), rel=1e-3)
+    assert "A100 peak 312 TFLOP/s x assumed MFU 0.5, train + eval FLOPs" in capsys.readouterr().out
     assert main([*STUDY, "--tasks", "cifar100", "--out", str(out), "--dry-run", "--gpu", "K80"]) == 2
     assert "not in the peak TFLOP/s table" in capsys.readouterr().err
+
+
+def test_validations_follow_mmengines_train_loops() -> None:
+    from mmengine.config import Config
+
+    from rs_transfer.studies.planning import validations
+
+    def runs(**train_cfg: int) -> int | None:
+        return validations(Config(dict(train_cfg=train_cfg, val_dataloader=dict(batch_size=1), val_cfg=dict(),
+                                       val_evaluator=dict())))
+
+    assert runs(max_iters=30, val_interval=30) == 1 and runs(max_iters=30, val_interval=10) == 3
+    assert runs(max_iters=30, val_interval=8) == 4 and runs(max_iters=30, val_interval=8, val_begin=17) == 2
+    assert runs(max_epochs=350, val_interval=350) == 1 and runs(max_epochs=12) == 12   # epochs: interval 1
+    assert validations(Config(dict(train_cfg=dict(max_iters=30)))) == 0                 # no validation loop
+
+
+def test_detector_flops_equal_mmengines_count_of_the_same_model(tmp_path: Path) -> None:
+    """The whole detector (backbone, FPN, RPN head, RoI box head on the RoIs its config names) at its resize scale,
+    counted independently by mmengine's jit analysis restricted to its multiply-add operators (convolutions, linear
+    layers: all torch's FlopCounterMode counts), x2 for multiply-add = 2."""
+    from mmengine.analysis import FlopAnalyzer
+    from mmengine.analysis.complexity_analysis import _DEFAULT_SUPPORTED_FLOP_OPS
+    from mmengine.registry import MODELS, DefaultScope
+
+    from rs_transfer.bench.flops import MMENGINE_TO_FLOPS
+    from rs_transfer.runner import prepare_run
+    from rs_transfer.studies.planning import plan_cell
+
+    cell = plan_cell(tmp_path, "voc-det/x", "voc-det", "resnetrs50", tmp_path / "x", 1,
+                     {"preset": "mini", "model_overrides": TINY}, {}, flops=True)
+    prep = prepare_run("voc-det", "resnetrs50", preset="mini", model_overrides=TINY, work_dir=tmp_path / "x",
+                       check_data=False)
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        det = MODELS.build(prep.cfg.model).eval()
+
+    class Whole(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.det = det
+
+        def forward(self, img: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            x = self.det.extract_feat(img)
+            cls, reg = self.det.rpn_head(x)
+            out = self.det.roi_head._bbox_forward(x, rois)
+            return (*cls, *reg, out["cls_score"], out["bbox_pred"])
+
+    def mmengine_flops(n_rois: int) -> int:
+        rois = torch.tensor([[0.0, 10.0, 10.0, 60.0, 50.0]]).repeat(n_rois, 1)
+        analyzer = FlopAnalyzer(Whole(), (torch.zeros(1, 3, 96, 128), rois))   # mini scale 128x96, /32 already
+        keep = ("aten::addmm", "aten::bmm", "aten::_convolution", "aten::einsum", "aten::matmul", "aten::mm",
+                "aten::linear")
+        analyzer.clear_op_handles().set_op_handle(**{k: _DEFAULT_SUPPORTED_FLOP_OPS[k] for k in keep})
+        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        return analyzer.total() * MMENGINE_TO_FLOPS
+
+    train_rois = prep.cfg.model.train_cfg.rcnn.sampler.num
+    eval_rois = prep.cfg.model.test_cfg.rpn.max_per_img
+    assert (train_rois, eval_rois) == (128, 100)     # mini's head settings (tasks/voc_det.py)
+    forward_train, forward_eval = mmengine_flops(train_rois), mmengine_flops(eval_rois)
+    assert forward_train > forward_eval > 0
+    assert cell.train_samples == 320 and cell.train_flops == 3 * forward_train * 320
+    test_images = prep.task.check(prep.data_root).counts["VOC2007/test"]
+    assert test_images > 0 and cell.eval_flops == forward_eval * test_images * 1
+    assert "whole detector at 128x96" in cell.info["flops"] and "NMS not counted" in cell.info["flops"]
+    assert f"x {test_images} eval samples x 1 validation" in cell.info["eval_flops"]
 
 
 def test_plan_uses_the_cells_world_size_not_the_planners(tmp_path: Path, fake_slurm, monkeypatch) -> None:

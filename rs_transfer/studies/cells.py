@@ -46,6 +46,7 @@ class PlannedCell:
     world_size: int = 1
     train_samples: int | None = None
     train_flops: float | None = None     # (forward + backward) FLOPs per sample x train_samples (multiply-add = 2)
+    eval_flops: float | None = None      # forward FLOPs per eval sample x eval samples x validations of the schedule
     estimate_s: float | None = None
     estimate_source: str | None = None
     state: str = "to run"

@@ -94,16 +94,74 @@ def epoch_samples(cfg: Any, world: int) -> tuple[int | None, str]:
     return epochs * -(-n // world) * world, f"{epochs} epochs x {how}"
 
 
-_FLOPS: dict[str, tuple[int | None, str]] = {}   # per model and input: equal for every seed and weight source
+_FLOPS: dict[str, Any] = {}   # per model and input: equal for every seed and weight source
+_EVAL_SAMPLES: dict[str, tuple[int | None, str]] = {}   # per evaluation set
 
 
-def _flops_per_sample(task: str, backbone: str, kwargs: dict[str, Any], cfg: Any) -> tuple[int | None, str]:
-    from rs_transfer.bench.flops import train_flops_per_sample
+def _model_flops(task: str, backbone: str, kwargs: dict[str, Any], cfg: Any) -> Any:
+    """:func:`rs_transfer.bench.flops.model_flops` of the cell's model, built once per task and model."""
+    from rs_transfer.bench.flops import model_flops
 
     key = repr((task, backbone, kwargs.get("preset"), kwargs.get("model_overrides"), kwargs.get("cfg_options")))
     if key not in _FLOPS:
-        _FLOPS[key] = train_flops_per_sample(cfg)
+        _FLOPS[key] = model_flops(cfg)
     return _FLOPS[key]
+
+
+def validations(cfg: Any) -> int | None:
+    """How often the training loop runs validation (mmengine's Iter/EpochBasedTrainLoop: at every ``val_interval``-th
+    iteration or epoch from ``val_begin`` on, and after the last); 0 without a validation loop, None when unknown
+    (dynamic intervals, no mmengine training loop: protocols that do not train through the Runner)."""
+    train_cfg = cfg.get("train_cfg") or {}
+    if any(cfg.get(k) is None for k in ("val_dataloader", "val_cfg", "val_evaluator")):
+        return 0   # mmengine's Runner builds a validation loop only with all three
+    length = train_cfg.get("max_iters") or train_cfg.get("max_epochs")
+    if not length or train_cfg.get("dynamic_intervals"):
+        return None
+    interval = int(train_cfg.get("val_interval") or (1000 if "max_iters" in train_cfg else 1))
+    begin, length = max(int(train_cfg.get("val_begin", 1)), 1), int(length)
+    if begin > length:
+        return 0
+    multiples = length // interval - (begin - 1) // interval
+    return multiples + (1 if length % interval else 0)
+
+
+def eval_samples(cfg: Any) -> tuple[int | None, str]:
+    """Samples of one validation: the length of the config's validation dataset, built here (once per data folder
+    and options). ``(None, why)`` when it cannot be read on this machine (data not here yet)."""
+    import warnings
+
+    from mmengine.registry import DATASETS, DefaultScope
+
+    ds_cfg = (cfg.get("val_dataloader") or {}).get("dataset")
+    key = repr(ds_cfg)
+    if key not in _EVAL_SAMPLES:
+        try:
+            with warnings.catch_warnings(), DefaultScope.overwrite_default_scope(cfg.get("default_scope")):
+                warnings.simplefilter("ignore")
+                _EVAL_SAMPLES[key] = (len(DATASETS.build(ds_cfg)), "")
+        except Exception as err:   # noqa: BLE001 -- any reason a set is not readable here only leaves it unknown
+            _EVAL_SAMPLES[key] = (None, f"evaluation set not readable here ({type(err).__name__}: "
+                                        f"{str(err).splitlines()[0][:120] if str(err) else ''})")
+    return _EVAL_SAMPLES[key]
+
+
+def _eval_flops(cell: PlannedCell, cfg: Any, forward: int | None, how: str) -> None:
+    """``cell.eval_flops`` = forward FLOPs per evaluation sample x samples of one validation x validations the
+    schedule runs; ``cell.info["eval_flops"]`` says what was counted, or why not."""
+    if not forward:
+        cell.info["eval_flops"] = how
+        return
+    runs = validations(cfg)
+    if runs is None:
+        cell.info["eval_flops"] = "number of validations unknown (no mmengine training loop with a fixed interval)"
+        return
+    samples, why = eval_samples(cfg) if runs else (0, "")
+    if samples is None:
+        cell.info["eval_flops"] = why
+        return
+    cell.eval_flops = float(forward * samples * runs)
+    cell.info["eval_flops"] = f"forward FLOPs of the {how} x {samples:,} eval samples x {runs} validation(s)"
 
 
 def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: int, kwargs: dict[str, Any],
@@ -113,8 +171,10 @@ def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: i
     """One cell's plan entry: identity by the run's own ``prepare_run`` (with the cell's world size), planned train
     samples, estimate and current state. A cell that cannot be prepared (weights gone...) is ``invalid``.
     ``flops``: also count the training FLOPs (builds the model once per task and model: for --dry-run).
-    ``gpu``: ``(device name, assumed MFU)``: without a measured throughput, the estimate is the training FLOPs at
-    that device's peak bf16 TFLOP/s (rs_transfer/bench/backbone.py's table) x the MFU, stated as such.
+    ``flops`` also counts the evaluation FLOPs (forward per eval sample x eval samples x validations).
+    ``gpu``: ``(device name, assumed MFU)``: without a measured throughput (which times training only), the
+    estimate is the training + evaluation FLOPs at that device's peak bf16 TFLOP/s (rs_transfer/bench/backbone.py's
+    table) x the MFU, stated as such.
     ``env``: environment variables the cell's run needs (:attr:`PlannedCell.env`; not part of its identity)."""
     from rs_transfer.runner import prepare_run
 
@@ -141,11 +201,13 @@ def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: i
         (task, backbone, kwargs.get("preset", "paper")))
     if thr and cell.train_samples:
         cell.estimate_s = round(cell.train_samples / thr[0], 1)
-        cell.estimate_source = f"measured {thr[0]:.1f} img/s on {thr[1]}"
+        cell.estimate_source = f"measured {thr[0]:.1f} img/s on {thr[1]} (training only)"
     if flops and cell.train_samples:
-        per_sample, how = _flops_per_sample(task, backbone, kwargs, prep.cfg)
+        counted = _model_flops(task, backbone, kwargs, prep.cfg)
+        per_sample = counted.train_per_sample
         cell.train_flops = float(per_sample * cell.train_samples) if per_sample else None
-        cell.info["flops"] = f"3 x forward FLOPs of the {how}" if per_sample else how
+        cell.info["flops"] = f"3 x forward FLOPs of the {counted.train_how}" if per_sample else counted.train_how
+        _eval_flops(cell, prep.cfg, counted.eval_forward, counted.eval_how)
     if cell.estimate_s is None and gpu and cell.train_flops:
         from rs_transfer.bench.backbone import peak_bf16_tflops
 
@@ -153,8 +215,10 @@ def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: i
         if peak is None:
             raise UserError(f"--gpu {gpu[0]!r} is not in the peak TFLOP/s table (A100, H100, H200, GH200, B200, "
                             "L40S, L40, L4, A10); name one of those or leave --gpu out")
-        cell.estimate_s = float(f"{cell.train_flops / (world * peak * 1e12 * gpu[1]):.4g}")
-        cell.estimate_source = f"{gpu[0]} peak {peak:g} TFLOP/s x assumed MFU {gpu[1]:g}"
+        total = cell.train_flops + (cell.eval_flops or 0.0)
+        cell.estimate_s = float(f"{total / (world * peak * 1e12 * gpu[1]):.4g}")
+        cell.estimate_source = (f"{gpu[0]} peak {peak:g} TFLOP/s x assumed MFU {gpu[1]:g}, train + "
+                                + ("eval FLOPs" if cell.eval_flops is not None else "no eval (not counted)"))
     if no_cli:
         cell.info["no_cli"] = no_cli
     cell.state = cell_state(asdict(cell))["state"]
@@ -162,26 +226,39 @@ def plan_cell(out: Path, name: str, task: str, backbone: str, wd: Path, world: i
 
 
 def plan_table(cells: list[PlannedCell]) -> str:
-    """The plan as text: one row per cell, then the totals."""
+    """The plan as text: one row per cell, then what its FLOPs count and the totals."""
     rows = [{"cell": c.name, "state": c.state, "world": c.world_size,
              "samples": f"{c.train_samples:,}" if c.train_samples else "?",
              "flops": f"{c.train_flops:.3g}" if c.train_flops else "?",
+             "eval": f"{c.eval_flops:.3g}" if c.eval_flops is not None else "?",
              "hours": f"{c.estimate_s * c.world_size / 3600:.2f}" if c.estimate_s else "?",
              "source": c.estimate_source or c.info.get("error", "no measurement yet")} for c in cells]
     table = format_table(rows, [("cell", "cell"), ("state", "state"), ("world", "GPUs"),
-                                ("samples", "train samples"), ("flops", "train FLOPs"), ("hours", "est. GPU-h"), ("source", "estimate from")])
+                                ("samples", "train samples"), ("flops", "train FLOPs"), ("eval", "eval FLOPs"),
+                                ("hours", "est. GPU-h"), ("source", "estimate from")])
     todo = [c for c in cells if c.state in RESUBMIT_STATES]
     known = [c.estimate_s * c.world_size for c in todo if c.estimate_s]
     total = f"{sum(known) / 3600:.2f} GPU-h estimated for {len(known)} of them" if known else "no estimate yet"
-    counted = sorted({c.info["flops"] for c in cells if c.train_flops and c.info.get("flops")})
-    uncounted = sorted({f"{c.name.split('/')[0]}: {c.info['flops']}" for c in cells
-                        if not c.train_flops and c.info.get("flops")})
-    notes = "".join(f"\ntrain FLOPs: {h}, x train samples (multiply-add = 2; evaluation not included)"
-                    for h in counted) + "".join(f"\ntrain FLOPs ? {h}" for h in uncounted)
-    notes += "".join(f"\ntrain samples{'' if known_n else ' ?'}: {h}" for known_n, h in sorted(
-        {(bool(c.train_samples), c.info["samples"]) for c in cells if c.info.get("samples")}))
-    return (f"{table}{notes}\n{len(cells)} cells: {sum(c.state == 'done' for c in cells)} done, {len(todo)} to run "
-            f"({total})")
+    return f"{table}{_flops_notes(cells)}\n{len(cells)} cells: {sum(c.state == 'done' for c in cells)} done, " \
+           f"{len(todo)} to run ({total})"
+
+
+def _flops_notes(cells: list[PlannedCell]) -> str:
+    """One line per distinct way the cells' train and eval FLOPs were counted (or why not), grouped by task."""
+    def task(c: PlannedCell) -> str:
+        return c.name.split("/")[0]
+
+    lines = sorted({f"train FLOPs: {c.info['flops']}, x train samples (multiply-add = 2)" for c in cells
+                    if c.train_flops and c.info.get("flops")})
+    lines += sorted({f"train FLOPs ? {task(c)}: {c.info['flops']}" for c in cells
+                     if not c.train_flops and c.info.get("flops")})
+    lines += sorted({f"eval FLOPs: {c.info['eval_flops']}" for c in cells
+                     if c.eval_flops is not None and c.info.get("eval_flops")})
+    lines += sorted({f"eval FLOPs ? {task(c)}: {c.info['eval_flops']}" for c in cells
+                     if c.eval_flops is None and c.info.get("eval_flops")})
+    lines += [f"train samples{'' if known else ' ?'}: {h}" for known, h in sorted(
+        {(bool(c.train_samples), c.info["samples"]) for c in cells if c.info.get("samples")})]
+    return "".join(f"\n{line}" for line in lines)
 
 
 def submit_plan(out: Path, planned: list[PlannedCell], opts: SlurmOptions, *, name: str,
