@@ -261,3 +261,69 @@ def test_sweep_on_slurm_submits_the_points_then_the_final_run_then_writes_the_re
     assert res["config_hash"] == final["config_hash"]
     assert res["sweep"]["best"]["lr"] == 0.01 and len(res["sweep"]["grid"]) == 4
     assert [g["work_dir"] for g in res["sweep"]["grid"]] == [c["work_dir"] for c in points]
+
+
+@pytest.mark.parametrize("study, task", [
+    (["study", "table1", "--preset", "mini", "--rows", "1"], "imagenet"),
+    (["study", "table5", "--preset", "mini", "--rows", "1"], "kinetics400"),
+])
+def test_epoch_based_cells_count_their_samples_and_flops(study: list[str], task: str, tmp_path: Path,
+                                                         capsys) -> None:
+    """An epoch-based row trains epochs x the training set it lists; its FLOPs are 3 x the forward of the model the
+    run builds at its training input, and evaluation is the forward at the evaluation input (every view of a video)
+    x the evaluation samples x the validations. Counted here independently: the task's own data check and torch's
+    counter on the backbone built from the run's resolved config."""
+    import torch
+    from mmengine.registry import MODELS
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from rs_transfer.runner import prepare_run
+    from rs_transfer.tasks import get_task
+
+    wd = tmp_path / "runs"
+    assert main([*study, "--work-dir", str(wd), "--out", str(tmp_path / "rep"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    cell, = _plan(wd)["cells"]
+    backbone = cell["run_args"][cell["run_args"].index("--backbone") + 1]
+    prep = prepare_run(task, backbone, work_dir=Path(cell["work_dir"]), check_data=False,
+                       **_run_kwargs(cell["run_args"]))   # the row's options, back from its run arguments
+    assert prep.config_hash == cell["config_hash"]
+    cfg = prep.cfg
+    counts = get_task(task).check_data(prep.data_root).counts
+    epochs, interval = int(cfg.train_cfg.max_epochs), int(cfg.train_cfg.val_interval)
+    assert cell["train_samples"] == epochs * counts["train"] > 0
+    assert f"{epochs} epochs x {counts['train']:,} training samples listed in" in out
+
+    model = MODELS.build(cfg.model.backbone).eval()
+    tr, va = cfg.train_dataloader.dataset, cfg.val_dataloader.dataset
+    if task == "kinetics400":
+        train_shape = (1, 3, tr.num_frames, tr.crop_size, tr.crop_size)
+        eval_shape, views = (1, 3, va.num_frames, va.test_size, va.test_size), va.num_clips * va.num_crops
+    else:
+        train_shape, eval_shape, views = (1, 3, tr.resolution, tr.resolution), (1, 3, va.resolution, va.resolution), 1
+
+    def forward(shape: tuple[int, ...]) -> int:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(shape))
+        return int(counter.get_total_flops())
+
+    assert cell["train_flops"] == 3 * forward(train_shape) * cell["train_samples"]
+    validations = epochs // interval + (epochs % interval != 0)
+    assert cell["eval_flops"] == views * forward(eval_shape) * counts["val"] * validations > 0
+
+
+def _run_kwargs(run_args: list[str]) -> dict[str, Any]:
+    """run_experiment keyword arguments back from a cell's `rs-transfer run` arguments (the options a row sets)."""
+    from rs_transfer.runner import parse_cfg_options
+
+    out: dict[str, Any] = {"preset": run_args[run_args.index("--preset") + 1],
+                           "seed": int(run_args[run_args.index("--seed") + 1])}
+    for flag, key in (("--cfg-options", "cfg_options"), ("--backbone-options", "model_overrides")):
+        if flag in run_args:
+            i = run_args.index(flag) + 1
+            values = []
+            while i < len(run_args) and not run_args[i].startswith("--"):
+                values.append(run_args[i])
+                i += 1
+            out[key] = parse_cfg_options(values)
+    return out

@@ -51,8 +51,9 @@ def model_flops(cfg: Any) -> ModelFlops:
     - a segmentor/depth model (encoder-decoder): at the data preprocessor's crop for training; its evaluation input
       (whole images resized keeping their aspect ratio) varies, so evaluation is not counted;
     - a detector (two-stage, mmdet): at its resize scale, see :func:`detector_forward_flops`;
-    - a classifier (backbone + head): at the train / val dataset's ``size`` crop.
-    Anything else (video, frozen-feature protocols whose dataset has no ``size``) is not counted, and says so."""
+    - a classifier (backbone + head): at the train / val dataset's ``size`` (``resolution`` for ImageNet) crop;
+    - a video classifier: one training clip; an evaluation video is all its views (:func:`_video`).
+    Anything else (frozen-feature protocols whose dataset has no fixed crop) is not counted, and says so."""
     import warnings
 
     from mmengine.registry import MODELS, DefaultScope
@@ -71,17 +72,44 @@ def model_flops(cfg: Any) -> ModelFlops:
                               "not counted for this encoder-decoder: its evaluation images keep their aspect ratio")
         if "rpn_head" in model_cfg and "roi_head" in model_cfg:
             return _detector(cfg, MODELS.build(model_cfg))
-        if isinstance(train_ds.get("size"), int) and "num_classes" in (model_cfg.get("backbone") or {}):
+        has_head = "num_classes" in (model_cfg.get("backbone") or {})
+        if has_head and isinstance(train_ds.get("num_frames"), int) and isinstance(train_ds.get("crop_size"), int):
+            return _video(MODELS.build(model_cfg["backbone"]), train_ds, val_ds)
+        size = _crop(train_ds)
+        if size is not None and has_head:
             model = MODELS.build(model_cfg["backbone"])
-            size = int(train_ds["size"])
             train = _forward_flops(model, (1, 3, size, size))
-            if not isinstance(val_ds.get("size"), int):
+            vsize = _crop(val_ds)
+            if vsize is None:
                 return ModelFlops(train, f"classifier at {size} px", None, "no fixed evaluation crop")
-            vsize = int(val_ds["size"])
             ev = train if vsize == size else _forward_flops(model, (1, 3, vsize, vsize))
             return ModelFlops(train, f"classifier at {size} px", ev, f"classifier at {vsize} px")
     why = "not counted for this model (no fixed input size)"
     return ModelFlops(None, why, None, why)
+
+
+def _crop(ds: Any) -> int | None:
+    """A classification dataset's square input side: ``size`` (the fine-tuning tasks) or ``resolution`` (ImageNet:
+    the training crop and the evaluation centre crop are both resized to it)."""
+    for key in ("size", "resolution"):
+        if isinstance(ds.get(key), int):
+            return int(ds[key])
+    return None
+
+
+def _video(model: Any, train_ds: Any, val_ds: Any) -> ModelFlops:
+    """A video classifier (3D backbone + head) on one training clip (``num_frames`` x ``crop_size``^2) and on one
+    evaluation sample: every view of a video (``num_clips`` x ``num_crops`` clips of ``test_size``^2) is a forward,
+    and the views are averaged, so a video costs views x one clip."""
+    t, crop = int(train_ds["num_frames"]), int(train_ds["crop_size"])
+    train = _forward_flops(model, (1, 3, t, crop, crop))
+    how = f"3D classifier on a {t}x{crop}x{crop} clip"
+    if not all(isinstance(val_ds.get(k), int) for k in ("num_frames", "test_size")):
+        return ModelFlops(train, how, None, "no fixed evaluation clip")
+    vt, side = int(val_ds["num_frames"]), int(val_ds["test_size"])
+    views = int(val_ds.get("num_clips") or 1) * int(val_ds.get("num_crops") or 1)
+    one = train if (vt, side) == (t, crop) else _forward_flops(model, (1, 3, vt, side, side))
+    return ModelFlops(train, how, views * one, f"3D classifier, {views} views of {vt}x{side}x{side} per video")
 
 
 def _forward_flops(model: Any, shape: tuple[int, ...], **kwargs: Any) -> int:
