@@ -98,6 +98,17 @@ def test_write_report_replaces_atomically(results_dir: Path, tmp_path: Path) -> 
     assert first != second and "71.00 ± 0.71 (n=2)" in second
 
 
+def test_the_baseline_row_comes_first(results_dir: Path) -> None:
+    """Rows follow the results found (folder order), except the baseline, which leads, as in the paper's tables."""
+    ssl, base = "resnet152 / simclrv2-r152-1x-sk0", "resnet152 / resnet152.tv_in1k"
+    assert list(build_report([results_dir], tasks=["cifar100"], baseline="simclrv2-r152-1x-sk0").rows)[0] == ssl
+    rows = list(build_report([results_dir], tasks=["cifar100"], baseline="resnet152.tv_in1k").rows)
+    assert rows[0] == base and ssl in rows[1:]
+    md = to_markdown(build_report([results_dir], tasks=["cifar100"], baseline="simclrv2-r152-1x-sk0"))
+    table = [line for line in md.splitlines() if line.startswith("| resnet152 /")]
+    assert table[0].startswith(f"| {ssl} |")
+
+
 def test_baseline_by_weights_prefers_finetune_row_and_columns_name_metrics(tmp_path: Path) -> None:
     lin = _write(tmp_path, "resnet152.tv_in1k", "cifar100", 0, 70.0)
     data = json.loads(lin.read_text())

@@ -198,6 +198,8 @@ def build_report(paths: Iterable[str | Path], *, tasks: Sequence[str] | None = N
         if not matches:
             raise UserError(f"baseline {baseline!r} matches no row; rows: {', '.join(rows) or 'none'}")
         baseline = min(matches, key=lambda r: (r.count(" / "), len(r)))  # prefer the plain fine-tuning row
+    if baseline in rows:   # the row the differences are taken against comes first, as in the paper's tables
+        rows = defaultdict(dict, {baseline: rows[baseline], **{k: v for k, v in rows.items() if k != baseline}})
     for t in cols:  # columns without results still name their metric
         if t not in metrics:
             try:
