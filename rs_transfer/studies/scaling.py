@@ -139,8 +139,8 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
     every run is done (the same call again reports)."""
     from rs_transfer.studies.planning import cell_world, plan_study
     from rs_transfer.studies.seeded import combine, seeds_of
-    from rs_transfer.studies.plan import expected_hash
-    from rs_transfer.studies.reuse import finished_runs, reusable
+    from rs_transfer.studies.plan import run_or_reuse
+    from rs_transfer.studies.reuse import finished_runs
 
     if runner is None:
         from rs_transfer.runner import run_experiment as runner
@@ -160,12 +160,8 @@ def run_study(*, depths: Sequence[int], widths: Sequence[float], resolutions: Se
     for d, w, r, e in grid:
         runs, all_reused = [], True
         for sdir, kw in ((c[1], c[2]) for c in cells if c[0] == (d, w, r, e)):
-            expected = expected_hash("imagenet", BACKBONE, work_dir=sdir, world_size=world, **kw)
-            res = finished.get(expected)
-            reused = reusable(res, expected, str(sdir))
-            if not reused:
-                res = runner("imagenet", BACKBONE, work_dir=sdir, launcher=launcher,
-                             resume=(sdir / "last_checkpoint").is_file(), **kw, **track)
+            res, reused = run_or_reuse(runner, "imagenet", BACKBONE, sdir, kw, world=world, launcher=launcher,
+                                       finished=finished, extra=track)
             runs.append(res)
             all_reused = all_reused and reused
         res = runs[0]     # timing: the first seed's run (the same network and schedule for every seed)

@@ -57,8 +57,8 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     every run is done (the same call again writes the report)."""
     from rs_transfer.studies.planning import cell_world
     from rs_transfer.studies.seeded import combine, paired_step, seed_dir, seeds_of
-    from rs_transfer.studies.plan import expected_hash
-    from rs_transfer.studies.reuse import finished_runs, reusable
+    from rs_transfer.studies.plan import run_or_reuse
+    from rs_transfer.studies.reuse import finished_runs
 
     if runner is None:
         from rs_transfer.runner import run_experiment as runner
@@ -85,12 +85,8 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
             sdir = seed_dir(row_dir, s, seed)
             kw = dict(weights=weights, preset=preset, seed=s, config=config, cfg_options=opts,
                       model_overrides=model, data_root=data_root)
-            expected = expected_hash("imagenet", backbone, work_dir=sdir, world_size=world, **kw)
-            results = finished.get(expected)
-            reused = reusable(results, expected, str(sdir))
-            if not reused:
-                results = runner("imagenet", backbone, work_dir=sdir, launcher=launcher,
-                                 resume=(sdir / "last_checkpoint").is_file(), **kw, **track)
+            results, reused = run_or_reuse(runner, "imagenet", backbone, sdir, kw, world=world, launcher=launcher,
+                                           finished=finished, extra=track)
             runs.append(results)
             all_reused = all_reused and reused
         m = runs[0]["metrics"]

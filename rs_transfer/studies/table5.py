@@ -96,11 +96,9 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     row would run now (``rs_transfer.studies.plan.expected_hash``): another ``--cfg-options``, seed, backbone or code
     default runs the row again. ``seeds``: runs per row (seed, seed + 1, ...), each in its own folder and reused by
     its own hash (rs_transfer/studies/seeded.py)."""
-    from rs_transfer.results import read_results
     from rs_transfer.studies.planning import cell_world, plan_study
     from rs_transfer.studies.seeded import paired_step, seeds_of
-    from rs_transfer.studies.plan import expected_hash
-    from rs_transfer.studies.reuse import reusable
+    from rs_transfer.studies.plan import run_or_reuse
 
     if runner is None:
         from rs_transfer.runner import run_experiment as runner
@@ -120,16 +118,8 @@ def run_study(*, preset: str = "paper", backbone: str = DEFAULT_BACKBONE, weight
     for row_id, label, enabled in additive_rows()[:max_rows]:
         runs, all_reused = [], True
         for row_dir, kw in ((c[2], c[3]) for c in cells if c[0] == row_id):   # each seed its own folder and hash
-            kwargs = {**kw, "work_dir": row_dir}
-            results = read_results(row_dir)
-            reused = results is not None and reusable(
-                results, expected_hash("kinetics400", backbone, **kwargs, world_size=world), str(row_dir))
-            if results is not None and not reused:
-                log(f"[stale] {row_dir}: results.json ran another configuration (config hash differs); running "
-                    "again")
-            if not reused:
-                results = runner("kinetics400", backbone, launcher=launcher,
-                                 resume=(row_dir / "last_checkpoint").is_file(), **kwargs, **track)
+            results, reused = run_or_reuse(runner, "kinetics400", backbone, row_dir, kw, world=world,
+                                           launcher=launcher, finished=None, extra=track, log=log)
             runs.append(results)
             all_reused = all_reused and reused
         rows.append(_row_record(row_id, label, enabled, runs, all_reused))
