@@ -162,12 +162,7 @@ def finish(tracking: Tracking | None, results: dict[str, Any], results_path: Pat
     cell's MLflow run (created here for protocols that train nothing: linear, kNN)."""
     if tracking is None or tracking.kind != "mlflow":
         return
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=allow_folder_store(tracking.uri or default_uri()))
-    exp_name = tracking.experiment or "rs-transfer run"
-    exp = client.get_experiment_by_name(exp_name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(exp_name)
+    client, exp_id = _experiment(tracking)
     key = str((results.get("config") or {}).get("experiment_name"))
     found = client.search_runs([exp_id], filter_string=f"tags.`rs_transfer.run_key` = '{key}'", max_results=1)
     if found:
@@ -193,16 +188,21 @@ def finish(tracking: Tracking | None, results: dict[str, Any], results_path: Pat
     client.set_terminated(run_id)
 
 
+def _experiment(tracking: Tracking) -> tuple[Any, str]:
+    """MLflow's client at the tracking URI and the id of the tracking's experiment (created when new)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=allow_folder_store(tracking.uri or default_uri()))
+    name = tracking.experiment or "rs-transfer run"
+    exp = client.get_experiment_by_name(name)
+    return client, exp.experiment_id if exp else client.create_experiment(name)
+
+
 def log_report(tracking: Tracking | None, files: list[Path]) -> None:
     """A study's report files as the artifacts of one run named ``report`` in the study's experiment."""
     if tracking is None or tracking.kind != "mlflow":
         return
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=allow_folder_store(tracking.uri or default_uri()))
-    exp_name = tracking.experiment or "rs-transfer run"
-    exp = client.get_experiment_by_name(exp_name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(exp_name)
+    client, exp_id = _experiment(tracking)
     run = client.create_run(exp_id, run_name="report", tags={**tracking.tags, "rs_transfer.kind": "report"})
     for f in files:
         if Path(f).is_file():
