@@ -18,7 +18,7 @@ two-level seeds x images bootstrap, which scipy does not have, is drawn here.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -312,20 +312,30 @@ def seeds_interval(scorers: Sequence[Scorer], *, resamples: int = RESAMPLES, con
     n = scorers[0].n
     if any(sc.n != n or not np.array_equal(sc.ids, scorers[0].ids) for sc in scorers):
         raise ValueError("seeds of one cell must be evaluated on the same test samples (same ids)")
-    rng = np.random.default_rng(seed)
-    values = np.empty(resamples)
-    step = _batch(scorers[0].cost)
-    for start in range(0, resamples, step):
-        rows = min(step, resamples - start)
-        picks = rng.integers(len(scorers), size=(rows, len(scorers)))
-        w = _weights(rng.integers(n, size=(rows, n)), n)
-        per_seed = np.stack([sc.score(w) for sc in scorers], axis=1)       # (rows, seeds)
-        values[start:start + rows] = np.take_along_axis(per_seed, picks, axis=1).mean(axis=1)
+    values = _two_level(lambda w: np.stack([sc.score(w) for sc in scorers], axis=1), len(scorers), n,
+                        resamples=resamples, seed=seed, cost=scorers[0].cost)
     alpha = (1 - confidence) / 2
     mean = float(np.mean([sc.value() for sc in scorers]))
     return Interval(mean, float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)),
                     f"two-level bootstrap (percentile): {len(scorers)} seeds, then {n} test samples", resamples, n,
                     seeds=len(scorers))
+
+
+def _two_level(per_seed: Callable[[np.ndarray], np.ndarray], seeds: int, n: int, *, resamples: int, seed: int,
+               cost: float) -> np.ndarray:
+    """The two-level bootstrap's replicates: each draws ``seeds`` seeds (or seed pairs) with replacement and ``n``
+    test samples with replacement (the same samples for every seed: the test set is shared), then averages the
+    drawn seeds' values. ``per_seed(weights)``: the (rows, seeds) values at the sample weights. In batches sized
+    by ``cost``, as every resampler here."""
+    rng = np.random.default_rng(seed)
+    values = np.empty(resamples)
+    step = _batch(cost)
+    for start in range(0, resamples, step):
+        rows = min(step, resamples - start)
+        picks = rng.integers(seeds, size=(rows, seeds))
+        w = _weights(rng.integers(n, size=(rows, n)), n)
+        values[start:start + rows] = np.take_along_axis(per_seed(w), picks, axis=1).mean(axis=1)
+    return values
 
 
 @dataclass
@@ -371,14 +381,8 @@ def paired(a: EvalOutputs | Sequence[EvalOutputs], b: EvalOutputs | Sequence[Eva
                                           method=_affordable(method, both[0]), cost=both[0].cost)
         how = f"paired bootstrap ({used}) over {n} test samples"
     else:
-        rng = np.random.default_rng(seed)
-        values = np.empty(resamples)
-        step = _batch(both[0].cost)
-        for start in range(0, resamples, step):
-            rows = min(step, resamples - start)
-            picks = rng.integers(len(both), size=(rows, len(both)))
-            w = _weights(rng.integers(n, size=(rows, n)), n)
-            values[start:start + rows] = np.take_along_axis(diff_w(w, w).T, picks, axis=1).mean(axis=1)
+        values = _two_level(lambda w: diff_w(w, w).T, len(both), n, resamples=resamples, seed=seed,
+                            cost=both[0].cost)
         alpha = (1 - confidence) / 2
         low, high = float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
         how = f"paired two-level bootstrap (percentile): {len(both)} seed pairs, then {n} test samples"
