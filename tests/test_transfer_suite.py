@@ -60,6 +60,44 @@ def test_mini_copy_is_read_by_torchvision(name: str, tmp_path: Path) -> None:
     assert "\n" not in msg and "Expected layout" in msg and task.data_source.split()[0] in msg
 
 
+def test_each_config_has_its_datasets_class_count() -> None:
+    """The class count is stated twice (the task module checks labels against it, the config sizes the classifier):
+    they must agree, e.g. Caltech-101's 102 with the background class."""
+    from mmengine.config import Config
+
+    from rs_transfer.tasks._tvclass import SUITES
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for name in SUITE_TASKS:
+        cfg = Config.fromfile(str(configs / f"{name.replace('-', '_')}.py"))
+        assert cfg.model.backbone.num_classes == SUITES[name].num_classes, name
+    assert SUITES["caltech101"].num_classes == 102
+
+
+def test_caltech_background_is_the_102nd_class(tmp_path: Path) -> None:
+    """torchvision drops BACKGROUND_Google; we put it back as the last label with torchvision's own numbering,
+    so the image behind each item is the file torchvision would open; without the folder: a clear error."""
+    import shutil
+
+    from torchvision.datasets import Caltech101
+
+    from rs_transfer.tasks.caltech101 import BACKGROUND, load, with_background, write_mini
+
+    root = write_mini(tmp_path, np.random.default_rng(0))
+    plain = Caltech101(str(root), download=False)
+    ds = with_background(Caltech101(str(root), download=False))
+    n_bg = len(list((root / "caltech101/101_ObjectCategories" / BACKGROUND).iterdir()))
+    assert len(ds) == len(plain) + n_bg and ds.categories[-1] == BACKGROUND
+    assert ds.y[-1] == len(plain.categories) and ds.y[: len(plain)] == plain.y
+    img, label = ds[len(ds) - 1]
+    assert label == len(plain.categories) and img.size == (16, 16)
+    train = load(root, "train")[0]
+    assert set(np.bincount(train.labels)) == {30}                 # 30 per class, the background included
+    shutil.rmtree(root / "caltech101/101_ObjectCategories" / BACKGROUND)
+    with pytest.raises(FileNotFoundError, match=BACKGROUND):
+        load(root, "train")
+
+
 def test_flowers_release_check_warns_on_other_mat_files(tmp_path: Path) -> None:
     from rs_transfer.tasks._tvclass import check_data
     from rs_transfer.tasks.flowers102 import SUITE, write_mini
