@@ -146,7 +146,9 @@ def test_mini_sweep_selects_on_the_holdout_and_refits(tmp_path: Path) -> None:
     best = max(grid, key=lambda c: c["holdout_top1"])
     assert res["sweep"]["best"] == best
     opt = res["config"]["optim_wrapper"]["optimizer"]
-    assert (opt["lr"], opt["weight_decay"]) == (best["lr"], best["weight_decay"])
+    # Kornblith et al. divide the weight decay by the learning rate: the optimizer gets value / lr
+    assert (opt["lr"], opt["weight_decay"]) == (best["lr"], best["weight_decay"] / best["lr"])
+    assert all(c["optimizer_weight_decay"] == pytest.approx(c["weight_decay"] / c["lr"]) for c in grid)
     assert res["config"]["val_dataloader"]["dataset"]["split"] == "test"            # the final run: test set
     cell = json.loads((Path(grid[0]["work_dir"]) / "results.json").read_text())
     assert cell["config"]["val_dataloader"]["dataset"]["subset"] == "holdout"       # the grid: held-out train

@@ -166,6 +166,22 @@ def _kwargs_of(cell: dict) -> dict[str, Any]:
                 model_overrides=parse_cfg_options(opts("--backbone-options")))
 
 
+def test_paper_sweep_grid_is_seven_lrs_by_eight_weight_decays_divided_by_the_lr(tmp_path: Path) -> None:
+    """SimCLR B.8.1 (Kornblith et al.'s grid): 7 LRs 1e-4..0.1 x 7 weight decays 1e-6..1e-3 "as well as no weight
+    decay", each value divided by the learning rate before it reaches the optimizer."""
+    from rs_transfer.studies.sweep import LR_GRID, WD_GRID, _points
+
+    assert LR_GRID[0] == 1e-4 and LR_GRID[-1] == 0.1 and len(LR_GRID) == 7
+    assert WD_GRID[0] == 0.0 and WD_GRID[1] == 1e-6 and WD_GRID[-1] == 1e-3 and len(WD_GRID) == 8
+    _, _, points = _points("dtd", "resnet50", work_dir=tmp_path, preset="paper", seed=0, cfg_options=None,
+                           holdout=0.2, grid=None, kwargs={"protocol": "finetune"})
+    assert len(points) == 56
+    for lr, wd, kw in points:
+        assert kw["cfg_options"]["optim_wrapper.optimizer.lr"] == lr
+        assert kw["cfg_options"]["optim_wrapper.optimizer.weight_decay"] == pytest.approx(wd / lr)
+    assert sum(kw["cfg_options"]["optim_wrapper.optimizer.weight_decay"] == 0.0 for _, _, kw in points) == 7
+
+
 def test_sweep_dry_run_plans_the_points_then_the_final_run(tmp_path: Path, runs, capsys) -> None:
     """`study sweep --dry-run` (and `run --sweep --dry-run`): the grid points with their states and the identity their
     own runs record; the final run is planned once every point is done; the sweep then reuses every point and runs
@@ -212,7 +228,8 @@ def test_sweep_on_slurm_submits_the_points_then_the_final_run_then_writes_the_re
     from those runs (nothing runs here); every hash is the cells' own 2-process one."""
     monkeypatch.setenv("FAKE_SLURM_HOLD", "1")    # submitted jobs stay PENDING
     runs["world"] = 2                             # the cell jobs: 2 processes each
-    runs["value"] = lambda o: 100 * o["optim_wrapper.optimizer.lr"] + 1e4 * o["optim_wrapper.optimizer.weight_decay"]
+    lr, wd = "optim_wrapper.optimizer.lr", "optim_wrapper.optimizer.weight_decay"
+    runs["value"] = lambda o: 100 * o[lr] + 1e4 * o[lr] * o[wd]     # grows with LR and with the grid's value
     root = tmp_path / "sw"
     args = ["study", "sweep", "--task", "cifar100", "--backbone", "resnetrs50", "--preset", "mini",
             "--work-dir", str(root), "--executor", "slurm", "--gpus-per-cell", "2", "--timeout-min", "30"]
@@ -247,7 +264,7 @@ def test_sweep_on_slurm_submits_the_points_then_the_final_run_then_writes_the_re
     assert final["name"] == "final" and final["world_size"] == 2 and set(jobs()) == {c["name"] for c in points[1:]} | {
         "final"}
     assert "optim_wrapper.optimizer.lr=0.01" in final["run_args"]                  # the best point: the last one
-    assert "optim_wrapper.optimizer.weight_decay=0.0001" in final["run_args"]
+    assert "optim_wrapper.optimizer.weight_decay=0.01" in final["run_args"]       # its value 1e-4 / its LR
     assert main(args) == 0 and len(scripts()) == 2   # the final run is queued: not submitted again
     assert not (root / "results.json").exists()
     capsys.readouterr()

@@ -70,8 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_tracking(p)
     p.add_argument("--sweep", action="store_true",
                    help="cifar100 and the transfer suite's single-label tasks: choose LR and weight decay on a "
-                        "7 x 7 grid (Kornblith et al. 2019) scored on a held-out 20%% of the training set, then "
-                        "fine-tune the best on all of it and score the test set once (49 + 1 runs; WORK_DIR/sweep/ "
+                        "grid of 7 LRs x 8 weight decays (none, 1e-6..1e-3, divided by the LR; Kornblith et al. "
+                        "2019) scored on a held-out 20%% of the training set, then "
+                        "fine-tune the best on all of it and score the test set once (56 + 1 runs; WORK_DIR/sweep/ "
                         "keeps each point, reused when run again)")
     p.add_argument("--dry-run", action="store_true",
                    help="with --sweep: print the sweep's plan (each grid point's state and identity; the final run "

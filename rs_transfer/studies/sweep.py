@@ -2,8 +2,11 @@
 hyper-parameter selection of Kornblith, Shlens & Le 2019 (as SimCLR appendix B.8 also uses it) instead of the
 config's single LR / weight-decay point.
 
-Grid: 7 learning rates log-spaced over 1e-4..0.1 x 7 weight decays log-spaced over 1e-6..1e-3 (``LR_GRID``,
-``WD_GRID``; ``--preset mini``: the 2 x 2 corners ``MINI_GRID`` of a smaller range, a smoke test). Each point
+Grid (SimCLR B.8.1's words for Kornblith et al.'s): 7 learning rates log-spaced over 1e-4..0.1 x 7 weight decays
+log-spaced over 1e-6..1e-3 "as well as no weight decay" (``LR_GRID``, ``WD_GRID``: 7 x 8 = 56 points; ``--preset
+mini``: the 2 x 2 corners ``MINI_GRID`` of a smaller range, a smoke test). "We divide these values of weight decay by
+the learning rate": a grid value v is the optimizer's ``weight_decay = v / lr`` (:func:`optimizer_weight_decay`), so
+the decay per step, lr x weight_decay, is v at the start of the schedule whatever the LR. Each point
 fine-tunes on the training set minus a held-out 20% (``holdout``; the split rule of the linear probe,
 :func:`rs_transfer.tasks.classification.holdout_split`, seeded by ``--seed``) and is scored on that held-out 20% with the
 test transform; the best point (ties: the first in grid order, smaller LR and weight decay first) is then fine-tuned
@@ -31,12 +34,18 @@ if TYPE_CHECKING:
 SWEEP_TASKS = ("cifar100", "food101", "cifar10", "sun397", "stanford-cars", "fgvc-aircraft", "dtd", "oxford-pets",
                "caltech101", "flowers102")
 LR_GRID = tuple(round(10 ** (-4 + 3 * i / 6), 10) for i in range(7))   # 1e-4, 3.16e-4, ..., 0.1
-WD_GRID = tuple(round(10 ** (-6 + 3 * i / 6), 12) for i in range(7))   # 1e-6, 3.16e-6, ..., 1e-3
+WD_GRID = (0.0, *(round(10 ** (-6 + 3 * i / 6), 12) for i in range(7)))   # none, 1e-6, 3.16e-6, ..., 1e-3
 MINI_GRID = ((1e-3, 1e-2), (1e-6, 1e-4))
 
 
+def optimizer_weight_decay(lr: float, value: float) -> float:
+    """The optimizer's ``weight_decay`` for grid value ``value`` at learning rate ``lr``: ``value / lr`` (Kornblith
+    et al. divide the weight decay by the learning rate); 0 stays 0."""
+    return value / lr if value else 0.0
+
+
 def _cell_options(lr: float, wd: float, holdout: float, seed: int) -> dict[str, Any]:
-    return {"optim_wrapper.optimizer.lr": lr, "optim_wrapper.optimizer.weight_decay": wd,
+    return {"optim_wrapper.optimizer.lr": lr, "optim_wrapper.optimizer.weight_decay": optimizer_weight_decay(lr, wd),
             "train_dataloader.dataset.subset": "fit", "train_dataloader.dataset.holdout": holdout,
             "train_dataloader.dataset.holdout_seed": seed,
             "val_dataloader.dataset.split": "train", "val_dataloader.dataset.subset": "holdout",
@@ -65,7 +74,7 @@ def _points(task: str, backbone: str, *, work_dir: str | Path | None, preset: st
                         "when run again); drop --protocol / --resume")
     lrs, wds = grid or (MINI_GRID if preset == "mini" else (LR_GRID, WD_GRID))
     user = dict(cfg_options or {})
-    clash = sorted(k for k in user if k in _cell_options(0, 0, 0, 0))
+    clash = sorted(k for k in user if k in _cell_options(1, 0, 0, 0))
     if clash:
         raise UserError(f"--sweep sets {', '.join(clash)} itself; drop them from --cfg-options")
     root = sweep_root(task, backbone, work_dir, preset, seed)
@@ -75,7 +84,8 @@ def _points(task: str, backbone: str, *, work_dir: str | Path | None, preset: st
 
 
 def _final_options(user: dict[str, Any], lr: float, wd: float) -> dict[str, Any]:
-    return {**user, "optim_wrapper.optimizer.lr": lr, "optim_wrapper.optimizer.weight_decay": wd}
+    return {**user, "optim_wrapper.optimizer.lr": lr,
+            "optim_wrapper.optimizer.weight_decay": optimizer_weight_decay(lr, wd)}
 
 
 def _best(scores: list[float]) -> int:
@@ -116,15 +126,16 @@ def run_sweep(task: str, backbone: str, *, work_dir: str | Path | None = None, p
     cells = []
     for lr, wd, point in points:
         res = reuse_or_run(point)
-        cells.append({"lr": lr, "weight_decay": wd, "holdout_" + res["metric"]: res["value"],
-                      "work_dir": str(point["work_dir"])})
+        cells.append({"lr": lr, "weight_decay": wd, "optimizer_weight_decay": optimizer_weight_decay(lr, wd),
+                      "holdout_" + res["metric"]: res["value"], "work_dir": str(point["work_dir"])})
     key = next(k for k in cells[0] if k.startswith("holdout_"))
     best = cells[_best([c[key] for c in cells])]
     final = reuse_or_run(dict(preset=preset, seed=seed, work_dir=root,
                               cfg_options=_final_options(user, best["lr"], best["weight_decay"]), **kwargs))
     final["sweep"] = {"holdout_fraction": holdout, "holdout_seed": seed, "selected_on": key, "best": best,
                       "grid": cells, "protocol": "Kornblith et al. 2019: grid on a held-out split of the training "
-                                                  "set, best point refit on all training images, test scored once"}
+                                                  "set, best point refit on all training images, test scored once; "
+                                                  "weight_decay: the grid's value, the optimizer's is value / lr"}
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
@@ -229,7 +240,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", required=True, help="registered model, e.g. resnetrs50")
     p.add_argument("--weights", default=None, help="weight source (named or a file; default: random init)")
     p.add_argument("--preset", default="paper", choices=["paper", "mini"],
-                   help="paper: the 7 x 7 grid; mini: the 2 x 2 corners on the mini dataset (a smoke test)")
+                   help="paper: the 7 LR x 8 weight-decay grid; mini: the 2 x 2 corners on the mini dataset (a smoke test)")
     p.add_argument("--work-dir", default=None,
                    help="the final run's folder; grid points go to WORK_DIR/sweep/, the plan to WORK_DIR/plan.json "
                         "and, with --executor slurm, job scripts and logs to WORK_DIR/slurm")
