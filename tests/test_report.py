@@ -222,7 +222,8 @@ def test_paper_tables_ship_in_the_wheel(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
-        assert {"rs_transfer/paper/paper_table4.json", "rs_transfer/paper/paper_table5.json"} <= set(z.namelist())
+        assert {"rs_transfer/paper/paper_table4.json", "rs_transfer/paper/paper_table5.json",
+                "rs_transfer/paper/paper_transfer12.json"} <= set(z.namelist())
         z.extractall(site)
     _write(tmp_path / "runs", "resnet152.tv_in1k", "cifar100", 0, 85.0)
     env = {**os.environ, "PYTHONPATH": str(site)}

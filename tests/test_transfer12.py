@@ -35,6 +35,46 @@ def test_report_means_log_odds_and_rank_correlation() -> None:
     assert to_csv(rep).splitlines()[0] == "shots,source,imagenet_top1,dtd,food101,sun397,mean,mean_log_odds"
 
 
+def test_cited_reference_rows_sit_apart_and_average_the_studys_datasets() -> None:
+    """SimCLR's Table B.5 / Table 8 rows for the study's protocol: mapped to our task names column by column, their
+    mean and log-odds over the STUDY's common datasets, italic in the markdown with the citation, in the CSV, and
+    none for few-shot (no paper reports it)."""
+    from rs_transfer.studies.transfer12 import build_report, log_odds, to_csv, to_markdown
+
+    cells = [{"source": "A", "task": t, "shots": None, "state": "done", "value": 70.0}
+             for t in ("fgvc-aircraft", "voc07-cls", "caltech101")]
+    tasks = ["fgvc-aircraft", "voc07-cls", "caltech101", "dtd"]          # dtd: no run has it, so not averaged
+    rep = build_report(cells, tasks, ["A"], "linear", [None], {"A": None}, "paper")
+    (tab,) = rep["tables"]
+    paper = {r["source"]: r for r in tab["paper_rows"]}
+    assert len(paper) == 4                                       # SimCLR + supervised, two tables, linear only
+    sup = paper["paper: Supervised (ResNet-50; SimCLR Table B.5)"]
+    # Table B.5, linear, supervised ResNet-50: Aircraft 61.0, VOC2007 82.8, DTD 74.9, Caltech-101 94.5
+    assert sup["values"] == {"fgvc-aircraft": 61.0, "voc07-cls": 82.8, "caltech101": 94.5, "dtd": 74.9}
+    assert sup["imagenet_top1"] == 76.3
+    assert sup["mean"] == pytest.approx((61.0 + 82.8 + 94.5) / 3)
+    assert sup["mean_log_odds"] == pytest.approx((log_odds(61.0) + log_odds(82.8) + log_odds(94.5)) / 3)
+    assert tab["spearman_vs_imagenet"] is None and tab["n_with_imagenet"] == 0    # paper rows are not counted
+    md = to_markdown(rep)
+    assert "| *paper: Supervised (ResNet-50; SimCLR Table B.5)* | *76.30* | *61.00* | *82.80* | *94.50* |" in md
+    assert "Table B.5" in md and "arXiv:2002.05709" in md and "1000 epochs" in md
+    assert "paper: SimCLR (ResNet-50 (4x); SimCLR Table 8)" in to_csv(rep)
+    ft = build_report(cells, tasks, ["A"], "finetune", [None], {"A": None}, "paper")["tables"][0]["paper_rows"]
+    rand = {r["source"]: r for r in ft}["paper: Random init (ResNet-50 (4x); SimCLR Table 8)"]
+    assert len(ft) == 6 and rand["imagenet_top1"] is None and rand["values"]["voc07-cls"] == 69.4
+    few = build_report(cells, tasks, ["A"], "fewshot", [5], {"A": None}, "paper")
+    assert few["tables"][0]["paper_rows"] == [] and "*paper:" not in to_markdown(few)
+
+
+def test_the_reference_file_names_every_suite_dataset_and_twelve_values_per_row() -> None:
+    from rs_transfer.results import reference_file
+    from rs_transfer.tasks import TRANSFER12_TASKS
+
+    data = json.loads(reference_file("paper_transfer12.json").read_text())
+    assert set(TRANSFER12_TASKS) <= set(data["columns"]) and len(data["columns"]) == 12
+    assert all(len(r["values"]) == 12 for t in data["tables"] for r in t["rows"])
+
+
 def test_mini_fewshot_study_through_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import torch
 

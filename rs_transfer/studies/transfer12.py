@@ -21,15 +21,16 @@ top-1 over the sources that record it (the weight catalog, or ``--imagenet-top1 
 least); and a plot of mean log-odds against ImageNet top-1 (Kornblith et al.'s Figure 1 layout).
 
 Birdsnap (the suite's 12th dataset) is left out: it has no stable release (the image URLs of its list have decayed).
-The paper's numbers are NOT added as reference rows: we could not source them from a table we can cite within
-this change (README, "Transfer suite").
+Reference rows (linear and finetune): SimCLR's Table 8 (ResNet-50 (4x)) and Table B.5 (ResNet-50), SimCLR and its
+supervised baselines under Kornblith et al.'s protocol, from ``results/paper_transfer12.json``; shown apart from the
+study's rows and never part of its rank correlation. Kornblith et al.'s own per-network tables are not included
+(README, "Transfer suite").
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import itertools
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -39,6 +40,10 @@ from typing import Any
 from rs_transfer.errors import UserError
 from rs_transfer.studies.args import positive_int
 from rs_transfer.studies.executor import SlurmOptions, add_executor_arguments, slurm_options
+
+# the report lives in transfer12_report.py; its names are re-exported here (tests and users import them from here)
+from rs_transfer.studies.transfer12_report import (build_report, log_odds, paper_rows, to_csv,  # noqa: F401
+                                                  to_markdown, to_png, write)
 
 PROTOCOL_CHOICES = ("linear", "finetune", "fewshot")
 
@@ -71,11 +76,6 @@ def imagenet_top1(weights: str | None, given: dict[str, float]) -> float | None:
         if spec is not None and spec.imagenet_top1 is not None:
             return float(spec.imagenet_top1)
     return None
-
-
-def log_odds(percent: float) -> float:
-    p = min(max(percent / 100.0, 0.001), 0.999)
-    return math.log(p / (1.0 - p))
 
 
 def feature_env(out: Path) -> dict[str, str]:
@@ -205,112 +205,6 @@ def run_transfer12(*, sources: list[tuple[str, str | None]], protocol: str, out_
                                            "tasks": tasks, "sources": labels, "cells": cells})
     report["files"] = {k: str(v) for k, v in write(report, out).items()}
     return report
-
-
-def build_report(cells: list[dict[str, Any]], tasks: list[str], labels: list[str], protocol: str,
-                 ks: list[Any], top1: dict[str, float | None], preset: str) -> dict[str, Any]:
-    """Tables (one per k), means, mean log-odds and rank correlations from the cells' values."""
-    import numpy as np
-    from scipy import stats
-
-    from rs_transfer.tasks import title
-
-    tables = []
-    for k in ks:
-        rows = []
-        for label in labels:
-            vals = {t: [c["value"] for c in cells if c["source"] == label and c["task"] == t and c["shots"] == k
-                        and c.get("state") == "done"] for t in tasks}
-            rows.append({"source": label, "imagenet_top1": top1.get(label),
-                         "values": {t: (float(np.mean(v)) if v else None) for t, v in vals.items()},
-                         "seeds": {t: len(v) for t, v in vals.items()}})
-        common = [t for t in tasks if all(r["values"][t] is not None for r in rows)]
-        for r in rows:
-            got = [r["values"][t] for t in common]
-            r["mean"] = float(np.mean(got)) if got else None
-            r["mean_log_odds"] = float(np.mean([log_odds(v) for v in got])) if got else None
-        pairs = [(r["imagenet_top1"], r["mean_log_odds"]) for r in rows
-                 if r["imagenet_top1"] is not None and r["mean_log_odds"] is not None]
-        rho = None
-        if len(pairs) >= 3:
-            res = stats.spearmanr([p[0] for p in pairs], [p[1] for p in pairs])
-            rho = None if math.isnan(res.statistic) else float(res.statistic)
-        tables.append({"shots": k, "rows": rows, "common_tasks": common, "spearman_vs_imagenet": rho,
-                       "n_with_imagenet": len(pairs)})
-    return {"study": "transfer12", "protocol": protocol, "preset": preset, "tasks": tasks,
-            "titles": {t: title(t) for t in tasks}, "tables": tables,
-            "reference_rows": "none: Kornblith et al.'s and SimCLR's numbers are not included (not sourced)"}
-
-
-def _fmt(v: float | None) -> str:
-    return "—" if v is None else f"{v:.2f}"
-
-
-def to_markdown(rep: dict[str, Any]) -> str:
-    mini = ", MINI preset: smoke test, not benchmark numbers" if rep["preset"] == "mini" else ""
-    lines = [f"# Transfer suite ({rep['protocol']}{mini})",
-             "", "Kornblith, Shlens & Le 2019's datasets (Birdsnap left out: no stable release). Metrics: top-1; mean "
-             "per-class accuracy for Aircraft, Pets, Caltech-101, Flowers; 11-point mAP for VOC2007. Mean and mean "
-             "log-odds over the datasets every source has. No reference rows (see README).", ""]
-    for tab in rep["tables"]:
-        if tab["shots"] is not None:
-            lines += [f"## {tab['shots']}-shot" if tab["shots"] != "vtab1k" else "## VTAB-1k (1000 examples)", ""]
-        head = ["source", "ImageNet top-1", *[rep["titles"][t] for t in rep["tasks"]], "mean", "mean log-odds"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in tab["rows"]:
-            vals = [_fmt(r["values"][t]) for t in rep["tasks"]]
-            lines.append("| " + " | ".join([r["source"], _fmt(r["imagenet_top1"]), *vals, _fmt(r["mean"]),
-                                             _fmt(r["mean_log_odds"])]) + " |")
-        rho = tab["spearman_vs_imagenet"]
-        lines += ["", f"Spearman rank correlation of mean log-odds with ImageNet top-1: {_fmt(rho)} "
-                      f"({tab['n_with_imagenet']} sources record ImageNet top-1; 3 needed)", ""]
-    return "\n".join(lines)
-
-
-def to_csv(rep: dict[str, Any]) -> str:
-    from rs_transfer.studies.tables import to_csv as csv_rows
-
-    rows = [{"shots": tab["shots"], "source": r["source"], "imagenet_top1": r["imagenet_top1"],
-             **{t: r["values"][t] for t in rep["tasks"]}, "mean": r["mean"], "mean_log_odds": r["mean_log_odds"]}
-            for tab in rep["tables"] for r in tab["rows"]]
-    return csv_rows(rows, ["shots", "source", "imagenet_top1", *rep["tasks"], "mean", "mean_log_odds"])
-
-
-def to_png(rep: dict[str, Any]) -> bytes:
-    """Mean log-odds against ImageNet top-1 (sources without it at the left edge, marked), one panel per k."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tabs = rep["tables"]
-    fig, axes = plt.subplots(1, len(tabs), figsize=(4.5 * len(tabs), 4), squeeze=False)
-    for ax, tab in zip(axes[0], tabs):
-        known = [r["imagenet_top1"] for r in tab["rows"] if r["imagenet_top1"] is not None]
-        left = (min(known) - 1.0) if known else 0.0
-        for r in tab["rows"]:
-            if r["mean_log_odds"] is None:
-                continue
-            x = r["imagenet_top1"] if r["imagenet_top1"] is not None else left
-            ax.scatter([x], [r["mean_log_odds"]], marker="o" if r["imagenet_top1"] is not None else "x")
-            ax.annotate(r["source"], (x, r["mean_log_odds"]), fontsize=7)
-        ax.set_xlabel("ImageNet top-1 (%)" + ("" if known else " (not recorded)"))
-        ax.set_ylabel("transfer: mean log-odds")
-        ax.set_title(f"{rep['protocol']}" + (f", k={tab['shots']}" if tab["shots"] is not None else ""))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def write(rep: dict[str, Any], out: Path) -> dict[str, Path]:
-    from rs_transfer.studies.tables import write_report_files
-
-    return write_report_files(out / "report", markdown=to_markdown(rep), csv_text=to_csv(rep), data=rep,
-                              png=to_png(rep))
 
 
 # ---- CLI -----------------------------------------------------------------------------------------------------------
