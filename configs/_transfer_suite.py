@@ -14,9 +14,10 @@ tasks/_frozen.py.
   ``probe.one_shot_l2``. ``"vtab1k"``: 1000 random training images, 800 fit / 200 select, refit on all 1000.
 - ``finetune``: SGD with Nesterov momentum 0.9, global batch 256, 20,000 steps, cosine decay to 0 after a 500-step
   linear warm-up (as the CIFAR-100 fine-tune), LR 0.05 and weight decay 1e-4 (one point, CIFAR-100's default;
-  Kornblith et al. select both per dataset on a validation split: `run --sweep` runs their 7 x 7 grid on a held-out
+  Kornblith et al. select both per dataset on a validation split: `run --sweep` runs their 7 x 8 grid on a held-out
   20 %), 224 px inception crops (area 8-100 %, aspect 3/4-4/3) with horizontal flips for training, the 224 centre of
-  a 256 resize for testing; plain cross-entropy, BN statistics updated (PyTorch momentum 0.1).
+  a 256 resize for testing; plain cross-entropy; BN statistics momentum max(1 - 10/s, 0.9) in TF terms, s = steps per
+  epoch (SimCLR B.8.1): PyTorch momentum min(10 x 256 / n_train, 0.1), set per dataset by tasks/_tvclass.py.
 
 ``--preset mini``: 16 px, 4 penalties, 300 L-BFGS iterations, a 30-step fine-tune at batch 16, no workers.
 """
@@ -57,6 +58,7 @@ model = dict(
     backbone=dict(type=ResNetRS, num_classes=None),
     label_smoothing=0.0,
     resolution=None,
+    bn_momentum=0.1,          # finetune: replaced per dataset (docstring); 0.1 = PyTorch's default
     data_preprocessor=dict(type=ImgDataPreprocessor, mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]),
 )
 

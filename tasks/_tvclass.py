@@ -269,6 +269,7 @@ def configure(cfg: Any, ctx: RunContext) -> None:
     from rs_transfer.runner.schedule import set_iterations
 
     frozen = ctx.protocol != "finetune"
+    _bn_momentum(cfg, ctx)
     if frozen:
         for key in ("train_dataloader", "val_dataloader", "val_evaluator", "train_cfg", "val_cfg",
                     "optim_wrapper", "param_scheduler", "amp", "checkpoint_interval", "log_interval",
@@ -305,6 +306,16 @@ def configure(cfg: Any, ctx: RunContext) -> None:
     cfg.optim_wrapper.optimizer.lr = 0.05 * 16 / 256
     set_iterations(cfg, 30)
     cfg.log_interval = 10
+    cfg.model.bn_momentum = 0.1    # min(10 x 16 / n, 0.1): every mini training set holds fewer than 160 images
+
+
+def _bn_momentum(cfg: Any, ctx: RunContext) -> None:
+    """Fine-tuning's BN statistics momentum, Kornblith et al.'s max(1 - 10/s, 0.9) in TF terms (s = steps per epoch
+    of the standard training split at the global batch; tasks/classification.py ``simclr_bn_momentum``)."""
+    from .classification import simclr_bn_momentum
+
+    if ctx.protocol == "finetune" and not ctx.mini and "bn_momentum" in cfg.model:
+        cfg.model.bn_momentum = simclr_bn_momentum(SUITES[ctx.task].sizes["train"], int(cfg.global_batch_size))
 
 
 def make_task(suite: Suite, description: str) -> Task:

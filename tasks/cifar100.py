@@ -213,13 +213,6 @@ def _dataloaders(cfg: Any) -> list[Any]:
             if k in cfg and cfg[k] is not None]
 
 
-def simclr_bn_momentum(train_size: int, global_batch: int) -> float:
-    """SimCLR B.8 / Kornblith et al.: BN statistics decay max(1 - 10/s, 0.9) with s steps per epoch (TF convention,
-    running = decay x running + (1 - decay) x batch), i.e. a horizon of a tenth of an epoch; as PyTorch's momentum
-    (1 - decay): min(10 / s, 0.1). CIFAR-100 at 256: s = 50,000 / 256 = 195.3 -> 0.0512 (PyTorch's default: 0.1)."""
-    return min(10.0 * global_batch / train_size, 0.1)
-
-
 def configure(cfg: Any, ctx: RunContext) -> None:
     """Point every dataset at ``ctx.data_root`` (or torchvision's root above it); the BN momentum for the run's
     global batch; for the mini preset, 16 px, a global batch of 16, no worker processes, a few dozen steps."""
@@ -253,6 +246,8 @@ def configure(cfg: Any, ctx: RunContext) -> None:
         set_iterations(cfg, 30)
         cfg.log_interval = 10
     if cfg.model.get("bn_momentum") is not None and cfg.get("global_batch_size"):
+        from rs_transfer.tasks.classification import simclr_bn_momentum
+
         n_train = MINI_CLASSES * MINI_TRAIN if ctx.mini else SPLIT_SIZES["train"]
         cfg.model.bn_momentum = simclr_bn_momentum(n_train, int(cfg.global_batch_size))
 

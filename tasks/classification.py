@@ -24,6 +24,13 @@ from mmengine.registry import METRICS, MODELS
 
 
 @MODELS.register_module(force=True)
+def simclr_bn_momentum(train_size: int, global_batch: int) -> float:
+    """SimCLR B.8 / Kornblith et al.: BN statistics decay max(1 - 10/s, 0.9) with s steps per epoch (TF convention,
+    running = decay x running + (1 - decay) x batch), i.e. a horizon of a tenth of an epoch; as PyTorch's momentum
+    (1 - decay): min(10 / s, 0.1). CIFAR-100 at 256: s = 50,000 / 256 = 195.3 -> 0.0512 (PyTorch's default: 0.1)."""
+    return min(10.0 * global_batch / train_size, 0.1)
+
+
 class ImageClassifier(BaseModel):
     """``backbone`` config (``type=ResNetRS``, classifier mode) + label-smoothed cross-entropy.
 

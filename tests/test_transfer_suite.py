@@ -74,6 +74,36 @@ def test_each_config_has_its_datasets_class_count() -> None:
     assert SUITES["caltech101"].num_classes == 102
 
 
+def test_finetune_bn_momentum_follows_the_steps_per_epoch(tmp_path: Path) -> None:
+    """SimCLR B.8.1 / Kornblith et al.: BN decay max(1 - 10/s, 0.9), s = steps per epoch at batch 256; as PyTorch
+    momentum min(10 x 256 / n, 0.1). Food-101 (75,750 training images): 0.0338; Flowers (2,040): capped at 0.1.
+    The built model carries it (per micro-batch: 256 = 8 accumulated batches of 32 on one process, so
+    1 - (1 - m)^(1/8), runner/batch.py); the frozen protocols have no classifier model to carry it."""
+    import torch
+
+    from rs_transfer.runner import build_config
+    from rs_transfer.tasks import RunContext, get_task
+    from rs_transfer.tasks.classification import ImageClassifier
+
+    def cfg(name: str, protocol: str, preset: str = "paper"):
+        ctx = RunContext(task=name, backbone="resnet50", backbone_kwargs={}, weights=None,
+                         normalization={"name": "x", "mean": [0.0] * 3, "std": [1.0] * 3}, preset=preset,
+                         protocol=protocol, data_root=tmp_path, work_dir=tmp_path / "wd")
+        return build_config(get_task(name), ctx, model_overrides=dict(TINY))[0]
+
+    def per_micro(m: float, a: int) -> float:
+        return 1.0 - (1.0 - m) ** (1.0 / a)
+
+    food = cfg("food101", "finetune")
+    assert food.model.bn_momentum == pytest.approx(per_micro(10 * 256 / 75750, 8))
+    assert cfg("flowers102", "finetune").model.bn_momentum == pytest.approx(per_micro(0.1, 8))
+    assert cfg("food101", "finetune", "mini").model.bn_momentum == pytest.approx(0.1)   # batch 16: no accumulation
+    assert "bn_momentum" not in cfg("food101", "linear").model
+    model = ImageClassifier(dict(food.model.backbone), bn_momentum=food.model.bn_momentum)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == pytest.approx(per_micro(0.033795, 8), abs=1e-6) for m in bns)
+
+
 def test_caltech_background_is_the_102nd_class(tmp_path: Path) -> None:
     """torchvision drops BACKGROUND_Google; we put it back as the last label with torchvision's own numbering,
     so the image behind each item is the file torchvision would open; without the folder: a clear error."""
