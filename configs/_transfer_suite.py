@@ -6,8 +6,9 @@ tasks/_frozen.py.
 - ``linear``: pooled penultimate features of the eval crop: shorter side to ``resolution / 0.875``, the centre
   ``resolution`` x ``resolution`` (``resolution = None``: the backbone's published resolution, from the model
   registry), the weight source's normalisation, no augmentation. Logistic regression with L-BFGS (scikit-learn), L2
-  penalty chosen on a held-out 20 % of the training set from 45 log-spaced values 1e5 ... 1e-6 (strongest first;
-  ties go to the stronger), then refit on all training images (the CIFAR-100 probe's code, tasks/classification.py
+  penalty chosen on a held-out 20 % of the training set (``probe.holdout``; ``"creators-val"``: the dataset
+  creators' validation images, as Kornblith et al. for Aircraft, VOC2007, DTD and Flowers, set in their configs) from
+  45 log-spaced values 1e5 ... 1e-6 (strongest first; ties go to the stronger), then refit on all training images (the CIFAR-100 probe's code, tasks/classification.py
   ``linear_probe``). Features are cached (tasks/_frozen.py).
 - ``fewshot``: ``probe.shots`` class-balanced seeded draws, ``probe.episodes`` draws, mean and 95 % t-interval; the
   penalty is chosen on max(1, round(0.2 k)) held-out images per class of the draw and refit on all k; k = 1 uses

@@ -7,3 +7,4 @@ with read_base():
 
 feature_loader.dataset.task = train_dataloader.dataset.task = val_dataloader.dataset.task = "dtd"
 model.backbone.num_classes = 47
+probe.holdout = "creators-val"   # Kornblith et al. (SimCLR B.8.1): select on the creators' validation set

@@ -8,3 +8,4 @@ with read_base():
 feature_loader.dataset.task = train_dataloader.dataset.task = val_dataloader.dataset.task = "fgvc-aircraft"
 model.backbone.num_classes = 100
 val_evaluator.mean_per_class = True   # Kornblith et al.'s metric for this dataset
+probe.holdout = "creators-val"   # Kornblith et al. (SimCLR B.8.1): select on the creators' validation set

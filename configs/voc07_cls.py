@@ -18,3 +18,4 @@ feature_loader.dataset.task = train_dataloader.dataset.task = val_dataloader.dat
 model.backbone.num_classes = 20
 model.multilabel = True          # binary cross-entropy per class, difficult-only entries ignored
 val_evaluator = dict(type=MultiLabelMAP)
+probe.holdout = "creators-val"   # Kornblith et al. (SimCLR B.8.1): select on the creators' validation set

@@ -232,9 +232,14 @@ def run_protocol(cfg: Any, ctx: RunContext, metric: str, dataset: DatasetFactory
     te_x, te_y, te_info = features(backbone, ctx, cfg, "test", device, digest, dataset)
     ctx.extra["feature_cache"] = {"train": tr_info, "test": te_info}
     if ctx.protocol == "linear":
-        from rs_transfer.tasks.classification import holdout_split
+        from ._tvclass import CREATORS_VAL, selection_split
 
-        fit, hold = holdout_split(len(tr_x), float(p.holdout), int(p.seed))
+        val = np.zeros(0, np.int64)
+        if p.holdout == CREATORS_VAL:      # where they sit in the training split: its listing (no image decoded)
+            val = dataset("train", int(cfg.resolution), float(cfg.feature_loader.dataset.get("crop_fraction",
+                                                                                              0.875))).creators_val
+        fit, hold = selection_split(len(tr_x), p.holdout, int(p.seed), val)
+        ctx.extra["selection"] = {"holdout": p.holdout, "fit": int(len(fit)), "held_out": int(len(hold))}
         out = probe(metric, (tr_x, tr_y), (te_x, te_y), p, fit, hold)
         ctx.extra["l2_sweep"] = out.pop("sweep")
         return out

@@ -45,6 +45,7 @@ class Source(NamedTuple):
     dataset: Any
     indices: np.ndarray
     labels: np.ndarray
+    part: str = ""     # "val": the dataset creators' validation images inside the training split (Aircraft, ...)
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,37 @@ def labels_of(ds: Any) -> list[int]:
     raise UserError(f"torchvision {type(ds).__name__} keeps its labels in no attribute this suite knows")
 
 
-def whole(ds: Any) -> Source:
-    """Every item of a single-label torchvision dataset."""
+def whole(ds: Any, part: str = "") -> Source:
+    """Every item of a single-label torchvision dataset (``part="val"``: the creators' validation set)."""
     labels = np.asarray(labels_of(ds), dtype=np.int64)
-    return Source(ds, np.arange(len(labels)), labels)
+    return Source(ds, np.arange(len(labels)), labels, part)
+
+
+CREATORS_VAL = "creators-val"   # probe.holdout / TvClassDataset(holdout=...): select on the creators' val set
+
+
+def creators_val(sources: Sequence[Source]) -> np.ndarray:
+    """Positions (in the split's item order) of the creators' validation images: Kornblith et al. select their
+    hyper-parameters on them for Aircraft, VOC2007, DTD and Flowers (SimCLR B.8.1), then refit on train + val."""
+    out, start = [], 0
+    for s in sources:
+        if s.part == "val":
+            out.append(np.arange(start, start + len(s.indices)))
+        start += len(s.indices)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def selection_split(n: int, holdout: float | str, seed: int, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held-out) positions of a training split of ``n`` items: ``holdout`` = :data:`CREATORS_VAL`: the
+    creators' validation images ``val`` (an error where the dataset has none), else a seeded random fraction
+    (:func:`rs_transfer.tasks.classification.holdout_split`)."""
+    from .classification import holdout_split
+
+    if holdout != CREATORS_VAL:
+        return holdout_split(n, float(holdout), seed)
+    if not len(val):
+        raise UserError(f"holdout {CREATORS_VAL!r}: this dataset's training split has no creators' validation part")
+    return np.setdiff1d(np.arange(n), val), np.asarray(val, dtype=np.int64)
 
 
 def open_split(suite: Suite, root: Path, split: str) -> list[Source]:
@@ -121,24 +149,23 @@ class TvClassDataset(Dataset):
     random-resized crop (area 8-100 %, aspect 3/4-4/3) to ``size`` and a horizontal flip, "random crops with resize
     and flips" (Kornblith et al. 2019; SimCLR B.8). ``indices`` keeps only those items, in that order; ``subset``
     ("fit" / "holdout") the training images minus / only the held-out ``holdout`` fraction (the linear probe's
-    split rule), for ``run --sweep``.
+    split rule; ``holdout="creators-val"``: the creators' validation images), for ``run --sweep``.
     """
 
     def __init__(self, task: str, data_root: str, split: str = "train", augment: bool = False, size: int = 224,
                  crop_fraction: float = 0.875, indices: Sequence[int] | None = None, subset: str | None = None,
-                 holdout: float = 0.2, holdout_seed: int = 0) -> None:
+                 holdout: float | str = 0.2, holdout_seed: int = 0) -> None:
         from rs_transfer.tasks import get_task
 
         suite = SUITES.get(task) or _suite_of(get_task(task))
         self.sources = open_split(suite, Path(data_root), split)
         self.items = [(j, int(i)) for j, s in enumerate(self.sources) for i in s.indices]
         self.labels = split_labels(self.sources)
+        self.creators_val = creators_val(self.sources)
         if subset is not None:   # the fine-tuning sweep's split of the training set (rs_transfer/studies/sweep.py)
-            from .classification import holdout_split
-
             if subset not in ("fit", "holdout"):
                 raise UserError(f"TvClassDataset subset must be 'fit', 'holdout' or None, got {subset!r}")
-            fit, held = holdout_split(len(self.labels), holdout, holdout_seed)
+            fit, held = selection_split(len(self.labels), holdout, holdout_seed, self.creators_val)
             indices = np.sort(fit if subset == "fit" else held) if indices is None else indices
         if indices is not None:
             keep = np.asarray(indices, dtype=np.int64)

@@ -17,7 +17,8 @@ def load(root: Path, split: str) -> list[Source]:
     from torchvision.datasets import DTD
 
     parts = ("train", "val") if split == "train" else ("test",)
-    return [whole(DTD(str(root), split=s, partition=PARTITION, download=False)) for s in parts]
+    return [whole(DTD(str(root), split=s, partition=PARTITION, download=False), part=s if s == "val" else "")
+            for s in parts]
 
 
 def write_mini(root: Path, rng: np.random.Generator) -> Path:

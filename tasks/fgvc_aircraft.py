@@ -8,19 +8,20 @@ import numpy as np
 
 from ._tvclass import Source, Suite, class_image, make_task, mark_mini, whole, write_image
 
-MINI_CLASSES, MINI_COUNTS = 3, {"trainval": 10, "test": 4}
+MINI_CLASSES, MINI_COUNTS = 3, {"train": 5, "val": 5, "test": 4}
 
 
 def load(root: Path, split: str) -> list[Source]:
     from torchvision.datasets import FGVCAircraft
 
-    return [whole(FGVCAircraft(str(root), split="trainval" if split == "train" else "test",
-                               annotation_level="variant", download=False))]
+    parts = ("train", "val") if split == "train" else ("test",)     # trainval = train + val, the val part marked
+    return [whole(FGVCAircraft(str(root), split=s, annotation_level="variant", download=False),
+                  part=s if s == "val" else "") for s in parts]
 
 
 def write_mini(root: Path, rng: np.random.Generator) -> Path:
-    """``fgvc-aircraft-2013b/data/{images/<id>.jpg, variants.txt, images_variant_{trainval,test}.txt}`` ("id
-    variant name" per line; variant names may contain spaces)."""
+    """``fgvc-aircraft-2013b/data/{images/<id>.jpg, variants.txt, images_variant_{train,val,trainval,test}.txt}``
+    ("id variant name" per line; variant names may contain spaces; trainval = train + val, as released)."""
     data = root / "fgvc-aircraft-2013b" / "data"
     variants = [f"Jet {c}-00" for c in range(MINI_CLASSES)]
     n = 1000000
@@ -32,6 +33,8 @@ def write_mini(root: Path, rng: np.random.Generator) -> Path:
                 lines.append(f"{n} {name}")
                 n += 1
         (data / f"images_variant_{split}.txt").write_text("".join(f"{x}\n" for x in lines))
+    trainval = [(data / f"images_variant_{s}.txt").read_text() for s in ("train", "val")]
+    (data / "images_variant_trainval.txt").write_text("".join(trainval))
     (data / "variants.txt").write_text("".join(f"{v}\n" for v in variants))
     mark_mini(root, "fgvc-aircraft")
     return root
@@ -39,7 +42,7 @@ def write_mini(root: Path, rng: np.random.Generator) -> Path:
 
 SUITE = Suite(
     name="fgvc-aircraft", title="Aircraft mean/class", metric="mean_per_class", num_classes=100, load=load,
-    layout="<root>/fgvc-aircraft-2013b/data/{images/*.jpg, variants.txt, images_variant_{trainval,test}.txt} "
+    layout="<root>/fgvc-aircraft-2013b/data/{images/*.jpg, variants.txt, images_variant_{train,val,test}.txt} "
            "(torchvision FGVCAircraft)",
     source="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz (unpack into "
            "<root>)",

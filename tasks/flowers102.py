@@ -27,7 +27,7 @@ class Flowers102Files(Flowers102):
 
 def load(root: Path, split: str) -> list[Source]:
     parts = ("train", "val") if split == "train" else ("test",)
-    return [whole(Flowers102Files(str(root), split=s, download=False)) for s in parts]
+    return [whole(Flowers102Files(str(root), split=s, download=False), part=s if s == "val" else "") for s in parts]
 
 
 def release_check(root: Path) -> list[str]:

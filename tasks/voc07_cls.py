@@ -13,7 +13,7 @@ import numpy as np
 from . import _synthetic, _voc
 from ._tvclass import Source, Suite, make_task, mark_mini
 
-MINI_CLASSES, MINI_COUNTS, MINI_HW = 3, {"trainval": 30, "test": 12}, (32, 32)
+MINI_CLASSES, MINI_COUNTS, MINI_HW = 3, {"train": 15, "val": 15, "test": 12}, (32, 32)
 
 
 def targets(ds: object) -> np.ndarray:
@@ -31,14 +31,17 @@ def load(root: Path, split: str) -> list[Source]:
     from torchvision.datasets import VOCDetection
 
     root = _voc.devkit(root).parent          # torchvision's root is the folder holding VOCdevkit
-    ds = VOCDetection(str(root), year="2007", image_set="trainval" if split == "train" else "test", download=False)
-    labels = targets(ds)
-    return [Source(ds, np.arange(len(labels)), labels)]
+    out = []
+    for s in ("train", "val") if split == "train" else ("test",):   # trainval = train + val, the val part marked
+        ds = VOCDetection(str(root), year="2007", image_set=s, download=False)
+        labels = targets(ds)
+        out.append(Source(ds, np.arange(len(labels)), labels, s if s == "val" else ""))
+    return out
 
 
 def write_mini(root: Path, rng: np.random.Generator) -> Path:
-    """``VOCdevkit/VOC2007/{JPEGImages, Annotations, ImageSets/Main/{trainval,test}.txt}``: scenes of 1-3
-    coloured objects of the first three classes, some marked difficult."""
+    """``VOCdevkit/VOC2007/{JPEGImages, Annotations, ImageSets/Main/{train,val,trainval,test}.txt}`` (trainval =
+    train + val, as released): scenes of 1-3 coloured objects of the first three classes, some marked difficult."""
     dk = root / "VOCdevkit" / "VOC2007"
     h, w = MINI_HW
     for split, n in MINI_COUNTS.items():
@@ -52,13 +55,16 @@ def write_mini(root: Path, rng: np.random.Generator) -> Path:
             _voc.write_annotation(dk / "Annotations" / f"{img_id}.xml", f"{img_id}.jpg", w, h, objects, "VOC2007")
             ids.append(img_id)
         _synthetic.write_lines(dk / "ImageSets" / "Main" / f"{split}.txt", ids)
+    main = dk / "ImageSets" / "Main"
+    _synthetic.write_lines(main / "trainval.txt", [i for s in ("train", "val")
+                                                   for i in (main / f"{s}.txt").read_text().split()])
     mark_mini(root, "voc07-cls")
     return root
 
 
 SUITE = Suite(
     name="voc07-cls", title="VOC2007 mAP", metric="mAP11", num_classes=20, load=load, multilabel=True,
-    layout="<root>/VOCdevkit/VOC2007/{Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/{trainval,test}.txt} "
+    layout="<root>/VOCdevkit/VOC2007/{Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/{train,val,test}.txt} "
            "(torchvision VOCDetection, year 2007; the voc-det data root)",
     source="host.robots.ox.ac.uk/pascal/VOC: VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar, unpacked "
            "side by side (the same folder as voc-det)",

@@ -104,6 +104,49 @@ def test_finetune_bn_momentum_follows_the_steps_per_epoch(tmp_path: Path) -> Non
     assert bns and all(m.momentum == pytest.approx(per_micro(0.033795, 8), abs=1e-6) for m in bns)
 
 
+def test_creators_validation_set_selects_where_kornblith_et_al_use_it(tmp_path: Path, monkeypatch) -> None:
+    """Aircraft, VOC2007, DTD, Flowers: the training split is train + val with the val part marked, and the linear
+    probe selects its penalty on exactly those images (``probe.holdout = "creators-val"``); Food-101 holds out a
+    seeded 20 %; a split without a val part is an error, not a silent random split."""
+    from rs_transfer.cli import main
+    from rs_transfer.tasks import get_task
+    from rs_transfer.tasks._tvclass import CREATORS_VAL, SUITES, TvClassDataset, selection_split
+
+    for name, n_val in (("fgvc-aircraft", 15), ("voc07-cls", 15), ("dtd", 15), ("flowers102", 15)):
+        root = get_task(name).make_mini(tmp_path / name)
+        parts = SUITES[name].load(root, "train")
+        assert [s.part for s in parts] == ["", "val"], name
+        ds = TvClassDataset(name, str(root), "train")
+        assert ds.creators_val.tolist() == list(range(len(ds) - n_val, len(ds))), name
+        held = TvClassDataset(name, str(root), "train", subset="holdout", holdout=CREATORS_VAL)
+        assert held.items == [ds.items[i] for i in ds.creators_val], name
+    with pytest.raises(UserError, match="no creators' validation part"):
+        selection_split(10, CREATORS_VAL, 0, np.zeros(0, np.int64))
+    monkeypatch.setenv("RS_TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
+    base = ["run", "--backbone", "resnetrs50", "--preset", "mini", "--protocol", "linear", *TINY_CLI]
+    assert main([*base, "--task", "dtd", "--work-dir", str(tmp_path / "a")]) == 0
+    sel = json.loads((tmp_path / "a/results.json").read_text())["extra"]["selection"]
+    assert sel == {"holdout": "creators-val", "fit": 15, "held_out": 15}
+    assert main([*base, "--task", "food101", "--work-dir", str(tmp_path / "b")]) == 0
+    sel = json.loads((tmp_path / "b/results.json").read_text())["extra"]["selection"]
+    assert sel["holdout"] == 0.2 and sel["held_out"] == round(0.2 * (sel["fit"] + sel["held_out"]))
+
+
+def test_a_stale_mini_copy_is_written_again(tmp_path: Path, monkeypatch) -> None:
+    """A mini copy from an older generator (here: the Aircraft train list missing) fails the task's data check;
+    ensure_mini writes it again instead of failing every mini run."""
+    from rs_transfer.tasks import get_task
+    from rs_transfer.tasks.mini import ensure_mini
+
+    monkeypatch.setenv("RS_TRANSFER_HOME", str(tmp_path / "home"))
+    task = get_task("fgvc-aircraft")
+    root = ensure_mini(task)
+    listing = root / "fgvc-aircraft-2013b/data/images_variant_train.txt"
+    listing.unlink()
+    assert not task.check(root).ok
+    assert ensure_mini(task) == root and listing.is_file() and task.check(root).ok
+
+
 def test_caltech_background_is_the_102nd_class(tmp_path: Path) -> None:
     """torchvision drops BACKGROUND_Google; we put it back as the last label with torchvision's own numbering,
     so the image behind each item is the file torchvision would open; without the folder: a clear error."""
