@@ -232,7 +232,7 @@ def run_protocol(cfg: Any, ctx: RunContext, metric: str, dataset: DatasetFactory
     te_x, te_y, te_info = features(backbone, ctx, cfg, "test", device, digest, dataset)
     ctx.extra["feature_cache"] = {"train": tr_info, "test": te_info}
     if ctx.protocol == "linear":
-        from ._tvclass import CREATORS_VAL, selection_split
+        from .classification import CREATORS_VAL, selection_split
 
         val = np.zeros(0, np.int64)
         if p.holdout == CREATORS_VAL:      # where they sit in the training split: its listing (no image decoded)

@@ -87,9 +87,6 @@ def whole(ds: Any, part: str = "") -> Source:
     return Source(ds, np.arange(len(labels)), labels, part)
 
 
-CREATORS_VAL = "creators-val"   # probe.holdout / TvClassDataset(holdout=...): select on the creators' val set
-
-
 def creators_val(sources: Sequence[Source]) -> np.ndarray:
     """Positions (in the split's item order) of the creators' validation images: Kornblith et al. select their
     hyper-parameters on them for Aircraft, VOC2007, DTD and Flowers (SimCLR B.8.1), then refit on train + val."""
@@ -99,19 +96,6 @@ def creators_val(sources: Sequence[Source]) -> np.ndarray:
             out.append(np.arange(start, start + len(s.indices)))
         start += len(s.indices)
     return np.concatenate(out) if out else np.zeros(0, np.int64)
-
-
-def selection_split(n: int, holdout: float | str, seed: int, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fit, held-out) positions of a training split of ``n`` items: ``holdout`` = :data:`CREATORS_VAL`: the
-    creators' validation images ``val`` (an error where the dataset has none), else a seeded random fraction
-    (:func:`rs_transfer.tasks.classification.holdout_split`)."""
-    from .classification import holdout_split
-
-    if holdout != CREATORS_VAL:
-        return holdout_split(n, float(holdout), seed)
-    if not len(val):
-        raise UserError(f"holdout {CREATORS_VAL!r}: this dataset's training split has no creators' validation part")
-    return np.setdiff1d(np.arange(n), val), np.asarray(val, dtype=np.int64)
 
 
 def open_split(suite: Suite, root: Path, split: str) -> list[Source]:
@@ -163,6 +147,8 @@ class TvClassDataset(Dataset):
         self.labels = split_labels(self.sources)
         self.creators_val = creators_val(self.sources)
         if subset is not None:   # the fine-tuning sweep's split of the training set (rs_transfer/studies/sweep.py)
+            from .classification import selection_split
+
             if subset not in ("fit", "holdout"):
                 raise UserError(f"TvClassDataset subset must be 'fit', 'holdout' or None, got {subset!r}")
             fit, held = selection_split(len(self.labels), holdout, holdout_seed, self.creators_val)

@@ -22,6 +22,8 @@ from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
 from mmengine.registry import METRICS, MODELS
 
+from rs_transfer.errors import UserError
+
 
 @MODELS.register_module(force=True)
 def simclr_bn_momentum(train_size: int, global_batch: int) -> float:
@@ -207,6 +209,20 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     perm = np.random.default_rng(seed).permutation(n)
     n_hold = int(round(fraction * n))
     return perm[: n - n_hold], perm[n - n_hold:]
+
+
+CREATORS_VAL = "creators-val"   # probe.holdout / TvClassDataset(holdout=...): select on the creators' val set
+
+
+def selection_split(n: int, holdout: float | str, seed: int, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held-out) positions of a training split of ``n`` items: ``holdout`` = :data:`CREATORS_VAL`: the
+    creators' validation images ``val`` (an error where the dataset has none), else a seeded random fraction
+    (:func:`holdout_split`)."""
+    if holdout != CREATORS_VAL:
+        return holdout_split(n, float(holdout), seed)
+    if not len(val):
+        raise UserError(f"holdout {CREATORS_VAL!r}: this dataset's training split has no creators' validation part")
+    return np.setdiff1d(np.arange(n), val), np.asarray(val, dtype=np.int64)
 
 
 def l2_to_C(lam: float, n: int) -> float:

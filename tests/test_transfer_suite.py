@@ -110,7 +110,8 @@ def test_creators_validation_set_selects_where_kornblith_et_al_use_it(tmp_path: 
     seeded 20 %; a split without a val part is an error, not a silent random split."""
     from rs_transfer.cli import main
     from rs_transfer.tasks import get_task
-    from rs_transfer.tasks._tvclass import CREATORS_VAL, SUITES, TvClassDataset, selection_split
+    from rs_transfer.tasks._tvclass import SUITES, TvClassDataset
+    from rs_transfer.tasks.classification import CREATORS_VAL, selection_split
 
     for name, n_val in (("fgvc-aircraft", 15), ("voc07-cls", 15), ("dtd", 15), ("flowers102", 15)):
         root = get_task(name).make_mini(tmp_path / name)
