@@ -153,7 +153,13 @@ def test_preempted_cell_requeues_and_resumes_exactly(tmp_path: Path, fake_slurm:
     b = json.loads((wd / "results.json").read_text())
     assert b["resumed_from"] and 1 <= b["resumed_from"] < 150
     assert b["metrics"] == a["metrics"] and b["config_hash"] == a["config_hash"]
-    task = json.loads((fake_slurm / "jobs" / f"{job.job_id}.json").read_text())
+    # submitit returns the result once the job wrote it; the fake SLURM records the state when the process ends
+    deadline, task = time.time() + 60, {}
+    while time.time() < deadline:
+        task = json.loads((fake_slurm / "jobs" / f"{job.job_id}.json").read_text())
+        if task["state"] not in ("RUNNING", "PENDING"):
+            break
+        time.sleep(0.1)
     assert task["starts"] == 3 and task["state"] == "COMPLETED"
     log = job.stderr() or ""
     assert log.count("--resume: resuming from") == 2, log[-3000:]
