@@ -25,7 +25,6 @@ from mmengine.registry import METRICS, MODELS
 from rs_transfer.errors import UserError
 
 
-@MODELS.register_module(force=True)
 def simclr_bn_momentum(train_size: int, global_batch: int) -> float:
     """SimCLR B.8 / Kornblith et al.: BN statistics decay max(1 - 10/s, 0.9) with s steps per epoch (TF convention,
     running = decay x running + (1 - decay) x batch), i.e. a horizon of a tenth of an epoch; as PyTorch's momentum
@@ -33,6 +32,7 @@ def simclr_bn_momentum(train_size: int, global_batch: int) -> float:
     return min(10.0 * global_batch / train_size, 0.1)
 
 
+@MODELS.register_module(force=True)
 class ImageClassifier(BaseModel):
     """``backbone`` config (``type=ResNetRS``, classifier mode) + label-smoothed cross-entropy.
 

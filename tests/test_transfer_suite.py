@@ -99,6 +99,9 @@ def test_finetune_bn_momentum_follows_the_steps_per_epoch(tmp_path: Path) -> Non
     assert cfg("flowers102", "finetune").model.bn_momentum == pytest.approx(per_micro(0.1, 8))
     assert cfg("food101", "finetune", "mini").model.bn_momentum == pytest.approx(0.1)   # batch 16: no accumulation
     assert "bn_momentum" not in cfg("food101", "linear").model
+    from mmengine.registry import MODELS
+
+    assert MODELS.get("ImageClassifier") is ImageClassifier      # a config naming it as a string still builds it
     model = ImageClassifier(dict(food.model.backbone), bn_momentum=food.model.bn_momentum)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and all(m.momentum == pytest.approx(per_micro(0.033795, 8), abs=1e-6) for m in bns)
