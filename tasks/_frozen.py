@@ -175,18 +175,22 @@ def state_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def eval_crop(cfg: Any) -> tuple[int, float]:
+    """(size, crop fraction) of the frozen features' eval crop."""
+    return int(cfg.resolution), float(cfg.feature_loader.dataset.get("crop_fraction", 0.875))
+
+
 def features(backbone: torch.nn.Module, ctx: RunContext, cfg: Any, split: str, device: str, digest: str,
-             dataset: DatasetFactory) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(features, labels, cache info) of one split, from the cache when its key matches (module docstring)."""
+             ds: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(features, labels, cache info) of ``ds``, the ``split`` at the eval crop, from the cache when its key matches
+    (module docstring)."""
     import torchvision
     from mmengine.dataset import default_collate
     from torch.utils.data import DataLoader
 
     from rs_transfer.tasks.classification import extract_features
 
-    ds_cfg = cfg.feature_loader.dataset
-    size, crop = int(cfg.resolution), float(ds_cfg.get("crop_fraction", 0.875))
-    ds = dataset(split, size, crop)
+    size, crop = eval_crop(cfg)
     key = {"weights_state": digest, "backbone": ctx.backbone,
            "backbone_kwargs": {k: v for k, v in sorted(ctx.backbone_kwargs.items()) if not k.startswith("weights")},
            "task": ctx.task, "split": split, "data": ds.identity(), "resolution": size, "crop_fraction": crop,
@@ -228,17 +232,14 @@ def run_protocol(cfg: Any, ctx: RunContext, metric: str, dataset: DatasetFactory
     backbone.init_weights()
     check_normalization(backbone, ctx.normalization)
     digest = state_digest(backbone)
-    tr_x, tr_y, tr_info = features(backbone, ctx, cfg, "train", device, digest, dataset)
-    te_x, te_y, te_info = features(backbone, ctx, cfg, "test", device, digest, dataset)
+    train_ds = dataset("train", *eval_crop(cfg))
+    tr_x, tr_y, tr_info = features(backbone, ctx, cfg, "train", device, digest, train_ds)
+    te_x, te_y, te_info = features(backbone, ctx, cfg, "test", device, digest, dataset("test", *eval_crop(cfg)))
     ctx.extra["feature_cache"] = {"train": tr_info, "test": te_info}
     if ctx.protocol == "linear":
-        from .classification import CREATORS_VAL, selection_split
+        from .classification import selection_split
 
-        val = np.zeros(0, np.int64)
-        if p.holdout == CREATORS_VAL:      # where they sit in the training split: its listing (no image decoded)
-            val = dataset("train", int(cfg.resolution), float(cfg.feature_loader.dataset.get("crop_fraction",
-                                                                                              0.875))).creators_val
-        fit, hold = selection_split(len(tr_x), p.holdout, int(p.seed), val)
+        fit, hold = selection_split(len(tr_x), p.holdout, int(p.seed), train_ds.creators_val)
         ctx.extra["selection"] = {"holdout": p.holdout, "fit": int(len(fit)), "held_out": int(len(hold))}
         out = probe(metric, (tr_x, tr_y), (te_x, te_y), p, fit, hold)
         ctx.extra["l2_sweep"] = out.pop("sweep")
