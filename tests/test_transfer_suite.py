@@ -137,16 +137,21 @@ def test_creators_validation_set_selects_where_kornblith_et_al_use_it(tmp_path: 
 
 
 def test_a_stale_mini_copy_is_written_again(tmp_path: Path, monkeypatch) -> None:
-    """A mini copy from an older generator (here: the Aircraft train list missing) fails the task's data check;
-    ensure_mini writes it again instead of failing every mini run."""
+    """A mini copy from an older generator (here: without the Aircraft train list, and MINI.json naming other
+    code) fails the task's data check; ensure_mini writes it again instead of failing every mini run. A copy this
+    code wrote is reused as it is."""
     from rs_transfer.tasks import get_task
     from rs_transfer.tasks.mini import ensure_mini
 
     monkeypatch.setenv("RS_TRANSFER_HOME", str(tmp_path / "home"))
     task = get_task("fgvc-aircraft")
     root = ensure_mini(task)
+    (root / "kept").write_text("")
+    assert ensure_mini(task) == root and (root / "kept").is_file()       # same code: reused, not rewritten
     listing = root / "fgvc-aircraft-2013b/data/images_variant_train.txt"
     listing.unlink()
+    marker = task.mini_root() / "MINI.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "generator": "older"}))
     assert not task.check(root).ok
     assert ensure_mini(task) == root and listing.is_file() and task.check(root).ok
 
