@@ -4,6 +4,7 @@ and the cited reference rows (``results/paper_transfer12.json``: SimCLR's Table 
 the study's own rows. Pure functions of the cells, so a test can give them any numbers."""
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -15,31 +16,41 @@ def log_odds(percent: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def averages(values: list[float]) -> tuple[float | None, float | None]:
+    """(mean, mean log-odds) of a row's values over the datasets averaged; (None, None) for none."""
+    if not values:
+        return None, None
+    return sum(values) / len(values), sum(map(log_odds, values)) / len(values)
+
+
 PAPER_TRANSFER12 = "paper_transfer12.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _paper() -> dict[str, Any]:
+    import json
+
+    from rs_transfer.results import reference_file
+
+    return json.loads(reference_file(PAPER_TRANSFER12).read_text())
 
 
 def paper_rows(protocol: str, tasks: list[str], common: list[str]) -> list[dict[str, Any]]:
     """The cited reference rows for ``protocol`` (none for fewshot), their values on ``tasks`` (None where the paper
     has no such dataset), the mean and mean log-odds over ``common`` (the study's own common datasets, so a reference
     row and a study row average the same datasets; None if the paper lacks one of them)."""
-    import json
-
-    from rs_transfer.results import reference_file
-
-    data = json.loads(reference_file(PAPER_TRANSFER12).read_text())
+    data = _paper()
     rows = []
     for tab in data["tables"]:
         for r in tab["rows"]:
             if r["protocol"] != protocol:
                 continue
             by_task = dict(zip(data["columns"], r["values"], strict=True))
-            got = [by_task[t] for t in common if t in by_task]
-            whole = bool(common) and len(got) == len(common)
+            mean, mean_log_odds = averages([by_task[t] for t in common] if set(common) <= set(by_task) else [])
             rows.append({"source": f"paper: {r['method']} ({tab['backbone']}; SimCLR {tab['table']})",
                          "short": f"{r['method']} {tab['backbone'].replace('ResNet-', 'R')} ({tab['table']})",
                          "imagenet_top1": r["imagenet_top1"], "values": {t: by_task.get(t) for t in tasks},
-                         "mean": sum(got) / len(got) if whole else None,
-                         "mean_log_odds": sum(map(log_odds, got)) / len(got) if whole else None})
+                         "mean": mean, "mean_log_odds": mean_log_odds})
     return rows
 
 
@@ -62,9 +73,7 @@ def build_report(cells: list[dict[str, Any]], tasks: list[str], labels: list[str
                          "seeds": {t: len(v) for t, v in vals.items()}})
         common = [t for t in tasks if all(r["values"][t] is not None for r in rows)]
         for r in rows:
-            got = [r["values"][t] for t in common]
-            r["mean"] = float(np.mean(got)) if got else None
-            r["mean_log_odds"] = float(np.mean([log_odds(v) for v in got])) if got else None
+            r["mean"], r["mean_log_odds"] = averages([r["values"][t] for t in common])
         pairs = [(r["imagenet_top1"], r["mean_log_odds"]) for r in rows
                  if r["imagenet_top1"] is not None and r["mean_log_odds"] is not None]
         rho = None
@@ -78,13 +87,8 @@ def build_report(cells: list[dict[str, Any]], tasks: list[str], labels: list[str
 
 
 def _paper_source() -> str:
-    import json
-
-    from rs_transfer.results import reference_file
-
-    data = json.loads(reference_file(PAPER_TRANSFER12).read_text())
+    data = _paper()
     return f"{data['source']}. {data['supervised_note']}. Not included: {data['not_included']}."
-
 
 
 def _fmt(v: float | None) -> str:
