@@ -8,9 +8,11 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,7 +84,21 @@ def outputs_reproduce():
         if count is not None:
             assert len(out) == count
     return check
+
+
 _FAKE_SLURM = Path(__file__).with_name("fake_slurm.py")
+
+
+def slurm_settled(state: Path, timeout: float = 60) -> dict[str, dict]:
+    """The fake SLURM's task records (by task id) once none is PENDING or RUNNING, or as they are at ``timeout``.
+    submitit hands back a job's result as soon as the job wrote it; the job's process, and so SLURM's state, ends a
+    moment later."""
+    deadline = time.time() + timeout
+    while True:
+        tasks = {p.stem: json.loads(p.read_text()) for p in (state / "jobs").glob("*.json")}
+        if time.time() > deadline or all(t["state"] not in ("PENDING", "RUNNING") for t in tasks.values()):
+            return tasks
+        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_CLI
+from conftest import TINY_CLI, slurm_settled
 from rs_transfer.studies.executor import (JOBS_NAME, Cell, CellJob, SlurmOptions, parse_slurm_extra,
                                   read_job_state, submit_cells, timeout_minutes)
 from rs_transfer.errors import UserError
@@ -153,13 +153,7 @@ def test_preempted_cell_requeues_and_resumes_exactly(tmp_path: Path, fake_slurm:
     b = json.loads((wd / "results.json").read_text())
     assert b["resumed_from"] and 1 <= b["resumed_from"] < 150
     assert b["metrics"] == a["metrics"] and b["config_hash"] == a["config_hash"]
-    # submitit returns the result once the job wrote it; the fake SLURM records the state when the process ends
-    deadline, task = time.time() + 60, {}
-    while time.time() < deadline:
-        task = json.loads((fake_slurm / "jobs" / f"{job.job_id}.json").read_text())
-        if task["state"] not in ("RUNNING", "PENDING"):
-            break
-        time.sleep(0.1)
+    task = slurm_settled(fake_slurm)[job.job_id]
     assert task["starts"] == 3 and task["state"] == "COMPLETED"
     log = job.stderr() or ""
     assert log.count("--resume: resuming from") == 2, log[-3000:]

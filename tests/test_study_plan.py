@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, slurm_settled
 from rs_transfer.atomic import write_json_atomic
 from rs_transfer.cli import main
 from rs_transfer.runner.lock import WorkDirLock
@@ -240,9 +240,7 @@ def test_mini_table4_through_the_slurm_executor(tmp_path: Path, fake_slurm, caps
     deadline = time.time() + 300
     while time.time() < deadline and len(list(out.glob("cifar100/*/results.json"))) < 2:
         time.sleep(0.5)
-    while time.time() < deadline and any(json.loads(p.read_text())["state"] == "RUNNING"
-                                         for p in (fake_slurm / "jobs").glob("*.json")):
-        time.sleep(0.2)
+    slurm_settled(fake_slurm, timeout=max(0.0, deadline - time.time()))
     assert main(args) == 0    # the same command collects: every cell done, nothing submitted, the report written
     text = capsys.readouterr().out
     assert "resnetrs50 / scratch [mini]" in text and len(list((fake_slurm / "submitted").glob("*.sh"))) == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from conftest import TINY, TINY_CLI
+from conftest import TINY, TINY_CLI, slurm_settled
 
 
 def test_report_means_log_odds_and_rank_correlation() -> None:
@@ -177,9 +177,7 @@ def test_slurm_executor_submits_one_array_with_the_study_feature_cache_then_coll
     deadline = time.time() + 300
     while time.time() < deadline and len(list(out.glob("dtd/*/results.json"))) < 2:
         time.sleep(0.5)
-    while time.time() < deadline and any(json.loads(p.read_text())["state"] == "RUNNING"
-                                         for p in (fake_slurm / "jobs").glob("*.json")):
-        time.sleep(0.2)
+    slurm_settled(fake_slurm, timeout=max(0.0, deadline - time.time()))
     assert len(list((out / "features" / "dtd").glob("*.npz"))) == 4    # 2 sources x (train, test), the study's cache
     capsys.readouterr()
     assert main(argv) == 0                  # every cell done: nothing submitted, the report written
